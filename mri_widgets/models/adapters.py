@@ -1,0 +1,346 @@
+"""Architecture adapters: the one place that knows module paths and conventions.
+
+Every other part of mri_widgets asks an :class:`Adapter` for "the blocks", "the MLP output
+projection of layer 3" or "the unembedding" and never spells a module path itself.
+
+A family is described by an :class:`ArchSpec` whose paths are relative to the model's *decoder
+base* (``model.base_model`` for plain transformers models, the language model inside a
+LLaVA-style model). Users with an unsupported model pass ``module_paths`` to
+:func:`mri_widgets.load` with absolute dotted paths from the top model instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+__all__ = ["ArchSpec", "Adapter", "AdapterError", "SPECS", "FAMILY_OF", "resolve_adapter"]
+
+
+class AdapterError(ValueError):
+    """A model's structure does not match what mri_widgets needs."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Module paths and conventions of one architecture family.
+
+    ``blocks``, ``embed`` and ``final_norm`` are relative to the decoder base; the other paths are
+    relative to one block. ``None`` means the family has no such part.
+    """
+
+    family: str
+    blocks: str
+    embed: str
+    final_norm: Optional[str]
+    attn: str
+    attn_out: str  # attention output projection: its input is the concatenation of head outputs
+    mlp: str
+    mlp_out: str  # MLP output projection: its input is the neuron activations
+    mlp_in: Optional[str]  # up projection (input weights of the neurons)
+    mlp_gate: Optional[str] = None  # gate projection of a gated MLP
+    mlp_act: Optional[str] = None  # activation module (applied to the gate for gated MLPs)
+    ln_attn: Optional[str] = None  # norm read by attention
+    ln_mlp: Optional[str] = None  # norm read by the MLP (None: the MLP reads ln_attn's output)
+    parallel: bool = False  # attention and MLP both read the block input (GPT-J, NeoX parallel)
+    post_norm: bool = False  # BERT-style: norms after the residual additions
+    encoder: bool = False
+    conv1d: bool = False  # GPT-2 Conv1D stores weights as (in, out)
+
+    @property
+    def gated(self) -> bool:
+        return self.mlp_gate is not None
+
+
+SPECS: dict[str, ArchSpec] = {
+    "gpt2": ArchSpec(
+        "gpt2", blocks="h", embed="wte", final_norm="ln_f", attn="attn", attn_out="attn.c_proj",
+        mlp="mlp", mlp_out="mlp.c_proj", mlp_in="mlp.c_fc", mlp_act="mlp.act", ln_attn="ln_1",
+        ln_mlp="ln_2", conv1d=True,
+    ),
+    "gpt_neox": ArchSpec(
+        "gpt_neox", blocks="layers", embed="embed_in", final_norm="final_layer_norm",
+        attn="attention", attn_out="attention.dense", mlp="mlp", mlp_out="mlp.dense_4h_to_h",
+        mlp_in="mlp.dense_h_to_4h", mlp_act="mlp.act", ln_attn="input_layernorm",
+        ln_mlp="post_attention_layernorm", parallel=True,
+    ),
+    "llama": ArchSpec(
+        "llama", blocks="layers", embed="embed_tokens", final_norm="norm", attn="self_attn",
+        attn_out="self_attn.o_proj", mlp="mlp", mlp_out="mlp.down_proj", mlp_in="mlp.up_proj",
+        mlp_gate="mlp.gate_proj", mlp_act="mlp.act_fn", ln_attn="input_layernorm",
+        ln_mlp="post_attention_layernorm",
+    ),
+    "gptj": ArchSpec(
+        "gptj", blocks="h", embed="wte", final_norm="ln_f", attn="attn", attn_out="attn.out_proj",
+        mlp="mlp", mlp_out="mlp.fc_out", mlp_in="mlp.fc_in", mlp_act="mlp.act", ln_attn="ln_1",
+        ln_mlp=None, parallel=True,
+    ),
+    "gpt_neo": ArchSpec(
+        "gpt_neo", blocks="h", embed="wte", final_norm="ln_f", attn="attn",
+        attn_out="attn.attention.out_proj", mlp="mlp", mlp_out="mlp.c_proj", mlp_in="mlp.c_fc",
+        mlp_act="mlp.act", ln_attn="ln_1", ln_mlp="ln_2",
+    ),
+    "bert": ArchSpec(
+        "bert", blocks="encoder.layer", embed="embeddings.word_embeddings", final_norm=None,
+        attn="attention", attn_out="attention.output.dense", mlp="intermediate",
+        mlp_out="output.dense", mlp_in="intermediate.dense",
+        mlp_act="intermediate.intermediate_act_fn", post_norm=True, encoder=True,
+    ),
+    "distilbert": ArchSpec(
+        "distilbert", blocks="transformer.layer", embed="embeddings.word_embeddings",
+        final_norm=None, attn="attention", attn_out="attention.out_lin", mlp="ffn",
+        mlp_out="ffn.lin2", mlp_in="ffn.lin1", mlp_act="ffn.activation", post_norm=True,
+        encoder=True,
+    ),
+}
+
+#: transformers ``config.model_type`` -> adapter family.
+FAMILY_OF: dict[str, str] = {
+    "gpt2": "gpt2",
+    "gpt_neox": "gpt_neox",
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "llama",
+    "qwen3": "llama",
+    "olmo": "llama",
+    "olmo2": "llama",
+    "smollm3": "llama",
+    "gemma": "llama",
+    "gemma2": "llama",
+    "gptj": "gptj",
+    "gpt_neo": "gpt_neo",
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+    "distilbert": "distilbert",
+}
+
+#: Multimodal wrappers: model_type -> how to find the language model inside.
+MULTIMODAL = {"llava": "llava", "llava_next": "llava", "llava_onevision": "llava"}
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    """``root.a.b.0.c`` for ``path="a.b.0.c"`` with an error that names the missing part."""
+    mod = root
+    for part in path.split("."):
+        if part == "":
+            continue
+        nxt = getattr(mod, part, None)
+        if nxt is None and part.isdigit() and isinstance(mod, (nn.ModuleList, nn.Sequential)):
+            nxt = mod[int(part)]
+        if nxt is None:
+            raise AdapterError(f"module path {path!r}: {type(mod).__name__} has no part {part!r}")
+        mod = nxt
+    return mod
+
+
+def _config_get(cfg, *names, default=None):
+    for n in names:
+        v = getattr(cfg, n, None)
+        if v is not None:
+            return v
+    return default
+
+
+@dataclass
+class Adapter:
+    """A model with its parts resolved. Built by :func:`resolve_adapter`."""
+
+    model: nn.Module
+    spec: ArchSpec
+    base: nn.Module  # decoder base: holds blocks, embed, final norm
+    config: object  # the language model's config
+    multimodal: Optional[str] = None
+    image_token_id: Optional[int] = None
+    blocks: list = field(default_factory=list)
+
+    # ---- sizes -----------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.embed.weight.shape[1])
+
+    @property
+    def n_heads(self) -> int:
+        n = _config_get(self.config, "num_attention_heads", "n_head", "num_heads", "n_heads")
+        if n is None:
+            raise AdapterError("cannot find the number of attention heads in the model config")
+        return int(n)
+
+    @property
+    def d_head(self) -> int:
+        hd = getattr(self.config, "head_dim", None)
+        if hd:
+            return int(hd)
+        return self.d_model // self.n_heads
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.W_out(0).shape[1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embed.weight.shape[0])
+
+    @property
+    def gated(self) -> bool:
+        return self.spec.gated
+
+    @property
+    def encoder(self) -> bool:
+        return self.spec.encoder
+
+    # ---- parts -------------------------------------------------------------------------------
+    @property
+    def embed(self) -> nn.Module:
+        return get_module(self.base, self.spec.embed)
+
+    @property
+    def final_norm(self) -> Optional[nn.Module]:
+        return None if self.spec.final_norm is None else get_module(self.base, self.spec.final_norm)
+
+    @property
+    def unembed_module(self) -> Optional[nn.Module]:
+        if self.spec.encoder:
+            return None
+        out = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        return out
+
+    def part(self, layer: int, name: str) -> nn.Module:
+        """The sub-module ``name`` (an ArchSpec field such as ``"mlp_out"``) of block ``layer``."""
+        self.check_layer(layer)
+        path = getattr(self.spec, name)
+        if path is None:
+            raise AdapterError(f"the {self.family} family has no {name!r} part")
+        return get_module(self.blocks[layer], path)
+
+    def check_layer(self, layer: int, *, n: Optional[int] = None, what: str = "layer") -> int:
+        n = self.n_layers if n is None else n
+        if not isinstance(layer, (int,)) or isinstance(layer, bool):
+            try:
+                layer = int(layer)
+            except (TypeError, ValueError):
+                raise TypeError(f"{what} must be an integer, got {layer!r}") from None
+        if not -n <= layer < n:
+            raise IndexError(f"{what} {layer} is out of range: this model has {n} ({what}s 0..{n - 1})")
+        return layer % n
+
+    # ---- weights in one convention: (out_features, in_features) ------------------------------
+    def _weight(self, mod: nn.Module) -> torch.Tensor:
+        w = mod.weight
+        return w.t() if self.spec.conv1d else w
+
+    def W_out(self, layer: int) -> torch.Tensor:
+        """MLP output weights, (d_model, d_mlp): column j is neuron j's write direction."""
+        return self._weight(self.part(layer, "mlp_out"))
+
+    def W_in(self, layer: int) -> torch.Tensor:
+        """MLP input (up projection) weights, (d_mlp, d_model): row j is neuron j's key."""
+        return self._weight(self.part(layer, "mlp_in"))
+
+    def W_gate(self, layer: int) -> torch.Tensor:
+        """Gate projection weights of a gated MLP, (d_mlp, d_model)."""
+        return self._weight(self.part(layer, "mlp_gate"))
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        """Attention output weights, (d_model, n_heads * d_head)."""
+        return self._weight(self.part(layer, "attn_out"))
+
+
+def _check_spec(adapter: Adapter) -> None:
+    """Touch every part of block 0 so that a wrong path fails at load time, not mid-analysis."""
+    spec = adapter.spec
+    for name in ("embed",) + (("final_norm",) if spec.final_norm else ()):
+        get_module(adapter.base, getattr(spec, name))
+    for name in ("attn", "attn_out", "mlp", "mlp_out", "mlp_in", "mlp_gate", "mlp_act", "ln_attn", "ln_mlp"):
+        if getattr(spec, name) is not None:
+            adapter.part(0, name)
+
+
+def _help(model_type: str) -> str:
+    return (
+        f"mri_widgets has no adapter for model_type {model_type!r}. Pass its module paths "
+        "explicitly, e.g. mri_widgets.load(model, tokenizer, module_paths=dict(blocks='model.layers', "
+        "embed='model.embed_tokens', final_norm='model.norm', attn='self_attn', attn_out='self_attn.o_proj', "
+        "mlp='mlp', mlp_out='mlp.down_proj', mlp_in='mlp.up_proj')) -- 'blocks', 'embed' and 'final_norm' "
+        "are dotted paths from the top model, the others are relative to one block. Supported families: "
+        + ", ".join(sorted(FAMILY_OF))
+    )
+
+
+def resolve_adapter(model: nn.Module, module_paths: Optional[dict] = None) -> Adapter:
+    """Find the blocks, norms, MLP and attention parts of ``model``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A transformers model (causal LM, encoder, or LLaVA-style vision-language model).
+    module_paths : dict, optional
+        Explicit paths for an unsupported model; keys are :class:`ArchSpec` fields (``family``
+        optional, plus booleans such as ``parallel``); ``blocks``, ``embed`` and ``final_norm``
+        are dotted paths from the top model.
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None) or type(model).__name__
+    multimodal = None
+    lm_config = config
+    image_token_id = None
+    base = getattr(model, "base_model", model)
+
+    if module_paths is not None:
+        fields = {f.name for f in dataclasses.fields(ArchSpec)}
+        unknown = set(module_paths) - fields
+        if unknown:
+            raise AdapterError(f"unknown module_paths keys {sorted(unknown)}; known: {sorted(fields)}")
+        kw = dict(module_paths)
+        kw.setdefault("family", str(model_type))
+        kw.setdefault("final_norm", None)
+        kw.setdefault("mlp_in", None)
+        missing = {"blocks", "embed", "attn", "attn_out", "mlp", "mlp_out"} - set(kw)
+        if missing:
+            raise AdapterError(f"module_paths lacks {sorted(missing)}")
+        spec = ArchSpec(**kw)
+        base = model
+    else:
+        if model_type in MULTIMODAL:
+            multimodal = MULTIMODAL[model_type]
+            lm_config = getattr(config, "text_config", None)
+            inner = getattr(model, "model", model)
+            base = getattr(inner, "language_model", None)
+            if base is None:
+                raise AdapterError(f"cannot find the language model inside this {model_type} model")
+            base = getattr(base, "base_model", base) if not hasattr(base, "layers") else base
+            image_token_id = _config_get(config, "image_token_id", "image_token_index")
+            model_type = getattr(lm_config, "model_type", "llama")
+        family = FAMILY_OF.get(model_type)
+        if family is None:
+            raise AdapterError(_help(model_type))
+        spec = SPECS[family]
+        if family == "gpt_neox" and not getattr(lm_config, "use_parallel_residual", True):
+            spec = dataclasses.replace(spec, parallel=False)
+
+    try:
+        blocks = get_module(base, spec.blocks)
+    except AdapterError as e:
+        raise AdapterError(f"{e}. {_help(model_type)}") from None
+    if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or len(blocks) == 0:
+        raise AdapterError(f"{spec.blocks!r} is not a non-empty list of blocks. {_help(model_type)}")
+    adapter = Adapter(model=model, spec=spec, base=base, config=lm_config, multimodal=multimodal,
+                      image_token_id=image_token_id, blocks=list(blocks))
+    try:
+        _check_spec(adapter)
+    except AdapterError as e:
+        raise AdapterError(f"{e}. {_help(model_type)}") from None
+    return adapter

@@ -1,0 +1,372 @@
+"""Hooked capture of activations, materialised or streamed batch by batch to a reducer."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+from .adapters import Adapter, AdapterError
+
+__all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "check_texts"]
+
+#: site name -> (description, per-layer over blocks (True) or embeddings + blocks (False))
+SITES = {
+    "resid": "residual stream: embeddings, then each block's output (before the final norm)",
+    "mlp": "the value each MLP feeds to its output projection (neuron activations)",
+    "mlp_gate": "gate pre-activation of a gated MLP",
+    "mlp_up": "up projection of a gated MLP",
+    "mlp_act": "act(gate) of a gated MLP",
+    "attn": "attention probabilities (n_heads, query, key)",
+    "head_out": "each head's contribution to the residual stream",
+}
+
+
+class CaptureError(ValueError):
+    """Bad input to a capture (texts, sites, layers)."""
+
+
+def check_texts(texts, *, what: str = "texts") -> list[str]:
+    """Validate a list of texts (a single string is accepted as one text)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if texts is None:
+        raise CaptureError(f"{what} is None: pass a list of strings")
+    texts = list(texts)
+    if not texts:
+        raise CaptureError(f"{what} is empty: pass at least one string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise CaptureError(f"{what}[{i}] is a {type(t).__name__}, not a string: pass text, e.g. str(x)")
+        if not t.strip():
+            raise CaptureError(f"{what}[{i}] is empty or blank: remove it or give it some text")
+    return texts
+
+
+@dataclass
+class CaptureBatch:
+    """One batch handed to a ``reducer``.
+
+    Attributes
+    ----------
+    acts : dict
+        site -> tensor on the model's input device, in the model's dtype. Shapes:
+        ``resid`` (b, n_resid_layers, seq, d_model); ``mlp*`` (b, n_layers, seq, d_mlp);
+        ``attn`` (b, n_layers, n_heads, seq, seq); ``head_out`` (b, n_layers, n_heads, seq, d_model).
+        Positions are right-padded: real tokens first. Padding positions hold zeros.
+    mask : (b, seq) bool tensor of real tokens.
+    input_ids : (b, seq) tensor.
+    start : index of this batch's first text in the whole text list.
+    layers : site -> list of the layer indices along axis 1 of ``acts[site]``.
+    tokens : token strings per text (real tokens only).
+    """
+
+    acts: dict
+    mask: torch.Tensor
+    input_ids: torch.Tensor
+    start: int
+    layers: dict
+    tokens: list = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.shape[0])
+
+
+class Capture:
+    """Materialised activations of a list of texts.
+
+    Index by site name: ``cap["resid"]`` is a CPU float32 tensor of shape
+    (n_texts, n_layers + 1, seq, d_model). ``mask`` (n_texts, seq) marks real tokens; positions
+    are aligned so that token ``i`` of a text is at position ``i`` whatever the tokenizer's padding
+    side. ``tokens`` are the token strings of each text and ``input_ids`` the padded ids.
+    """
+
+    def __init__(self, acts: dict, mask, input_ids, tokens, layers: dict, texts):
+        self._acts = acts
+        self.mask = mask
+        self.input_ids = input_ids
+        self.tokens = tokens
+        self.layers = layers
+        self.texts = texts
+
+    def __getitem__(self, site: str) -> torch.Tensor:
+        if site not in self._acts:
+            raise KeyError(f"site {site!r} was not captured; captured: {sorted(self._acts)}")
+        return self._acts[site]
+
+    def __contains__(self, site) -> bool:
+        return site in self._acts
+
+    def keys(self):
+        return self._acts.keys()
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self._acts)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self._acts.items())
+        return f"Capture({len(self.tokens)} texts; {shapes})"
+
+
+def _first(x):
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _eager_attention(model):
+    """Temporarily switch to eager attention so that attention probabilities exist."""
+    cfgs = [m.config for m in model.modules() if hasattr(m, "config")]
+    old = [getattr(c, "_attn_implementation", None) for c in cfgs]
+    switched = False
+    if any(o not in (None, "eager") for o in old) and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+            switched = True
+        except Exception:  # pragma: no cover - depends on transformers version
+            switched = False
+    if not switched:
+        for c in cfgs:
+            if getattr(c, "_attn_implementation", None) not in (None, "eager"):
+                try:
+                    c._attn_implementation = "eager"
+                except Exception:  # pragma: no cover
+                    pass
+    try:
+        yield
+    finally:
+        if switched:
+            model.set_attn_implementation(old[0])
+        else:
+            for c, o in zip(cfgs, old):
+                if o is not None:
+                    try:
+                        c._attn_implementation = o
+                    except Exception:  # pragma: no cover
+                        pass
+
+
+def normalise_sites(adapter: Adapter, sites) -> list[str]:
+    if isinstance(sites, str):
+        sites = (sites,)
+    sites = list(dict.fromkeys(sites))
+    if not sites:
+        raise CaptureError("sites is empty: pass e.g. sites=('resid',)")
+    for s in sites:
+        if s not in SITES:
+            raise CaptureError(f"unknown site {s!r}; known sites: " + ", ".join(SITES))
+        if s in ("mlp_gate", "mlp_up", "mlp_act") and not adapter.gated:
+            raise CaptureError(f"site {s!r} exists only for gated MLPs; the {adapter.family} MLP is not gated (use 'mlp')")
+    return sites
+
+
+def normalise_layers(adapter: Adapter, sites, layers) -> dict:
+    out = {}
+    for s in sites:
+        n = adapter.n_layers + 1 if s == "resid" else adapter.n_layers
+        if layers is None:
+            out[s] = list(range(n))
+        else:
+            sel = [layers] if isinstance(layers, int) else list(layers)
+            if not sel:
+                raise CaptureError("layers is empty: pass None for all layers")
+            what = "resid layer (0 = embeddings)" if s == "resid" else "layer"
+            out[s] = [adapter.check_layer(l, n=n, what=what) for l in sel]
+    return out
+
+
+def run_capture(
+    adapter: Adapter,
+    tokenizer,
+    texts,
+    sites=("resid",),
+    *,
+    batch_size: int = 8,
+    max_length: Optional[int] = None,
+    reducer: Optional[Callable[[CaptureBatch], None]] = None,
+    layers=None,
+    progress: Optional[bool] = None,
+    token_str: Optional[Callable] = None,
+    extra_inputs: Optional[dict] = None,
+):
+    """Run the model over ``texts`` with hooks; see :meth:`LoadedModel.capture`."""
+    from tqdm.auto import tqdm
+
+    texts = check_texts(texts)
+    sites = normalise_sites(adapter, sites)
+    layer_sel = normalise_layers(adapter, sites, layers)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise CaptureError(f"batch_size must be a positive integer, got {batch_size!r}")
+    model = adapter.model
+    device = adapter.embed.weight.device
+
+    # tokenizer: right padding so that real tokens come first
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    limit = max_positions(adapter)
+    enc_kw = dict(padding=True, return_tensors="pt", padding_side="right")
+    if max_length is not None:
+        enc_kw.update(truncation=True, max_length=int(max_length))
+
+    n_batches = (len(texts) + batch_size - 1) // batch_size
+    show = (n_batches > 1) if progress is None else progress
+    stored = {s: [] for s in sites}
+    masks, ids_all, tokens_all = [], [], []
+
+    forward_kw = {}
+    if "attn" in sites:
+        forward_kw["output_attentions"] = True
+    ctx = _eager_attention(model) if "attn" in sites else contextlib.nullcontext()
+
+    with ctx, torch.inference_mode():
+        for bi in tqdm(range(n_batches), desc="capture", disable=not show, leave=False):
+            chunk = texts[bi * batch_size:(bi + 1) * batch_size]
+            enc = tokenizer(chunk, **enc_kw)
+            if max_length is None and limit is not None and enc["input_ids"].shape[1] > limit:
+                lengths = enc["attention_mask"].sum(1)
+                worst = int(lengths.argmax())
+                raise CaptureError(
+                    f"text {bi * batch_size + worst} has {int(lengths[worst])} tokens but the model accepts "
+                    f"{limit}; pass max_length={limit} (or smaller) to truncate")
+            mask = enc["attention_mask"].bool()
+            # tokenizers that ignore padding_side: realign to right padding
+            if bool((~mask[:, 0]).any()):
+                enc, mask = _to_right_padding(enc, mask)
+            inputs = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            if extra_inputs:
+                inputs.update(extra_inputs)
+            got = {}
+            handles = _install_hooks(adapter, sites, layer_sel, got)
+            try:
+                out = model(**inputs, **forward_kw)
+            finally:
+                for h in handles:
+                    h.remove()
+            if "attn" in sites:
+                atts = getattr(out, "attentions", None)
+                if not atts or atts[0] is None:
+                    raise AdapterError("the model returned no attention probabilities even with eager attention")
+                got["attn"] = {l: atts[l] for l in layer_sel["attn"]}
+            mask_d = mask.to(device)
+            acts = {}
+            for s in sites:
+                per = [got[s][l].to(device) for l in layer_sel[s]]
+                t = torch.stack(per, dim=1)
+                acts[s] = _zero_padding(t, mask_d, s)
+            toks = None
+            if token_str is not None:
+                toks = [token_str(row[m].tolist()) for row, m in zip(enc["input_ids"], mask)]
+            batch = CaptureBatch(acts=acts, mask=mask_d, input_ids=enc["input_ids"].to(device),
+                                 start=bi * batch_size, layers=layer_sel, tokens=toks or [])
+            if reducer is not None:
+                reducer(batch)
+            else:
+                for s in sites:
+                    stored[s].append(acts[s].float().cpu())
+                masks.append(mask)
+                ids_all.append(enc["input_ids"])
+                tokens_all.extend(toks or [])
+            del out, got, acts
+    if reducer is not None:
+        return None
+    seq = max(m.shape[1] for m in masks)
+    final = {s: torch.cat([_pad_seq(t, seq, s) for t in stored[s]], 0) for s in sites}
+    mask = torch.cat([torch.nn.functional.pad(m, (0, seq - m.shape[1])) for m in masks], 0)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.cat([torch.nn.functional.pad(i, (0, seq - i.shape[1]), value=pad_id) for i in ids_all], 0)
+    return Capture(final, mask, ids, tokens_all, layer_sel, texts)
+
+
+def max_positions(adapter: Adapter) -> Optional[int]:
+    cfg = adapter.config
+    for n in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        v = getattr(cfg, n, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def _to_right_padding(enc, mask):
+    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+    enc = {k: (torch.gather(v, 1, order) if torch.is_tensor(v) and v.dim() == 2 else v) for k, v in enc.items()}
+    return enc, torch.gather(mask, 1, order)
+
+
+def _zero_padding(t: torch.Tensor, mask: torch.Tensor, site: str) -> torch.Tensor:
+    b, seq = mask.shape
+    if site == "attn":  # (b, L, H, q, k): zero padded queries and keys
+        m = mask[:, None, None, :, None] & mask[:, None, None, None, :]
+    elif site == "head_out":  # (b, L, H, seq, d)
+        m = mask[:, None, None, :, None]
+    else:  # (b, L, seq, d)
+        m = mask[:, None, :, None]
+    return torch.where(m, t, torch.zeros((), dtype=t.dtype, device=t.device))
+
+
+def _pad_seq(t: torch.Tensor, seq: int, site: str) -> torch.Tensor:
+    if site == "attn":
+        p = seq - t.shape[-1]
+        return torch.nn.functional.pad(t, (0, p, 0, p))
+    if site == "head_out":
+        return torch.nn.functional.pad(t, (0, 0, 0, seq - t.shape[3]))
+    return torch.nn.functional.pad(t, (0, 0, 0, seq - t.shape[2]))
+
+
+def _install_hooks(adapter: Adapter, sites, layer_sel, got: dict):
+    handles = []
+    for s in sites:
+        got[s] = {}
+
+    def keep(site, layer):
+        def hook(mod, inp, out):
+            got[site][layer] = _first(out)
+        return hook
+
+    def keep_input(site, layer):
+        def hook(mod, args, kwargs):
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
+            got[site][layer] = x
+        return hook
+
+    if "resid" in sites:
+        want = set(layer_sel["resid"])
+        if 0 in want:
+            handles.append(adapter.blocks[0].register_forward_pre_hook(keep_input("resid", 0), with_kwargs=True))
+        for l in range(adapter.n_layers):
+            if l + 1 in want:
+                handles.append(adapter.blocks[l].register_forward_hook(keep("resid", l + 1)))
+    if "mlp" in sites:
+        for l in layer_sel["mlp"]:
+            handles.append(adapter.part(l, "mlp_out").register_forward_pre_hook(keep_input("mlp", l), with_kwargs=True))
+    for s, part in (("mlp_gate", "mlp_gate"), ("mlp_up", "mlp_in"), ("mlp_act", "mlp_act")):
+        if s in sites:
+            for l in layer_sel[s]:
+                handles.append(adapter.part(l, part).register_forward_hook(keep(s, l)))
+    if "head_out" in sites:
+        H, dh = adapter.n_heads, adapter.d_head
+
+        def heads(layer):
+            W = adapter.W_O(layer)  # (d_model, H*dh)
+
+            def hook(mod, args, kwargs):
+                z = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
+                b, seq, _ = z.shape
+                zh = z.reshape(b, seq, H, dh)
+                Wh = W.reshape(W.shape[0], H, dh).to(z.dtype)
+                got["head_out"][layer] = torch.einsum("bshd,mhd->bhsm", zh, Wh)
+            return hook
+
+        for l in layer_sel["head_out"]:
+            handles.append(adapter.part(l, "attn_out").register_forward_pre_hook(heads(l), with_kwargs=True))
+    return handles
