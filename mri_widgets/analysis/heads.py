@@ -1,0 +1,360 @@
+"""Attention heads compared by how they attend (after Clark et al. 2019, "What does BERT look at?").
+
+For every example, each head's attention matrix (query rows x key columns, real tokens only)
+is smoothed and compared with every other head's: the distance between two heads is the
+Jensen-Shannon divergence between their attention distributions, summed over query rows and
+averaged over examples. Classical MDS embeds the heads in 2-D. Per-head scores say what a head
+mostly does: how spread its attention is (entropy) and how much of it goes to the previous
+token, the first token and the token itself.
+
+Everything streams: attention probabilities are reduced batch by batch and never materialised
+for the whole text list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+__all__ = [
+    "JS_SMOOTHING",
+    "SCORE_NAMES",
+    "HeadStats",
+    "smooth_attention",
+    "js_divergence",
+    "pairwise_head_js",
+    "attention_score_sums",
+    "head_stats",
+    "head_distances",
+    "head_scores",
+    "classical_mds",
+]
+
+#: Smoothing of attention rows before the Jensen-Shannon divergence, as in Clark et al.'s code:
+#: ``p <- eps / n_keys + (1 - eps) * p`` with ``eps = 0.001``, so that no probability is zero.
+JS_SMOOTHING = 1e-3
+
+#: Per-head scores computed by :func:`head_stats` (means over query rows 1..n-1 of every example).
+SCORE_NAMES = ("entropy", "previous", "first", "self")
+
+_SCORE_DOC = {
+    "entropy": "attention entropy in nats (0: all on one token; log(q + 1) for query q: uniform)",
+    "previous": "attention to the previous token",
+    "first": "attention to the first token",
+    "self": "attention to the query token itself",
+}
+
+
+class HeadAnalysisError(ValueError):
+    """Bad input to the attention-head analysis."""
+
+
+# ------------------------------------------------------------------------------ pure functions
+def smooth_attention(attn, eps: float = JS_SMOOTHING):
+    """Smooth attention rows: ``eps / n + (1 - eps) * p`` over the last axis of length ``n``.
+
+    Works on numpy arrays and torch tensors; rows that sum to 1 still sum to 1.
+    """
+    if not 0 <= eps < 1:
+        raise HeadAnalysisError(f"eps must be in [0, 1), got {eps!r}")
+    n = attn.shape[-1]
+    return eps / n + (1 - eps) * attn
+
+
+def js_divergence(p, q, *, eps: float = JS_SMOOTHING, axis: int = -1) -> np.ndarray:
+    """Jensen-Shannon divergence (natural log) between distributions along ``axis``.
+
+    ``JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``, after smoothing both
+    with :func:`smooth_attention` (``eps=0`` for none). Bounded by ``log 2``.
+
+    Parameters
+    ----------
+    p, q : array-like of the same shape (each slice along ``axis`` a distribution)
+    eps : smoothing (default :data:`JS_SMOOTHING`)
+    axis : axis of the distributions
+
+    Returns
+    -------
+    numpy array with ``axis`` reduced.
+    """
+    p = np.moveaxis(np.asarray(p, dtype=np.float64), axis, -1)
+    q = np.moveaxis(np.asarray(q, dtype=np.float64), axis, -1)
+    if p.shape != q.shape:
+        raise HeadAnalysisError(f"p and q must have the same shape, got {p.shape} and {q.shape}")
+    p, q = smooth_attention(p, eps), smooth_attention(q, eps)
+    m = (p + q) / 2
+    from scipy.special import xlogy
+
+    kl_pm = (xlogy(p, p) - xlogy(p, m)).sum(-1)
+    kl_qm = (xlogy(q, q) - xlogy(q, m)).sum(-1)
+    return np.maximum(0.5 * kl_pm + 0.5 * kl_qm, 0.0)
+
+
+def _xlogx(x: torch.Tensor) -> torch.Tensor:
+    return torch.special.xlogy(x, x)
+
+
+def pairwise_head_js(attn, *, eps: float = JS_SMOOTHING, max_elements: int = 1 << 22,
+                     dtype=torch.float32) -> torch.Tensor:
+    """Summed Jensen-Shannon divergence between every pair of heads of one example.
+
+    Parameters
+    ----------
+    attn : (n_heads, n, n) array or tensor of attention probabilities of the real tokens of one
+        example (rows = queries, columns = keys); heads of all layers may be stacked on axis 0.
+    eps : smoothing (:data:`JS_SMOOTHING`)
+    max_elements : bound on the size of the (chunk, n_heads, n, n) temporaries; pairs are
+        processed in chunks of heads so that memory stays ~ ``max_elements`` floats.
+    dtype : computation precision (float32 by default; float64 for reference values)
+
+    Returns
+    -------
+    (n_heads, n_heads) tensor ``D[a, b] = sum_q JS(attn[a, q], attn[b, q])``: symmetric, exactly
+    zero on the diagonal and between heads with identical attention.
+
+    Notes
+    -----
+    Uses ``JS(p, q) = (sum p log p + sum q log q) / 2 - sum m log m`` elementwise, which is exactly
+    zero for identical rows in floating point, and only computes the upper triangle.
+    """
+    a = torch.as_tensor(attn)
+    if a.dim() != 3 or a.shape[1] != a.shape[2]:
+        raise HeadAnalysisError(f"attn must have shape (n_heads, n, n), got {tuple(a.shape)}")
+    p = smooth_attention(a.to(dtype), eps)
+    plogp = _xlogx(p)
+    nh, n = p.shape[0], p.shape[1]
+    out = torch.zeros(nh, nh, dtype=dtype, device=p.device)
+    per_head = max(1, nh * n * n)
+    chunk = max(1, int(max_elements) // per_head)
+    for a0 in range(0, nh, chunk):
+        a1 = min(nh, a0 + chunk)
+        pa, pb = p[a0:a1, None], p[None, a0:]
+        m = (pa + pb) * 0.5
+        t = (plogp[a0:a1, None] + plogp[None, a0:]) * 0.5 - _xlogx(m)
+        block = t.sum(dim=(-1, -2)).clamp_min_(0)  # (a1 - a0, nh - a0)
+        out[a0:a1, a0:] = block
+        out[a0:, a0:a1] = block.T
+    out.fill_diagonal_(0)
+    return out
+
+
+def attention_score_sums(attn) -> dict:
+    """Per-head sums of the scores over query rows 1..n-1 of one example.
+
+    Parameters
+    ----------
+    attn : (..., n, n) attention probabilities of the real tokens of one example.
+
+    Returns
+    -------
+    dict with ``entropy``, ``previous``, ``first``, ``self`` (each of shape ``attn.shape[:-2]``,
+    float64 numpy, sums over rows) and ``rows`` (the number of rows summed, ``n - 1``). Query 0 is
+    left out: in a causal model it can only attend to itself.
+    """
+    a = torch.as_tensor(attn).to(torch.float64)
+    n = a.shape[-1]
+    if a.dim() < 2 or a.shape[-2] != n:
+        raise HeadAnalysisError(f"attn must end in (n, n), got {tuple(a.shape)}")
+    if n < 2:
+        z = np.zeros(tuple(a.shape[:-2]))
+        return {"entropy": z, "previous": z.copy(), "first": z.copy(), "self": z.copy(), "rows": 0}
+    rows = a[..., 1:, :]  # queries 1..n-1
+    q = torch.arange(1, n)
+    ent = -_xlogx(rows).sum(-1)
+    return {
+        "entropy": ent.sum(-1).numpy(),
+        "previous": rows[..., torch.arange(n - 1), q - 1].sum(-1).numpy(),
+        "first": rows[..., 0].sum(-1).numpy(),
+        "self": rows[..., torch.arange(n - 1), q].sum(-1).numpy(),
+        "rows": n - 1,
+    }
+
+
+def classical_mds(D, k: int = 2, *, squared: bool = False) -> np.ndarray:
+    """Classical (Torgerson) multidimensional scaling in numpy.
+
+    Double-centres the squared distances, ``B = -J D^2 J / 2``, and returns the top ``k``
+    eigenvectors scaled by the square roots of their eigenvalues (negative eigenvalues, from
+    non-Euclidean distances, count as 0). Each axis' sign is fixed so that its largest-magnitude
+    coordinate is positive, so the result is deterministic.
+
+    Parameters
+    ----------
+    D : (n, n) symmetric distance matrix
+    k : output dimensions
+    squared : ``D`` already holds squared distances
+
+    Returns
+    -------
+    (n, k) float64 coordinates whose pairwise distances approximate ``D`` (exactly for a
+    Euclidean configuration of dimension <= k).
+    """
+    D = np.asarray(D, dtype=np.float64)
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise HeadAnalysisError(f"D must be a square matrix, got shape {D.shape}")
+    if not np.isfinite(D).all():
+        raise HeadAnalysisError("D has NaN or infinite entries")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise HeadAnalysisError(f"k must be a positive integer, got {k!r}")
+    n = D.shape[0]
+    D = (D + D.T) / 2
+    D2 = D if squared else D ** 2
+    J = np.eye(n) - 1.0 / n
+    B = -0.5 * J @ D2 @ J
+    vals, vecs = np.linalg.eigh(B)
+    order = np.argsort(vals)[::-1][:k]
+    vals, vecs = vals[order], vecs[:, order]
+    idx = np.argmax(np.abs(vecs), axis=0)
+    signs = np.sign(vecs[idx, np.arange(vecs.shape[1])])
+    signs[signs == 0] = 1
+    X = vecs * signs * np.sqrt(np.clip(vals, 0, None))
+    if X.shape[1] < k:  # fewer points than dimensions
+        X = np.pad(X, ((0, 0), (0, k - X.shape[1])))
+    return X
+
+
+# ------------------------------------------------------------------------------ model level
+@dataclass
+class HeadStats:
+    """Distances and scores of every attention head of a model over a list of texts.
+
+    Attributes
+    ----------
+    distances : (n_layers * n_heads, n_layers * n_heads) float64. Head ``(layer, head)`` is row
+        ``layer * n_heads + head``.
+    scores : dict score name -> (n_layers, n_heads) float64 mean over query rows (see
+        :data:`SCORE_NAMES`).
+    n_layers, n_heads, n_examples : sizes; ``n_rows`` query rows entered the scores.
+    eps : the smoothing used.
+    """
+
+    distances: np.ndarray
+    scores: dict
+    n_layers: int
+    n_heads: int
+    n_examples: int
+    n_rows: int = 0
+    eps: float = JS_SMOOTHING
+    descriptions: dict = field(default_factory=lambda: dict(_SCORE_DOC))
+
+    def index(self, layer: int, head: int) -> int:
+        """Row of head ``(layer, head)`` in :attr:`distances`."""
+        if not (0 <= layer < self.n_layers and 0 <= head < self.n_heads):
+            raise IndexError(f"head ({layer}, {head}) out of range: {self.n_layers} layers x {self.n_heads} heads")
+        return layer * self.n_heads + head
+
+    def embedding(self, k: int = 2) -> np.ndarray:
+        """Classical MDS of the heads in ``k`` dimensions.
+
+        The summed JS divergence is a sum of squared metrics (the JS distance is the square root of
+        the JS divergence), so the divergences are embedded as squared distances.
+        """
+        return classical_mds(self.distances, k, squared=True)
+
+
+class _HeadReducer:
+    def __init__(self, n_layers: int, n_heads: int, eps: float):
+        self.L, self.H, self.eps = n_layers, n_heads, eps
+        LH = n_layers * n_heads
+        self.dist = torch.zeros(LH, LH, dtype=torch.float64)
+        self.sums = {k: np.zeros((n_layers, n_heads)) for k in SCORE_NAMES}
+        self.n_examples = 0
+        self.n_rows = 0
+
+    def __call__(self, batch) -> None:
+        att = batch.acts["attn"]  # (b, L, H, seq, seq), padded right
+        lengths = batch.mask.sum(1).tolist()
+        for i, n in enumerate(lengths):
+            a = att[i, :, :, :n, :n].float().cpu()
+            d = pairwise_head_js(a.reshape(self.L * self.H, n, n), eps=self.eps)
+            self.dist += d.double()
+            s = attention_score_sums(a)
+            for k in SCORE_NAMES:
+                self.sums[k] += s[k]
+            self.n_rows += s["rows"]
+            self.n_examples += 1
+
+    def result(self) -> HeadStats:
+        D = (self.dist / max(1, self.n_examples)).numpy()
+        D = (D + D.T) / 2
+        np.fill_diagonal(D, 0.0)
+        rows = max(1, self.n_rows)
+        scores = {k: v / rows for k, v in self.sums.items()}
+        return HeadStats(D, scores, self.L, self.H, self.n_examples, self.n_rows, self.eps)
+
+
+def head_stats(model, texts, *, batch_size: int = 8, max_length: Optional[int] = None,
+               eps: float = JS_SMOOTHING, progress: Optional[bool] = None) -> HeadStats:
+    """Head distances and per-head scores in one streaming pass over ``texts``.
+
+    Parameters
+    ----------
+    model : LoadedModel (from :func:`mri_widgets.load`)
+    texts : list of str
+    batch_size : texts per forward pass
+    max_length : truncate texts to this many tokens
+    eps : smoothing of attention rows before the JS divergence (:data:`JS_SMOOTHING`)
+    progress : tqdm progress bar (default: when there is more than one batch)
+
+    Returns
+    -------
+    HeadStats
+    """
+    lm = _loaded(model)
+    red = _HeadReducer(lm.n_layers, lm.n_heads, eps)
+    lm.capture(texts, ("attn",), batch_size=batch_size, max_length=max_length, reducer=red, progress=progress)
+    return red.result()
+
+
+def head_distances(model, texts, *, batch_size: int = 8, max_length: Optional[int] = None,
+                   eps: float = JS_SMOOTHING) -> np.ndarray:
+    """Distances between every pair of attention heads (Clark et al. 2019).
+
+    For each example, every head's attention rows over the real tokens are smoothed
+    (``eps / n + (1 - eps) * p``, :data:`JS_SMOOTHING`) and the Jensen-Shannon divergence
+    (natural log) between two heads' rows is summed over query rows; the sums are averaged over
+    examples. Padding never enters.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    texts : list of str
+    batch_size : texts per forward pass
+    max_length : truncate texts to this many tokens
+    eps : smoothing
+
+    Returns
+    -------
+    (n_layers * n_heads, n_layers * n_heads) float64 array, symmetric with a zero diagonal;
+    head ``(layer, head)`` is row ``layer * n_heads + head``.
+
+    Examples
+    --------
+    >>> D = mri_widgets.head_distances(lm, ["The cat sat on the mat.", "Paris is in France."])
+    >>> xy = mri_widgets.analysis.heads.classical_mds(D, squared=True)
+    """
+    return head_stats(model, texts, batch_size=batch_size, max_length=max_length, eps=eps).distances
+
+
+def head_scores(model, texts, *, batch_size: int = 8, max_length: Optional[int] = None) -> dict:
+    """Per-head scores: mean attention entropy and attention to the previous / first / same token.
+
+    Returns
+    -------
+    dict ``entropy``, ``previous``, ``first``, ``self`` -> (n_layers, n_heads) arrays, means over
+    the query rows 1..n-1 of every text.
+    """
+    return head_stats(model, texts, batch_size=batch_size, max_length=max_length).scores
+
+
+def _loaded(model):
+    from ..models.loading import LoadedModel, load
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load(model)
+    raise TypeError(f"model must be a LoadedModel (mri_widgets.load(...)) or a model name, got {type(model).__name__}")
