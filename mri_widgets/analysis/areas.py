@@ -1,0 +1,329 @@
+"""ActivationAreas: where the documents of a labelled corpus land, layer by layer.
+
+One streaming capture pools each document's activations (mean over real tokens, last real
+token, or first token) at every layer; each layer's pooled vectors are then reduced on their
+own and binned into a grid of regions (``mri_widgets.analysis.regions``). Only the pooled
+vectors (n_docs, n_layers, d) are kept, never the per-token activations.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import networkx as nx
+import numpy as np
+import torch
+
+from ..corpus import Corpus
+from .graph_metrics import compare_graphs
+from .regions import bin_regions, correlation_graph, grid_counts, reduce, region_graph
+
+__all__ = ["ActivationAreas", "POOLS", "AREA_SITES", "pool_batch"]
+
+#: pooling of a document's token vectors into one vector
+POOLS = ("mean", "last", "first")
+#: capture sites ActivationAreas can read (one vector per token and layer)
+AREA_SITES = ("resid", "mlp")
+REDUCTIONS = ("pca", "svd", "umap")
+
+
+def pool_batch(acts: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
+    """Pool token vectors into one vector per text.
+
+    Parameters
+    ----------
+    acts : tensor (b, n_layers, seq, d), right-padded (real tokens first).
+    mask : bool tensor (b, seq) of real tokens.
+    pool : ``"mean"`` (mean over real tokens), ``"last"`` (last real token) or ``"first"``.
+
+    Returns
+    -------
+    float32 tensor (b, n_layers, d)
+    """
+    x = acts.float()
+    if pool == "mean":
+        m = mask.to(x.dtype)[:, None, :, None]
+        n = mask.sum(1).clamp(min=1).to(x.dtype)[:, None, None]
+        return (x * m).sum(2) / n
+    if pool == "last":
+        last = (mask.sum(1) - 1).clamp(min=0)
+        idx = last[:, None, None, None].expand(x.shape[0], x.shape[1], 1, x.shape[3])
+        return x.gather(2, idx).squeeze(2)
+    if pool == "first":
+        return x[:, :, 0, :]
+    raise ValueError(f"unknown pool {pool!r}; choose one of {POOLS}")
+
+
+def _check_choice(value, choices, what: str, hint: str = "") -> str:
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {choices}{hint}")
+    return value.lower()
+
+
+class ActivationAreas:
+    """Activation regions of a labelled corpus (LLM-MRI, live and with real pooling).
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`mri_widgets.load` (encoder or decoder).
+    corpus : Corpus
+        Labelled texts (:class:`mri_widgets.Corpus`, e.g. ``mri_widgets.datasets.emotions()``).
+    site : ``"resid"`` (embeddings then each block's output; layer 0 = embeddings) or ``"mlp"``
+        (each MLP's neuron activations).
+    pool : ``"mean"`` over real tokens (default), ``"last"`` real token (what a causal model has
+        read the whole text at) or ``"first"`` token (LLM-MRI's choice: [CLS] for an encoder,
+        meaningless for a causal model, whose first token sees nothing else).
+    reduction : ``"pca"``, ``"svd"`` or ``"umap"`` (needs ``umap-learn``); see
+        :func:`mri_widgets.analysis.regions.reduce`.
+    grid : bins per axis; a 2-D layer has ``grid**2`` regions, id ``row * grid + col``.
+    n_components : 2 for regions; more gives LLM-MRI's N-D mode, where :meth:`graph` joins
+        components of neighbouring layers by Spearman correlation (regions still use the first two
+        components).
+    seed : random state of UMAP.
+    threshold : N-D mode: an edge needs Spearman rho strictly above this.
+    batch_size, max_length : passed to the capture (``max_length`` truncates long texts).
+    layers : capture only these layers (indices of the site; for ``resid`` 0 is the embeddings);
+        default all. Every method takes these indices, e.g. ``areas.grid(12)``.
+    progress : show progress bars (default: when there are several batches).
+
+    Attributes
+    ----------
+    corpus : the Corpus.
+    layer_ids : list of int, the captured layer indices.
+    layers : list of str, their names (``"embeddings"``, ``"layer 1"``, ... for ``resid``, where
+        ``"layer k"`` is block k-1's output; ``"mlp 0"``, ... for ``mlp``).
+    pooled : float32 array (n_docs, n_layers, d), the pooled vectors.
+    coords : float64 array (n_layers, n_docs, n_components), reduced coordinates.
+    region_ids : int64 array (n_layers, n_docs), each document's region per layer.
+
+    Examples
+    --------
+    >>> lm = mri_widgets.load("demo")
+    >>> areas = ActivationAreas(lm, mri_widgets.datasets.emotions(), layers=range(0, 31, 3))
+    >>> areas.grid(12, label="joy")      # (10, 10) counts of joy sentences at layer 12
+    >>> G = areas.graph(["joy", "fear"])  # networkx.DiGraph of regions
+    """
+
+    def __init__(self, model, corpus: Corpus, *, site: str = "resid", pool: str = "mean", reduction: str = "pca",
+                 grid: int = 10, n_components: int = 2, seed: int = 0, threshold: float = 0.3,
+                 batch_size: int = 8, max_length: Optional[int] = None, layers=None,
+                 progress: Optional[bool] = None):
+        if not isinstance(corpus, Corpus):
+            raise TypeError(f"corpus must be a mri_widgets.Corpus, got {type(corpus).__name__}; "
+                            "build one with Corpus(texts, labels) or Corpus.from_pandas(df, text=..., label=...)")
+        if not hasattr(model, "capture") or not hasattr(model, "adapter"):
+            raise TypeError(f"model must be a LoadedModel from mri_widgets.load(), got {type(model).__name__}")
+        self.site = _check_choice(site, AREA_SITES, "site")
+        self.pool = _check_choice(pool, POOLS, "pool")
+        self.reduction = _check_choice(reduction, REDUCTIONS, "reduction")
+        if not isinstance(grid, (int, np.integer)) or isinstance(grid, bool) or grid < 1:
+            raise ValueError(f"grid must be a positive integer (bins per axis), got {grid!r}")
+        if not isinstance(n_components, (int, np.integer)) or isinstance(n_components, bool) or n_components < 2:
+            raise ValueError(f"n_components must be an integer >= 2 (2 = regions, more = N-D mode), got {n_components!r}")
+        if len(corpus) < 3:
+            raise ValueError(f"the corpus has {len(corpus)} texts; regions need at least 3")
+        self.model = model
+        self.corpus = corpus
+        self.grid_size = int(grid)
+        self.n_components = int(n_components)
+        self.seed = int(seed)
+        self.threshold = float(threshold)
+        self.mode = "2d" if self.n_components == 2 else "nd"
+
+        n_docs = len(corpus)
+        store: dict = {}
+
+        def reducer(batch):
+            pooled = pool_batch(batch.acts[self.site], batch.mask, self.pool).cpu().numpy()
+            if "x" not in store:
+                store["x"] = np.empty((n_docs, pooled.shape[1], pooled.shape[2]), np.float32)
+                store["layers"] = list(batch.layers[self.site])
+            store["x"][batch.start:batch.start + pooled.shape[0]] = pooled
+
+        model.capture(corpus.texts, (self.site,), batch_size=batch_size, max_length=max_length,
+                      reducer=reducer, layers=layers, progress=progress)
+        self.pooled: np.ndarray = store["x"]
+        self.layer_ids: list[int] = [int(l) for l in store["layers"]]
+        self._pos = {l: i for i, l in enumerate(self.layer_ids)}
+        if self.site == "resid":
+            self.layers = ["embeddings" if l == 0 else f"layer {l}" for l in self.layer_ids]
+        else:
+            self.layers = [f"{self.site} {l}" for l in self.layer_ids]
+
+        from tqdm.auto import tqdm
+
+        coords = []
+        show = progress if progress is not None else len(self.layer_ids) > 8
+        for i in tqdm(range(len(self.layer_ids)), desc="reduce", disable=not show, leave=False):
+            coords.append(reduce(self.pooled[:, i, :], self.reduction, self.n_components, self.seed))
+        self.coords: np.ndarray = np.stack(coords)
+        self.region_ids: np.ndarray = np.stack([bin_regions(c[:, :2], self.grid_size) for c in self.coords])
+
+    # ---- lookups -----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"ActivationAreas({len(self.corpus)} docs, {len(self.corpus.label_names)} labels, site={self.site!r}, "
+                f"pool={self.pool!r}, reduction={self.reduction!r}, {len(self.layer_ids)} layers, "
+                f"grid={self.grid_size}, n_components={self.n_components})")
+
+    @property
+    def n_regions(self) -> int:
+        """Regions per layer (``grid ** 2``)."""
+        return self.grid_size ** 2
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.corpus.label_names)
+
+    def layer_index(self, layer) -> int:
+        """Position of ``layer`` (a captured layer index) in :attr:`layer_ids`; clear IndexError otherwise."""
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layer must be an integer, got {layer!r}")
+        l = int(layer)
+        if l not in self._pos:
+            what = "resid layer (0 = embeddings)" if self.site == "resid" else f"{self.site} layer"
+            ids = self.layer_ids
+            span = f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else str(ids)
+            raise IndexError(f"{what} {l} was not captured; captured layers: {span}")
+        return self._pos[l]
+
+    def _check_region(self, region) -> int:
+        if isinstance(region, bool) or not isinstance(region, (int, np.integer)):
+            raise TypeError(f"region must be an integer, got {region!r}")
+        if not 0 <= int(region) < self.n_regions:
+            raise IndexError(f"region {region} out of range: a {self.grid_size}x{self.grid_size} grid has regions "
+                             f"0..{self.n_regions - 1} (id = row * {self.grid_size} + col)")
+        return int(region)
+
+    def _label_ids(self, label) -> Optional[list[int]]:
+        if label is None:
+            return None
+        names = [label] if isinstance(label, str) else list(label)
+        if not names:
+            raise ValueError("labels is empty; pass None for all labels")
+        return [self.corpus.label_id(n) for n in names]  # KeyError naming the known labels
+
+    # ---- regions -----------------------------------------------------------------------------
+    def regions(self, layer) -> np.ndarray:
+        """Region id (``row * grid + col``) of every document at ``layer``, int64 (n_docs,)."""
+        return self.region_ids[self.layer_index(layer)].copy()
+
+    def grid(self, layer, label=None) -> np.ndarray:
+        """Documents per region at ``layer`` as a (grid, grid) int array ``[row, col]``.
+
+        ``label``: a label name or a list of names (all documents when None).
+        """
+        pos = self.layer_index(layer)
+        ids = self._label_ids(label)
+        return grid_counts(self.region_ids[pos], self.grid_size, self.corpus.label_ids, ids)
+
+    def counts(self, labels=None) -> np.ndarray:
+        """Documents per layer, label and region: int64 (n_layers, n_labels, grid, grid).
+
+        ``labels`` restricts and orders the label axis (default: all, in ``corpus.label_names``).
+        """
+        ids = self._label_ids(labels) if labels is not None else list(range(len(self.corpus.label_names)))
+        g, K = self.grid_size, len(self.corpus.label_names)
+        lab = self.corpus.label_ids
+        out = np.zeros((len(self.layer_ids), len(ids), g * g), np.int64)
+        for i, reg in enumerate(self.region_ids):
+            table = np.bincount(reg * K + lab, minlength=g * g * K).reshape(g * g, K)
+            out[i] = table[:, ids].T
+        return out.reshape(len(self.layer_ids), len(ids), g, g)
+
+    def docs(self, layer, region) -> np.ndarray:
+        """Indices of the documents in ``region`` at ``layer``."""
+        pos = self.layer_index(layer)
+        return np.flatnonzero(self.region_ids[pos] == self._check_region(region))
+
+    def examples(self, layer, region, k: int = 3) -> list[dict]:
+        """Up to ``k`` documents of a region, the most typical first (closest to the region's mean).
+
+        Returns a list of ``{"index", "text", "label"}``.
+        """
+        idx = self.docs(layer, region)
+        if idx.size == 0 or k <= 0:
+            return []
+        pts = self.coords[self.layer_index(layer)][idx, :2]
+        order = np.argsort(((pts - pts.mean(0)) ** 2).sum(1), kind="stable")[:int(k)]
+        return [{"index": int(i), "text": self.corpus.texts[i], "label": self.corpus.labels[i]} for i in idx[order]]
+
+    def paths(self, layer, region, labels=None) -> dict:
+        """Where the documents of one region go in every captured layer.
+
+        Returns
+        -------
+        dict with ``docs`` (document indices), ``nodes`` ({(layer, region): documents}) and
+        ``edges`` ({((l, a), (l2, b)): documents}) between neighbouring captured layers.
+        """
+        docs = self.docs(layer, region)
+        if labels is not None:
+            docs = docs[np.isin(self.corpus.label_ids[docs], self._label_ids(labels))]
+        nodes: dict = {}
+        edges: dict = {}
+        R = self.region_ids[:, docs]
+        for i, l in enumerate(self.layer_ids):
+            r, n = np.unique(R[i], return_counts=True)
+            nodes.update({(l, int(a)): int(c) for a, c in zip(r, n)})
+            if i + 1 < len(self.layer_ids):
+                pairs, n = np.unique(R[i] * self.n_regions + R[i + 1], return_counts=True)
+                nxt = self.layer_ids[i + 1]
+                edges.update({((l, int(p // self.n_regions)), (nxt, int(p % self.n_regions))): int(c)
+                              for p, c in zip(pairs, n)})
+        return {"docs": docs, "nodes": nodes, "edges": edges}
+
+    # ---- graphs ------------------------------------------------------------------------------
+    def _graph_positional(self, labels=None, min_weight=1, docs=None):
+        """The graph with layer = position in layer_ids (neighbouring captured layers are 1 apart)."""
+        if self.mode == "2d":
+            return region_graph(self.region_ids, self.corpus.label_ids, self.corpus.label_names,
+                                labels=labels, min_weight=min_weight)
+        keep = np.ones(len(self.corpus), bool)
+        if labels is not None:
+            keep = np.isin(self.corpus.label_ids, self._label_ids(labels))
+        if keep.sum() < 3:
+            raise ValueError(f"labels {labels!r} select {int(keep.sum())} documents; correlations need at least 3")
+        G = correlation_graph(self.coords[:, keep, :], self.threshold)
+        if min_weight is not None and min_weight != 1:
+            G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if w < min_weight])
+        return G
+
+    def graph(self, labels=None, min_weight=1) -> nx.DiGraph:
+        """The region graph (2-D mode) or the component correlation graph (N-D mode).
+
+        Parameters
+        ----------
+        labels : label name or list of names; documents of these labels only (all when None).
+        min_weight : drop edges lighter than this (2-D: documents; N-D: rho, default keeps all
+            edges above ``threshold``).
+
+        Returns
+        -------
+        networkx.DiGraph
+            2-D: nodes ``(layer, region)`` with ``layer`` (captured layer index), ``region``,
+            ``counts`` ({label: documents}) and ``total``; edge ``(l, a) -> (l', b)`` between
+            neighbouring captured layers with ``weight`` (documents in a at l and b at l') and
+            ``counts`` per label. N-D: nodes ``(layer, component)``, edges ``weight`` = Spearman
+            rho > ``threshold``. ``G.graph`` holds ``mode``, ``layer_ids``, ``layer_names``.
+        """
+        if labels is not None:
+            self._label_ids(labels)  # clear KeyError for unknown labels
+        G = self._graph_positional(labels, 1 if self.mode == "nd" and min_weight == 1 else min_weight)
+        mapping = {n: (self.layer_ids[n[0]], n[1]) for n in G.nodes}
+        G = nx.relabel_nodes(G, mapping, copy=True)
+        for n, d in G.nodes(data=True):
+            d["layer"] = n[0]
+        G.graph.update(layer_ids=list(self.layer_ids), layer_names=list(self.layers), site=self.site,
+                       pool=self.pool, grid=self.grid_size)
+        return G
+
+    def compare_labels(self, labels=None):
+        """:func:`mri_widgets.graph_metrics` of each label's graph, side by side.
+
+        Returns
+        -------
+        pandas.DataFrame, one column per label, one row per metric. Layers are counted by
+        position among the captured layers.
+        """
+        names = self.label_names if labels is None else [self.corpus.label_names[i] for i in self._label_ids(labels)]
+        return compare_graphs({n: self._graph_positional([n]) for n in names})
