@@ -1,0 +1,403 @@
+"""The logit lens: what each layer's residual stream would predict if the model stopped there.
+
+Every residual state (the embeddings, then the output of each block) goes through the model's
+final norm and its unembedding, then a softmax over the vocabulary. The last layer's distribution
+is the model's own output: the captured last state is taken *before* the final norm, so the norm
+is applied exactly once (the LLaVA study this comes from normalised its last layer twice, because
+Hugging Face's last ``hidden_states`` entry is already normalised).
+
+Layer index convention (also used by :class:`~mri_widgets.LensTable` for ``selection.layer``):
+``0`` is the embeddings and ``l`` (1..n_layers) is the residual stream after block ``l``.
+
+Memory stays bounded: layer x position rows go through the unembedding in chunks and only
+top-k, entropy and the target's probability and rank are kept, so the (layers, positions,
+vocabulary) tensor never exists at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+__all__ = ["logit_lens", "LensResult", "LensError", "DEFAULT_CHUNK_BYTES"]
+
+#: default memory budget of one unembedding chunk (its logits and a few same-size temporaries)
+DEFAULT_CHUNK_BYTES = 128 * 2**20
+#: float32 temporaries of the vocabulary size alive at once per row in :func:`_lens_rows`
+_TEMPS = 4
+
+
+class LensError(ValueError):
+    """Bad input to the logit lens (prompt, k, target, image)."""
+
+
+@dataclass
+class LensResult:
+    """What :func:`logit_lens` computes for one prompt.
+
+    Layer axis: index 0 is the embeddings, index ``l`` the residual stream after block ``l``
+    (``n_layers + 1`` layers in all; names in ``layer_names``). Position axis: the prompt's tokens.
+
+    Attributes
+    ----------
+    prompt : str
+    tokens : list of str
+        Token strings of the input (image tokens included in image mode).
+    input_ids : (positions,) int64 array
+    layer_names : list of str
+        ``"emb"``, then ``"1"`` .. ``"n_layers"``.
+    top_ids : (layers, positions, k) int64 array
+        The k most probable next tokens at each layer and position, most probable first.
+    top_tokens : (layers, positions, k) object array of str
+    top_probs : (layers, positions, k) float32 array, descending along the last axis.
+    entropy : (layers, positions) float32 array, in nats.
+    target_ids : (positions,) int64 array
+        The token whose probability and rank are tracked at each position: by default the
+        model's own final prediction (the last layer's top-1), or the token the caller named.
+    target_tokens : list of str
+    target_probs : (layers, positions) float32 array
+    target_ranks : (layers, positions) int64 array; 0 means the target is the top-1 token
+        (number of tokens strictly more probable than the target).
+    best_layer : (positions,) int64 array
+        The most confident layer (highest top-1 probability) among the block outputs 1..n_layers.
+    norm : bool
+        Whether the final norm was applied before the unembedding.
+    model_name : str
+    vocab_size : int
+    image_positions : (n_image_tokens,) int64 array (empty without an image)
+    patch_grid : (grid_h, grid_w) or None
+        Image tokens in row-major patch order: image token ``i`` is patch
+        ``(i // grid_w, i % grid_w)``.
+    image : (H, W, 3) uint8 array or None
+        The image as the model sees it (resized and centre-cropped like CLIP's processor).
+    """
+
+    prompt: str
+    tokens: list
+    input_ids: np.ndarray
+    layer_names: list
+    top_ids: np.ndarray
+    top_tokens: np.ndarray
+    top_probs: np.ndarray
+    entropy: np.ndarray
+    target_ids: np.ndarray
+    target_tokens: list
+    target_probs: np.ndarray
+    target_ranks: np.ndarray
+    norm: bool = True
+    model_name: str = ""
+    vocab_size: int = 0
+    image_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    patch_grid: Optional[tuple] = None
+    image: Optional[np.ndarray] = None
+
+    # ---- shapes ---------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        """Number of lens layers (blocks + 1 for the embeddings)."""
+        return int(self.top_ids.shape[0])
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.top_ids.shape[1])
+
+    @property
+    def k(self) -> int:
+        return int(self.top_ids.shape[2])
+
+    @property
+    def best_layer(self) -> np.ndarray:
+        """(positions,) the most confident layer: the highest top-1 probability at each position.
+
+        Only block outputs (layers 1..n_layers) compete: the embeddings (layer 0) are left out,
+        because with tied embeddings they predict the input token itself with probability ~1.
+        """
+        p1 = self.top_probs[:, :, 0]
+        if p1.shape[0] == 1:
+            return np.zeros(p1.shape[1], np.int64)
+        return (1 + np.argmax(p1[1:], axis=0)).astype(np.int64)
+
+    # ---- look-ups -------------------------------------------------------------------------
+    def top(self, layer: int, position: int) -> list[tuple[str, float]]:
+        """The top-k ``(token, probability)`` pairs of one cell."""
+        layer = _check_index(layer, self.n_layers, "layer (0 = embeddings)")
+        position = _check_index(position, self.n_positions, "position")
+        return [(str(t), float(p)) for t, p in zip(self.top_tokens[layer, position], self.top_probs[layer, position])]
+
+    def patch_mask(self) -> np.ndarray:
+        """(grid_h, grid_w) bool: patches whose best layer's top-1 token is blank (``strip() == ""``).
+
+        The best layer of a patch is the block output with the highest top-1 probability at its
+        image token (see :attr:`best_layer`). Raises :class:`LensError` for a result without an image.
+        """
+        if self.patch_grid is None or len(self.image_positions) == 0:
+            raise LensError("this lens result has no image; run logit_lens(model, prompt, image=...) on a LLaVA-style model")
+        pos = np.asarray(self.image_positions)
+        best = self.best_layer[pos]
+        blank = np.array([str(self.top_tokens[l, p, 0]).strip() == "" for l, p in zip(best, pos)], dtype=bool)
+        return blank.reshape(self.patch_grid)
+
+    def __repr__(self) -> str:
+        img = f", image tokens={len(self.image_positions)} grid={self.patch_grid}" if self.patch_grid else ""
+        return (f"LensResult({self.model_name!r}, positions={self.n_positions}, layers={self.n_layers}, "
+                f"k={self.k}, norm={self.norm}{img})")
+
+
+def _check_index(i, n: int, what: str) -> int:
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {i!r}")
+    i = int(i)
+    if not -n <= i < n:
+        raise IndexError(f"{what} {i} is out of range 0..{n - 1}")
+    return i % n
+
+
+# ---------------------------------------------------------------------------------- states
+
+
+def _resid_states(lm, enc: dict) -> torch.Tensor:
+    """Residual states (n_layers + 1, seq, d_model) of one encoded input (e.g. text + image).
+
+    Same convention as ``lm.capture(..., sites=["resid"])``: the input of block 0 (the
+    embeddings, with image features merged in for LLaVA), then each block's output; the last
+    one is before the final norm. Uses only the adapter's block list.
+    """
+    blocks = lm.adapter.blocks
+    got: dict = {}
+
+    def pre(mod, args, kwargs):
+        got[0] = args[0] if args else kwargs.get("hidden_states")
+
+    def post(layer):
+        def hook(mod, inp, out):
+            got[layer] = out[0] if isinstance(out, (tuple, list)) else out
+        return hook
+
+    handles = [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
+    handles += [b.register_forward_hook(post(i + 1)) for i, b in enumerate(blocks)]
+    try:
+        with torch.inference_mode():
+            lm.model(**enc)
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack([got[i][0] for i in range(len(blocks) + 1)], 0)
+
+
+def _model_view(image, size: tuple[int, int]) -> np.ndarray:
+    """The image as CLIP-style processors show it to the model: shortest edge resized, centre crop."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    H, W = size
+    w, h = image.size
+    scale = max(H / h, W / w)
+    nw, nh = max(W, round(w * scale)), max(H, round(h * scale))
+    image = image.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - W) // 2, (nh - H) // 2
+    return np.asarray(image.crop((left, top, left + W, top + H)), dtype=np.uint8)
+
+
+def _check_image(image):
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise LensError(f"image must be an (H, W, 3) uint8 array or a PIL image, got an array of "
+                            f"shape {image.shape} and dtype {image.dtype}")
+        return image[:, :, :3]
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        raise LensError("image mode needs pillow: pip install pillow") from None
+    if not isinstance(image, Image.Image):
+        raise LensError(f"image must be a PIL image or an (H, W, 3) uint8 array, got {type(image).__name__}")
+    return image
+
+
+# ---------------------------------------------------------------------------------- lens
+
+
+def _lens_rows(lm, flat: torch.Tensor, rows: torch.Tensor, targets: Optional[torch.Tensor], seq: int, k: int,
+               norm: bool, chunk: int, out: dict, bar) -> None:
+    """Lens statistics of the rows ``rows`` of ``flat`` (row = layer * seq + position), chunk by chunk.
+
+    ``targets`` (seq,) gives the tracked token per position; ``None`` tracks each row's own top-1.
+    """
+    for s in range(0, len(rows), chunk):
+        idx = rows[s:s + chunk]
+        logits = lm.unembed(flat[idx.to(flat.device)], norm=norm)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        del logits
+        top_lp, top_i = logp.topk(k, dim=-1)
+        ent = -(logp.exp() * logp).nansum(-1)
+        if targets is None:
+            tgt = top_i[:, :1]
+        else:
+            tgt = targets.to(logp.device)[(idx % seq).to(logp.device)][:, None]
+        t_lp = logp.gather(-1, tgt)
+        rank = (logp > t_lp).sum(-1)
+        del logp
+        i = idx.numpy()
+        out["top_ids"][i] = top_i.cpu().numpy()
+        out["top_probs"][i] = top_lp.exp().cpu().numpy()
+        out["entropy"][i] = ent.cpu().numpy()
+        out["target_probs"][i] = t_lp[:, 0].exp().cpu().numpy()
+        out["target_ranks"][i] = rank.cpu().numpy()
+        out["target_ids"][i] = tgt[:, 0].cpu().numpy()
+        if bar is not None:
+            bar.update(len(idx))
+
+
+def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Union[None, str, int] = None,
+               image=None, chunk_rows: Optional[int] = None, progress: Optional[bool] = None) -> LensResult:
+    """Run the logit lens on one prompt (and an image, for a LLaVA-style model).
+
+    One forward pass records the residual stream (embeddings, then each block's output); every
+    layer x position state then goes through the final norm and the unembedding in chunks, keeping
+    only the statistics below, so memory stays bounded for long prompts.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        A causal LM (or LLaVA-style model) from :func:`mri_widgets.load`.
+    prompt : str
+    k : int
+        How many top tokens to keep per cell.
+    norm : bool
+        Apply the model's final norm before the unembedding (the usual logit lens; with it the
+        last layer is exactly the model's output distribution). ``False`` unembeds raw states.
+    target : None, str or int
+        The token whose probability and rank are tracked at every position: ``None`` (default)
+        tracks the model's own final prediction at each position; a single-token string such as
+        ``" Paris"`` or a token id tracks that token everywhere.
+    image : PIL image or (H, W, 3) uint8 array, optional
+        For a LLaVA-style model: the processor expands the ``<image>`` placeholder (prepended when
+        the prompt has none) into one token per patch.
+    chunk_rows : int, optional
+        Layer x position rows unembedded at once (default: as many as fit in
+        :data:`DEFAULT_CHUNK_BYTES`).
+    progress : bool, optional
+        Show a progress bar (default: when there are many chunks).
+
+    Returns
+    -------
+    LensResult
+
+    Examples
+    --------
+    >>> lm = mri_widgets.load("demo")
+    >>> res = mri_widgets.logit_lens(lm, "The capital of France is", target=" Paris")
+    >>> res.target_ranks[:, -1]          # rank of " Paris" after each layer at the last token
+    """
+    from tqdm.auto import tqdm
+
+    from ..models.loading import LoadedModel
+
+    if not isinstance(model, LoadedModel):
+        raise TypeError(f"model must be a mri_widgets LoadedModel (mri_widgets.load(...)), got {type(model).__name__}")
+    lm = model
+    if lm.is_encoder or lm.adapter.unembed_module is None:
+        raise LensError(f"{lm.name} is an encoder without an unembedding; the logit lens needs a causal LM "
+                        "such as mri_widgets.load('demo')")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= lm.vocab_size:
+        raise LensError(f"k must be an integer between 1 and the vocabulary size {lm.vocab_size}, got {k!r}")
+    k = int(k)
+    target_id = None
+    if target is not None:
+        if isinstance(target, str):
+            target_id = lm.token_id(target)
+        elif isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            target_id = int(target)
+            if not 0 <= target_id < lm.vocab_size:
+                raise LensError(f"target id {target_id} is outside the vocabulary 0..{lm.vocab_size - 1}")
+        else:
+            raise TypeError(f"target must be None, a single-token string such as ' Paris', or a token id; got {target!r}")
+
+    # ---- one forward pass: residual states (n_layers + 1, seq, d_model) ---------------------
+    image_positions = np.zeros(0, np.int64)
+    grid = None
+    view = None
+    if image is None:
+        cap = lm.capture([prompt], sites=["resid"], progress=False)
+        states = cap["resid"][0]
+        input_ids = cap.input_ids[0][cap.mask[0]].cpu().numpy().astype(np.int64)
+        tokens = list(cap.tokens[0])
+        states = states[:, :len(tokens)]
+    else:
+        if lm.multimodal is None:
+            raise LensError(f"{lm.name} is not a vision-language model; drop image= or load a LLaVA-style model")
+        image = _check_image(image)
+        enc = lm.encode(prompt, image=image)
+        states = _resid_states(lm, enc)
+        input_ids = enc["input_ids"][0].cpu().numpy().astype(np.int64)
+        tokens = lm.token_str(input_ids)
+        image_positions = lm.image_positions(input_ids).astype(np.int64)
+        n_img = len(image_positions)
+        side = int(round(math.sqrt(n_img)))
+        if n_img == 0 or side * side != n_img:
+            raise LensError(f"found {n_img} image tokens, not a square patch grid; image mode supports "
+                            "LLaVA-1.5-style models (one token per patch of a square grid)")
+        grid = (side, side)
+        pv = enc.get("pixel_values")
+        size = tuple(pv.shape[-2:]) if pv is not None and pv.dim() == 4 else (side * 14, side * 14)
+        view = _model_view(image, size)
+
+    n_lay, seq = states.shape[0], states.shape[1]
+    flat = states.reshape(n_lay * seq, -1)
+    V = lm.vocab_size
+    if chunk_rows is None:
+        chunk_rows = max(1, DEFAULT_CHUNK_BYTES // (_TEMPS * 4 * V))
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+        raise LensError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    chunk_rows = int(chunk_rows)
+
+    n_rows = n_lay * seq
+    out = {
+        "top_ids": np.zeros((n_rows, k), np.int64),
+        "top_probs": np.zeros((n_rows, k), np.float32),
+        "entropy": np.zeros(n_rows, np.float32),
+        "target_probs": np.zeros(n_rows, np.float32),
+        "target_ranks": np.zeros(n_rows, np.int64),
+        "target_ids": np.zeros(n_rows, np.int64),
+    }
+    n_chunks = -(-n_rows // chunk_rows)
+    show = (n_chunks > 16) if progress is None else bool(progress)
+    bar = tqdm(total=n_rows, desc="logit lens", unit="row", disable=not show, leave=False)
+    last = torch.arange((n_lay - 1) * seq, n_rows)
+    rest = torch.arange(0, (n_lay - 1) * seq)
+    try:
+        if target_id is None:
+            # the model's own prediction first: the last layer tracks its own top-1 ...
+            _lens_rows(lm, flat, last, None, seq, k, norm, chunk_rows, out, bar)
+            targets = torch.from_numpy(out["target_ids"][(n_lay - 1) * seq:].copy())
+            # ... and every earlier layer tracks that token
+            _lens_rows(lm, flat, rest, targets, seq, k, norm, chunk_rows, out, bar)
+        else:
+            targets = torch.full((seq,), target_id, dtype=torch.long)
+            _lens_rows(lm, flat, torch.arange(n_rows), targets, seq, k, norm, chunk_rows, out, bar)
+    finally:
+        bar.close()
+
+    shape = (n_lay, seq)
+    top_ids = out["top_ids"].reshape(n_lay, seq, k)
+    uniq, inv = np.unique(top_ids, return_inverse=True)
+    strs = np.empty(len(uniq), dtype=object)
+    strs[:] = lm.token_str(uniq)
+    top_tokens = strs[inv.reshape(top_ids.shape)]
+    target_ids = out["target_ids"].reshape(shape)[-1].copy()
+    return LensResult(
+        prompt=prompt, tokens=tokens, input_ids=input_ids,
+        layer_names=["emb"] + [str(i) for i in range(1, n_lay)],
+        top_ids=top_ids, top_tokens=top_tokens, top_probs=out["top_probs"].reshape(n_lay, seq, k),
+        entropy=out["entropy"].reshape(shape), target_ids=target_ids, target_tokens=lm.token_str(target_ids),
+        target_probs=out["target_probs"].reshape(shape), target_ranks=out["target_ranks"].reshape(shape),
+        norm=bool(norm), model_name=str(lm.name), vocab_size=int(V), image_positions=image_positions,
+        patch_grid=grid, image=view,
+    )

