@@ -1,0 +1,284 @@
+// Shared cytoscape.js wrapper: a graph at positions computed in Python, edge filters, highlight,
+// selection patches. Used by views/graph_view.js (GraphView, CoactivationGraph, flow / trace
+// graphs). All text goes into cytoscape labels or the tooltip as text, never as HTML.
+import cytoscape from "cytoscape";
+
+/** Sentinel of mri_widgets.widgets.graph_view.NO_VALUE: "this node does not set that key". */
+export const NO_VALUE = -2147483648;
+const ACCENT = "#d62728";
+const MAX_PIE = 16;
+
+const rgbAt = (arr, i) => {
+  if (!arr) return "#888";
+  const d = arr.data;
+  return `rgb(${d[3 * i]},${d[3 * i + 1]},${d[3 * i + 2]})`;
+};
+
+/** True where canvas rendering is impossible (jsdom in unit tests): cytoscape then runs headless. */
+export function isHeadless() {
+  return typeof navigator !== "undefined" && /jsdom/i.test(navigator.userAgent || "");
+}
+
+/** Width of each edge from its weight (0.5 .. 6.5 px), unless Python gave widths. */
+export function edgeWidths(data) {
+  const m = data.source.data.length;
+  if (data.edge_width) return Float32Array.from(data.edge_width.data);
+  const w = data.weight.data;
+  let max = 0;
+  for (let i = 0; i < m; i++) max = Math.max(max, Math.abs(w[i]));
+  const out = new Float32Array(m);
+  for (let i = 0; i < m; i++) out[i] = 0.5 + 6 * (max > 0 ? Math.abs(w[i]) / max : 0);
+  return out;
+}
+
+/** The selection patch of node i ({key: value} for the keys it sets), or null. */
+export function patchOf(data, i) {
+  const keys = data.select_keys || [];
+  if (!keys.length || !data.select) return null;
+  const row = data.select.data;
+  const out = {};
+  let any = false;
+  keys.forEach((k, j) => {
+    const v = row[i * keys.length + j];
+    if (v !== NO_VALUE) { out[k] = v; any = true; }
+  });
+  return any ? out : null;
+}
+
+/**
+ * Index of selection patches: match(sel) -> ids of the most specific elements whose patch equals
+ * the selection on all of the patch's keys.
+ */
+export function patchIndex(entries) {
+  // entries: [{id, patch}]
+  const bySet = new Map();
+  for (const { id, patch } of entries) {
+    if (!patch) continue;
+    const keys = Object.keys(patch).sort();
+    const ks = keys.join(",");
+    if (!bySet.has(ks)) bySet.set(ks, { keys, map: new Map() });
+    const key = keys.map((k) => patch[k]).join(",");
+    const m = bySet.get(ks).map;
+    if (!m.has(key)) m.set(key, []);
+    m.get(key).push(id);
+  }
+  const sets = [...bySet.values()].sort((a, b) => b.keys.length - a.keys.length);
+  return {
+    match(sel) {
+      for (const { keys, map } of sets) {
+        if (keys.some((k) => sel[k] == null)) continue;
+        const hit = map.get(keys.map((k) => sel[k]).join(","));
+        if (hit) return hit;
+      }
+      return [];
+    },
+  };
+}
+
+/** Cytoscape elements from the decoded data of a GraphView. */
+export function buildElements(data) {
+  const n = data.x.data.length;
+  const m = data.source.data.length;
+  const els = [];
+  (data.groups || []).forEach((g, i) => {
+    els.push({ group: "nodes", data: { id: `g${i}`, label: g.label || "", kind: "group" }, classes: "group" });
+  });
+  const K = data.parts ? data.parts.shape[1] : 0;
+  for (let i = 0; i < n; i++) {
+    const d = {
+      id: `n${i}`, index: i, kind: "node", label: data.label ? data.label[i] || "" : "",
+      color: rgbAt(data.color, i), size: data.size ? data.size.data[i] : 12,
+      shape: data.shape ? data.shape[i] : "ellipse",
+    };
+    let classes = "node";
+    if (K && K <= MAX_PIE) {
+      let tot = 0;
+      for (let k = 0; k < K; k++) tot += data.parts.data[i * K + k];
+      if (tot > 0) {
+        for (let k = 0; k < K; k++) d[`p${k + 1}`] = (100 * data.parts.data[i * K + k]) / tot;
+        classes += " pie";
+      }
+    }
+    if (data.parent && data.parent.data[i] >= 0) d.parent = `g${data.parent.data[i]}`;
+    if (data.select_keys && data.select_keys.length && patchOf(data, i)) classes += " selectable";
+    els.push({ group: "nodes", data: d, position: { x: data.x.data[i], y: data.y.data[i] }, classes });
+  }
+  (data.annotations || []).forEach((a, i) => {
+    els.push({
+      group: "nodes", data: { id: `a${i}`, label: a.text, kind: "annotation" },
+      position: { x: a.x, y: a.y }, classes: a.select ? "annot selectable" : "annot",
+    });
+  });
+  const widths = edgeWidths(data);
+  const src = data.source.data, dst = data.target.data, w = data.weight.data;
+  for (let j = 0; j < m; j++) {
+    els.push({
+      group: "edges",
+      data: { id: `e${j}`, index: j, source: `n${src[j]}`, target: `n${dst[j]}`, weight: w[j], w: widths[j],
+        color: rgbAt(data.edge_color, j) },
+    });
+  }
+  return els;
+}
+
+/** Cytoscape stylesheet for the data (pie slices for K parts, arrows when directed). */
+export function graphStyle(data, big) {
+  const K = data.parts ? Math.min(data.parts.shape[1], MAX_PIE) : 0;
+  const pie = { "pie-size": "100%" };
+  for (let k = 1; k <= K; k++) {
+    pie[`pie-${k}-background-color`] = data.part_colors[k - 1] || "#888";
+    pie[`pie-${k}-background-size`] = `data(p${k})`;
+  }
+  const directed = !!data.directed;
+  return [
+    { selector: "node.node", style: {
+      "background-color": "data(color)", width: "data(size)", height: "data(size)", shape: "data(shape)",
+      label: "data(label)", "font-size": 8, "min-zoomed-font-size": 7, "text-valign": "bottom", "text-margin-y": 2,
+      color: "#333", "border-width": 0.5, "border-color": "#fff" } },
+    { selector: "node.pie", style: pie },
+    { selector: "node.annot", style: {
+      "background-opacity": 0, width: 1, height: 1, label: "data(label)", "font-size": 13, "font-weight": "bold",
+      color: "#444", "text-valign": "center", "text-halign": "center", "min-zoomed-font-size": 4 } },
+    { selector: "node.annot.selectable", style: { color: "#0b5394" } },
+    { selector: "node.group", style: {
+      "background-color": "#888", "background-opacity": 0.05, "border-width": 1, "border-style": "dashed",
+      "border-color": "#aaa", label: "data(label)", "text-valign": "top", "font-size": 10, color: "#555", padding: 6 } },
+    { selector: "node.group.collapsed", style: { "background-opacity": 0.25, width: 24, height: 24 } },
+    { selector: "edge", style: {
+      width: "data(w)", "line-color": "data(color)", opacity: big ? 0.45 : 0.6,
+      "curve-style": directed ? "bezier" : "haystack", "haystack-radius": 0,
+      ...(directed ? { "target-arrow-shape": "triangle", "target-arrow-color": "data(color)", "arrow-scale": 0.7 } : {}),
+    } },
+    { selector: ".filtered", style: { display: "none" } },
+    { selector: ".hidden", style: { display: "none" } },
+    { selector: ".dim", style: { opacity: 0.12 } },
+    { selector: "edge.hl", style: { opacity: 0.95, width: "data(hw)", "z-index": 10 } },
+    { selector: "node.hl", style: { opacity: 1, "border-width": 2, "border-color": "#222", "z-index": 10 } },
+    { selector: "node.sel", style: { opacity: 1, "border-width": 4, "border-color": ACCENT, "z-index": 20 } },
+  ];
+}
+
+/**
+ * Draw a graph in `container`. Returns an object with the cytoscape core (`cy`) and methods:
+ *   applyFilters(minWeight, topK), setHighlight(hl), setSelected(sel) -> ids, destroy().
+ * `on` = {tap(ele, evt), over(ele, evt), out(ele, evt)} handlers.
+ */
+export function createGraph(container, data, on = {}) {
+  const n = data.x.data.length;
+  const m = data.source.data.length;
+  const big = n + m > 2000;
+  const headless = isHeadless();
+  const t0 = typeof performance !== "undefined" ? performance.now() : Date.now();
+  const cy = cytoscape({
+    container: headless ? undefined : container,
+    headless,
+    styleEnabled: true,
+    style: graphStyle(data, big),
+    layout: { name: "preset" },
+    minZoom: 0.02,
+    maxZoom: 8,
+    boxSelectionEnabled: false,
+    autoungrabify: true,
+    hideEdgesOnViewport: m > 1000,
+    textureOnViewport: n + m > 3000,
+    pixelRatio: big ? 1 : "auto",
+  });
+  cy.batch(() => { cy.add(buildElements(data)); });
+  cy.fit(undefined, 24);
+  const timing = { start: t0, built: (typeof performance !== "undefined" ? performance.now() : Date.now()) - t0, firstRender: null };
+  cy.one("render", () => { timing.firstRender = (typeof performance !== "undefined" ? performance.now() : Date.now()) - t0; });
+
+  const edgeEls = new Array(m);
+  cy.edges().forEach((e) => { edgeEls[e.data("index")] = e; });
+  const nodeEls = new Array(n);
+  cy.nodes(".node").forEach((v) => { nodeEls[v.data("index")] = v; });
+  // edges by decreasing weight, for top-k
+  const order = Array.from({ length: m }, (_, j) => j);
+  const w = data.weight.data;
+  order.sort((a, b) => Math.abs(w[b]) - Math.abs(w[a]) || a - b);
+  const rank = new Int32Array(m);
+  order.forEach((j, r) => { rank[j] = r; });
+
+  const patches = [];
+  for (let i = 0; i < n; i++) patches.push({ id: `n${i}`, patch: patchOf(data, i) });
+  (data.annotations || []).forEach((a, i) => patches.push({ id: `a${i}`, patch: a.select || null }));
+  const index = patchIndex(patches);
+  const patchById = new Map(patches.filter((p) => p.patch).map((p) => [p.id, p.patch]));
+
+  let hlEdges = new Set();
+  let filters = { minWeight: 0, topK: 0 };
+  let visibleCount = m;
+
+  function applyFilters(minWeight = 0, topK = 0) {
+    filters = { minWeight: Number(minWeight) || 0, topK: Math.max(0, Math.floor(Number(topK) || 0)) };
+    let shown = 0;
+    cy.batch(() => {
+      for (let j = 0; j < m; j++) {
+        const keep = hlEdges.has(j)
+          || (Math.abs(w[j]) >= filters.minWeight && (filters.topK === 0 || rank[j] < filters.topK));
+        const e = edgeEls[j];
+        if (keep) shown++;
+        if (keep === e.hasClass("filtered")) e.toggleClass("filtered", !keep);
+      }
+    });
+    visibleCount = shown;
+    return shown;
+  }
+
+  function setHighlight(hl) {
+    const ns = hl && hl.nodes ? Array.from(hl.nodes.data) : [];
+    const es = hl && hl.edges ? Array.from(hl.edges.data) : [];
+    const ew = hl && hl.edge_weight ? hl.edge_weight.data : null;
+    let maxW = 0;
+    if (ew) for (const v of ew) maxW = Math.max(maxW, Math.abs(v));
+    cy.batch(() => {
+      cy.elements(".hl").removeClass("hl");
+      cy.elements(".dim").removeClass("dim");
+      hlEdges = new Set(es);
+      if (!ns.length && !es.length) return;
+      cy.elements(".node, edge").addClass("dim");
+      ns.forEach((i) => { const v = nodeEls[i]; if (v) v.removeClass("dim").addClass("hl"); });
+      es.forEach((j, r) => {
+        const e = edgeEls[j];
+        if (!e) return;
+        const hw = ew ? 1 + 9 * (maxW > 0 ? Math.abs(ew[r]) / maxW : 0) : Math.max(2, e.data("w") * 1.5);
+        e.data("hw", hw);
+        e.removeClass("dim").addClass("hl");
+      });
+    });
+    applyFilters(filters.minWeight, filters.topK);
+    return { nodes: ns.length, edges: es.length };
+  }
+
+  function setSelected(sel) {
+    const ids = sel ? index.match(sel) : [];
+    cy.batch(() => {
+      cy.nodes(".sel").removeClass("sel");
+      ids.forEach((id) => cy.getElementById(id).addClass("sel"));
+    });
+    return ids;
+  }
+
+  cy.on("tap", "node", (evt) => {
+    const ele = evt.target;
+    if (on.tap) on.tap(ele, evt, patchById.get(ele.id()) || null);
+  });
+  cy.on("dbltap", "node.group", (evt) => {
+    const g = evt.target;
+    const collapsed = !g.hasClass("collapsed");
+    cy.batch(() => {
+      g.toggleClass("collapsed", collapsed);
+      g.children().toggleClass("hidden", collapsed);
+    });
+  });
+  cy.on("mouseover", "node, edge", (evt) => { if (on.over) on.over(evt.target, evt); });
+  cy.on("mouseout", "node, edge", (evt) => { if (on.out) on.out(evt.target, evt); });
+
+  return {
+    cy, timing, applyFilters, setHighlight, setSelected,
+    nodeEl: (i) => nodeEls[i], edgeEl: (j) => edgeEls[j],
+    get visibleEdges() { return visibleCount; },
+    maxWeight: m ? Math.abs(w[order[0]]) : 0,
+    destroy() { cy.destroy(); },
+  };
+}

@@ -1,0 +1,206 @@
+// GraphView: a graph at positions computed in Python (cytoscape.js), with edge filters, tooltips,
+// highlight from Python and the shared selection (each node may carry a selection patch).
+import { defineView } from "../lib/widget.js";
+import { h, tooltip, fmt, notice } from "../lib/dom.js";
+import { rpc } from "../lib/rpc.js";
+import { createGraph } from "../lib/graph.js";
+import { decodeTree } from "../lib/codec.js";
+
+const CSS = `
+.mri-graph_view .mri-graph-box { position: relative; border: 1px solid var(--mri-border); border-radius: 3px; overflow: hidden; }
+.mri-graph_view .mri-graph-canvas { width: 100%; height: 100%; }
+.mri-graph_view .mri-toolbar input[type=range] { width: 140px; vertical-align: middle; }
+.mri-graph_view .mri-toolbar input[type=number] { width: 64px; }
+.mri-graph_view .mri-status { color: var(--mri-muted); margin-left: auto; }
+.mri-graph_view .mri-legend { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0; }
+.mri-graph_view .mri-legend span.sw { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; vertical-align: -1px; }
+`;
+
+function injectCss() {
+  if (typeof document === "undefined" || document.getElementById("mri-graph_view-css")) return;
+  document.head.appendChild(h("style", { id: "mri-graph_view-css" }, CSS));
+}
+
+function fmtWeight(x) {
+  return Number.isInteger(x) ? String(x) : fmt(x, 3);
+}
+
+/** Lines "name: value" for a row of parts (labels with their counts), largest first. */
+function partLines(data, arr, i) {
+  if (!arr || !data.part_names || !data.part_names.length) return [];
+  const K = arr.shape[1];
+  const rows = [];
+  for (let k = 0; k < K; k++) rows.push([data.part_names[k], arr.data[i * K + k], data.part_colors[k]]);
+  return rows.filter((r) => r[1] > 0).sort((a, b) => b[1] - a[1]).map(([name, v, c]) => h("div", {},
+    h("span", { style: { display: "inline-block", width: "8px", height: "8px", background: c, marginRight: "4px" } }),
+    `${name}: ${fmtWeight(v)}`));
+}
+
+function nodeTip(ctx, i) {
+  const { data } = ctx;
+  const out = [];
+  const head = data.tooltip ? data.tooltip[i] : data.label[i];
+  if (head) out.push(h("div", {}, head));
+  out.push(...partLines(data, data.parts, i));
+  const hl = ctx.state.hl;
+  if (hl && hl.nodes && hl.node_weight) {
+    const r = Array.from(hl.nodes.data).indexOf(i);
+    if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected: ${fmtWeight(hl.node_weight.data[r])}`));
+  }
+  return out;
+}
+
+function edgeTip(ctx, j) {
+  const { data } = ctx;
+  const s = data.source.data[j], t = data.target.data[j];
+  const out = [];
+  if (data.edge_tooltip && data.edge_tooltip[j]) out.push(h("div", {}, data.edge_tooltip[j]));
+  else out.push(h("div", {}, `${data.label[s] || `#${s}`} \u2192 ${data.label[t] || `#${t}`}`));
+  out.push(h("div", {}, `${data.weight_name || "weight"}: ${fmtWeight(data.weight.data[j])}`));
+  out.push(...partLines(data, data.edge_parts, j));
+  const hl = ctx.state.hl;
+  if (hl && hl.edges && hl.edge_weight) {
+    const r = Array.from(hl.edges.data).indexOf(j);
+    if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected: ${fmtWeight(hl.edge_weight.data[r])}`));
+  }
+  return out;
+}
+
+function draw(ctx) {
+  injectCss();
+  const { data, root, model } = ctx;
+  if (ctx.state.graph) { ctx.state.graph.destroy(); ctx.state.graph = null; }
+  if (!data || !data.x) { root.appendChild(notice("No graph yet.")); return; }
+  const m = data.source.data.length;
+  if (data.title) root.appendChild(h("div", { class: "mri-title" }, data.title));
+
+  // toolbar: minimum weight, top-k, fit
+  const maxW = (() => { let x = 0; for (const v of data.weight.data) x = Math.max(x, Math.abs(v)); return x; })();
+  const intW = data.weight.data.every((v) => Number.isInteger(v));
+  const minInput = h("input", { type: "range", min: 0, max: maxW || 1, step: intW ? 1 : (maxW || 1) / 100,
+    value: model.get("min_weight") || 0, class: "mri-min-weight", "aria-label": "minimum edge weight" });
+  const minText = h("span", { class: "mri-min-weight-value" }, fmtWeight(Number(model.get("min_weight") || 0)));
+  const topInput = h("input", { type: "number", min: 0, step: 1, value: model.get("top_k") || 0, class: "mri-top-k",
+    "aria-label": "show only the k heaviest edges (0: all)" });
+  const status = h("span", { class: "mri-status" });
+  const fit = h("button", { onclick: () => ctx.state.graph && ctx.state.graph.cy.fit(undefined, 24) }, "fit");
+  minInput.addEventListener("input", () => {
+    model.set("min_weight", Number(minInput.value));
+    model.save_changes();
+  });
+  topInput.addEventListener("change", () => {
+    model.set("top_k", Math.max(0, Math.floor(Number(topInput.value) || 0)));
+    model.save_changes();
+  });
+  root.appendChild(h("div", { class: "mri-toolbar" },
+    h("label", {}, `min ${data.weight_name || "weight"} `), minInput, minText,
+    h("label", {}, " top-k edges "), topInput, fit, status));
+  if (data.part_names && data.part_names.length) {
+    root.appendChild(h("div", { class: "mri-legend" }, data.part_names.map((name, k) =>
+      h("span", {}, h("span", { class: "sw", style: { background: data.part_colors[k] } }), name))));
+  }
+  const box = h("div", { class: "mri-graph-box", style: { height: `${data.height || 520}px` } });
+  const canvas = h("div", { class: "mri-graph-canvas" });
+  box.appendChild(canvas);
+  root.appendChild(box);
+  const tip = tooltip(root);
+  const details = new Map();
+
+  const clientXY = (evt) => {
+    const oe = evt.originalEvent;
+    if (oe && oe.clientX != null) return [oe.clientX, oe.clientY];
+    const rb = canvas.getBoundingClientRect();
+    const p = evt.renderedPosition || (evt.target.renderedPosition && evt.target.renderedPosition()) || { x: 0, y: 0 };
+    return [rb.left + p.x, rb.top + p.y];
+  };
+
+  const graph = createGraph(canvas, data, {
+    tap(ele, evt, patch) {
+      if (patch) ctx.selection.set(patch);
+    },
+    over(ele, evt) {
+      const [x, y] = clientXY(evt);
+      const kind = ele.data("kind");
+      if (ele.isEdge()) tip.show(x, y, edgeTip(ctx, ele.data("index")));
+      else if (kind === "node") {
+        const i = ele.data("index");
+        const content = nodeTip(ctx, i);
+        tip.show(x, y, content);
+        if (data.details_rpc) {
+          const show = (lines) => { if (ctx.state.hover === i) tip.show(x, y, content, lines.map((s) => h("div", { class: "mri-detail" }, s))); };
+          ctx.state.hover = i;
+          if (details.has(i)) show(details.get(i));
+          else rpc(model, data.details_rpc, { index: i }).then((lines) => {
+            const list = Array.isArray(lines) ? lines.map(String) : [];
+            details.set(i, list);
+            show(list);
+          }).catch(() => {});
+        }
+      } else if (kind === "group" || kind === "annotation") {
+        const label = ele.data("label");
+        if (label) tip.show(x, y, kind === "group" ? `${label} (double-click: collapse / expand)` : label);
+      }
+    },
+    out() { ctx.state.hover = null; tip.hide(); },
+  });
+  ctx.state.graph = graph;
+  root.__cy = graph.cy;
+  canvas.__cy = graph.cy;
+
+  const updateStatus = () => {
+    const shown = graph.visibleEdges;
+    const sel = root.dataset.selected ? ` · selected ${root.dataset.selected}` : "";
+    status.textContent = `${data.x.data.length} nodes · ${shown}/${m} edges${sel}`;
+  };
+  const applyFilters = () => {
+    const mw = Number(model.get("min_weight") || 0), k = Number(model.get("top_k") || 0);
+    minInput.value = mw;
+    minText.textContent = fmtWeight(mw);
+    topInput.value = k;
+    graph.applyFilters(mw, k);
+    updateStatus();
+  };
+  const applyHighlight = () => {
+    const hl = decodeTree(model.get("highlight") || {});
+    ctx.state.hl = hl;
+    const r = graph.setHighlight(hl);
+    root.dataset.highlightNodes = String(r.nodes);
+    root.dataset.highlightEdges = String(r.edges);
+    updateStatus();
+  };
+  // listeners live as long as this drawing; removed on redraw / unmount
+  if (ctx.state.unlisten) ctx.state.unlisten();
+  model.on("change:min_weight", applyFilters);
+  model.on("change:top_k", applyFilters);
+  model.on("change:highlight", applyHighlight);
+  ctx.state.unlisten = () => {
+    model.off("change:min_weight", applyFilters);
+    model.off("change:top_k", applyFilters);
+    model.off("change:highlight", applyHighlight);
+  };
+  ctx.cleanup = () => {
+    if (ctx.state.unlisten) ctx.state.unlisten();
+    if (ctx.state.graph) ctx.state.graph.destroy();
+  };
+  applyFilters();
+  applyHighlight();
+  if (ctx.sel) onSelection(ctx, ctx.sel);
+  root.dataset.buildMs = graph.timing.built.toFixed(1);
+  graph.cy.one("render", () => {
+    root.dataset.firstRenderMs = (graph.timing.firstRender ?? graph.timing.built).toFixed(1);
+  });
+}
+
+function onSelection(ctx, sel) {
+  const graph = ctx.state.graph;
+  if (!graph) return;
+  const ids = graph.setSelected(sel);
+  ctx.root.dataset.selected = ids.join(" ");
+  const status = ctx.root.querySelector(".mri-status");
+  if (status) {
+    const base = status.textContent.replace(/ · selected .*$/, "");
+    status.textContent = ids.length ? `${base} · selected ${ids.join(" ")}` : base;
+  }
+}
+
+export default defineView({ name: "graph_view", draw, onSelection });
