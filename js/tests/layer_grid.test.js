@@ -1,0 +1,118 @@
+import { describe, it, expect } from "vitest";
+import layerGrid, { colourer, tint } from "../src/views/layer_grid.js";
+import { decodeTree } from "../src/lib/codec.js";
+import { MockModel, enc, mount } from "./mock_model.js";
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+// 2 layers, 2 labels, grid 2 (4 regions); 4 documents: labels a, a, b, b
+// regions per layer: layer 0 -> [0, 0, 3, 1]; layer 1 -> [2, 1, 1, 1]
+function data() {
+  const regions = new Int16Array([0, 0, 3, 1, 2, 1, 1, 1]);
+  const counts = new Int32Array(2 * 2 * 4);
+  const labels = [0, 0, 1, 1];
+  for (let l = 0; l < 2; l++) for (let d = 0; d < 4; d++) counts[(l * 2 + labels[d]) * 4 + regions[l * 4 + d]]++;
+  return {
+    counts: enc(counts, [2, 2, 2, 2]),
+    regions: { ...enc(new Int32Array(regions), [2, 4]) },
+    label_names: ["a", "<b>"], label_colors: ["#0072b2", "#e69f00"], label_totals: [2, 2],
+    layer_names: ["embeddings", "layer 1"], layer_ids: [0, 1], grid: 2, cell: 10, title: "t",
+  };
+}
+
+async function setup(state = {}) {
+  const sel = new MockModel({ layer: null, region: null, position: null, neuron: null, head: null, label: null });
+  const model = new MockModel({ selection: "IPY_MODEL_s", data: data(), mode: "label", label: null, labels: ["a", "<b>"], ...state },
+    { models: { s: sel } });
+  const { el } = await mount(layerGrid, model);
+  await tick();
+  return { el, root: el.querySelector(".mri-layer_grid"), model, sel };
+}
+
+const cell = (root, layer, region) => root.querySelector(`rect[data-layer="${layer}"][data-region="${region}"]`);
+
+describe("LayerGrid colours", () => {
+  const d = decodeTree(data());
+  it("one label: intensity by count, empty cells pale", () => {
+    const c = colourer(d, "label", "a", null);
+    expect(c.fill(0, 0)).toBe(tint("#0072b2", 1)); // 2 docs of a = max
+    expect(c.fill(0, 2)).toBe("#f6f6f6");
+    const all = colourer(d, "label", null, null);
+    expect(all.fill(1, 1)).toBe(tint("#3b5b92", 1)); // 3 docs
+  });
+  it("all labels: dominant label's colour", () => {
+    const c = colourer(d, "all", null, null);
+    expect(c.fill(0, 0)).toBe(tint("#0072b2", 0.2 + 0.8 * (2 / 3)));
+    expect(c.fill(0, 3)).toBe(tint("#e69f00", 0.2 + 0.8 * (1 / 3)));
+  });
+  it("difference of shares", () => {
+    const c = colourer(d, "diff", null, ["a", "<b>"]);
+    expect(c.value(0, 0)).toBe(1);
+    expect(c.value(0, 3)).toBe(-0.5);
+    expect(c.value(1, 1)).toBe(0.5 - 1);
+  });
+});
+
+describe("LayerGrid view", () => {
+  it("draws one heatmap per layer, row 0 at the bottom, names as text", async () => {
+    const { root } = await setup();
+    expect(root.querySelectorAll("svg").length).toBe(2);
+    expect(root.querySelectorAll("rect.mri-cell").length).toBe(8);
+    expect(Number(cell(root, 0, 0).getAttribute("y"))).toBe(10); // row 0 at the bottom of a 2x2 grid
+    expect(Number(cell(root, 0, 3).getAttribute("y"))).toBe(0);
+    expect(Array.from(root.querySelectorAll("figcaption")).map((f) => f.textContent)).toEqual(["embeddings", "layer 1"]);
+    expect(root.querySelector("option[value='<b>']").textContent).toBe("<b>");
+    expect(root.querySelector("b")).toBe(null);
+  });
+
+  it("a click sets layer and region; the selection is outlined and its documents followed", async () => {
+    const { root, sel } = await setup();
+    cell(root, 0, 0).dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    expect(sel.get("layer")).toBe(0);
+    expect(sel.get("region")).toBe(0);
+    await tick();
+    expect(cell(root, 0, 0).classList.contains("mri-selected")).toBe(true);
+    // docs 0, 1 are in region 0 at layer 0; at layer 1 they are in regions 2 and 1
+    expect(cell(root, 1, 2).classList.contains("mri-follow")).toBe(true);
+    expect(cell(root, 1, 1).classList.contains("mri-follow")).toBe(true);
+    expect(cell(root, 1, 0).classList.contains("mri-follow")).toBe(false);
+    expect(root.querySelector("figure[data-layer='0']").classList.contains("mri-sel-layer")).toBe(true);
+    // the selection from elsewhere moves the outline
+    sel.set({ layer: 1, region: 1 });
+    expect(cell(root, 0, 0).classList.contains("mri-selected")).toBe(false);
+    expect(cell(root, 1, 1).classList.contains("mri-selected")).toBe(true);
+    expect(cell(root, 0, 3).classList.contains("mri-follow")).toBe(true);
+  });
+
+  it("switches modes from the toolbar and from Python, keeping the selection", async () => {
+    const { root, model, sel } = await setup();
+    sel.set({ layer: 0, region: 0 });
+    const mode = root.querySelector("select.mri-mode");
+    mode.value = "diff";
+    mode.dispatchEvent(new Event("change"));
+    expect(model.get("mode")).toBe("diff");
+    expect(root.querySelector("select.mri-diff-1")).not.toBe(null);
+    expect(cell(root, 0, 0).getAttribute("fill")).toBe("rgb(178,24,43)"); // all of a, none of b
+    expect(cell(root, 0, 0).classList.contains("mri-selected")).toBe(true);
+    model.set("mode", "label");
+    model.set("label", "<b>");
+    expect(root.querySelector("select.mri-label").value).toBe("<b>");
+    expect(cell(root, 0, 0).getAttribute("fill")).toBe("#f6f6f6");
+  });
+
+  it("hover shows counts per label and asks Python for example texts", async () => {
+    const { root, model } = await setup();
+    const rc = cell(root, 0, 0);
+    rc.dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    const tip = root.querySelector(".mri-tooltip");
+    expect(tip.textContent).toContain("a: 2");
+    expect(tip.textContent).toContain("total: 2");
+    const call = model.sent.find((m) => m.type === "rpc");
+    expect(call.name).toBe("region_examples");
+    expect(call.args).toEqual({ layer: 0, region: 0, k: 3 });
+    model.receive({ type: "rpc_reply", id: call.id, result: [{ text: "<script>x</script>", label: "a" }] });
+    await tick();
+    expect(tip.textContent).toContain("[a] <script>x</script>");
+    expect(tip.querySelector("script")).toBe(null);
+  });
+});

@@ -1,0 +1,240 @@
+"""CoactivationGraph: the region graph of ActivationAreas, drawn live with cytoscape.js.
+
+Layers are columns (positions computed here); a node is a region of one layer, drawn as a pie of
+its documents' labels and sized by their number; an edge joins regions of neighbouring layers,
+as wide as the documents that take it and coloured by the blend of their labels. Selecting a
+region (here, or in :class:`~mri_widgets.LayerGrid` through ``selection.layer`` and
+``selection.region``) highlights it and the paths of its documents through every layer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+import networkx as nx
+import numpy as np
+import traitlets as t
+
+from .base import rpc
+from .graph_view import CATEGORICAL, GraphView, blend
+from .selection import Selection
+
+__all__ = ["CoactivationGraph", "layered_positions"]
+
+
+def layered_positions(G: nx.DiGraph, layer_order, *, column_spacing: float = 140.0,
+                      row_spacing: float = 22.0, sweeps: int = 2) -> dict:
+    """Column layout of a layered graph: x by layer, y by barycentre ordering within a layer.
+
+    The first layer is ordered by node key; each next layer by the weighted mean rank of its
+    predecessors (a forward sweep), then backwards by successors, ``sweeps`` times; this keeps
+    documents' paths fairly straight. Returns ``{node: (x, y)}``, columns centred on y = 0.
+    """
+    by_layer = {l: sorted(n for n in G.nodes if n[0] == l) for l in layer_order}
+    rank = {n: i for l in layer_order for i, n in enumerate(by_layer[l])}
+
+    def reorder(l, neighbours):
+        def key(n):
+            nb = neighbours(n)
+            tot = sum(w for _, w in nb)
+            bary = sum(rank[m] * w for m, w in nb) / tot if tot else rank[n]
+            return (bary, n)
+        by_layer[l] = sorted(by_layer[l], key=key)
+        for i, n in enumerate(by_layer[l]):
+            rank[n] = i
+
+    preds = lambda n: [(u, abs(d.get("weight", 1.0))) for u, _, d in G.in_edges(n, data=True)]  # noqa: E731
+    succs = lambda n: [(v, abs(d.get("weight", 1.0))) for _, v, d in G.out_edges(n, data=True)]  # noqa: E731
+    for _ in range(max(0, int(sweeps))):
+        for l in layer_order[1:]:
+            reorder(l, preds)
+        for l in layer_order[-2::-1]:
+            reorder(l, succs)
+    pos = {}
+    for i, l in enumerate(layer_order):
+        nodes = by_layer[l]
+        for j, n in enumerate(nodes):
+            pos[n] = (i * column_spacing, (j - (len(nodes) - 1) / 2) * row_spacing)
+    return pos
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+class CoactivationGraph(GraphView):
+    """Regions of every layer and the documents that flow between them.
+
+    Parameters
+    ----------
+    areas : ActivationAreas
+    labels : label name or list of names to draw (default: all labels of the corpus).
+    min_weight : initial minimum edge weight shown (documents; Spearman rho in N-D mode). Every
+        edge is sent to the view, so the toolbar can lower it again.
+    top_k : initial number of heaviest edges shown (None or 0: all).
+    column_spacing, row_spacing : layout in px at zoom 1.
+    height : height of the drawing in px.
+    selection : the shared :class:`Selection`; a click on a region sets ``layer`` and
+        ``region``, a click on a column header sets ``layer``.
+
+    Attributes
+    ----------
+    graph : the networkx.DiGraph drawn (see :meth:`ActivationAreas.graph`).
+    nodes : list of the graph's nodes in drawing order (index = node index in the view).
+    """
+
+    _details_rpc = "node_details"
+
+    def __init__(self, areas, labels=None, *, min_weight: float = 1, top_k: Optional[int] = None,
+                 column_spacing: float = 140.0, row_spacing: float = 22.0, height: int = 560,
+                 selection: Optional[Selection] = None):
+        if not hasattr(areas, "graph") or not hasattr(areas, "paths"):
+            raise TypeError(f"areas must be a mri_widgets.ActivationAreas, got {type(areas).__name__}")
+        self.areas = areas
+        names = areas.corpus.label_names
+        if labels is None:
+            self.labels = list(names)
+        else:
+            chosen = [labels] if isinstance(labels, str) else list(labels)
+            for lab in chosen:
+                areas.corpus.label_id(lab)  # KeyError naming the known labels
+            if not chosen:
+                raise ValueError("labels is empty; pass None for all labels")
+            self.labels = [n for n in names if n in set(map(str, chosen))]
+        self._label_cols = [names.index(n) for n in self.labels]
+        self.graph = areas.graph(None if labels is None else self.labels, min_weight=1)
+        self._column_spacing, self._row_spacing = float(column_spacing), float(row_spacing)
+        nodes, edges, kw = self._drawing()
+        self._updating = True
+        super().__init__(nodes, edges, min_weight=float(min_weight), top_k=int(top_k or 0), height=height,
+                         selection=selection, **kw)
+        self._updating = False
+        self._follow_selection()
+
+    # ---- drawing -----------------------------------------------------------------------------
+    def _drawing(self):
+        areas, G = self.areas, self.graph
+        layer_ids = list(areas.layer_ids)
+        names = dict(zip(layer_ids, areas.layers))
+        pos = layered_positions(G, layer_ids, column_spacing=self._column_spacing, row_spacing=self._row_spacing)
+        self.nodes = sorted(G.nodes, key=lambda n: (layer_ids.index(n[0]), pos[n][1]))
+        self._node_index = {n: i for i, n in enumerate(self.nodes)}
+        E = list(G.edges(data=True))
+        self._edge_index = {(u, v): j for j, (u, v, _) in enumerate(E)}
+        palette = [CATEGORICAL[i % len(CATEGORICAL)] for i in self._label_cols]
+        xy = np.array([pos[n] for n in self.nodes], np.float64).reshape(-1, 2)
+        g = areas.grid_size
+        nodes: dict = {"x": xy[:, 0], "y": xy[:, 1]}
+        edges: dict = {"source": np.array([self._node_index[u] for u, _, _ in E], np.int64),
+                       "target": np.array([self._node_index[v] for _, v, _ in E], np.int64),
+                       "weight": np.array([d["weight"] for _, _, d in E], np.float64)}
+        if areas.mode == "2d":
+            counts = np.array([[G.nodes[n]["counts"][lab] for lab in self.labels] for n in self.nodes],
+                              np.float64).reshape(-1, len(self.labels))
+            total = counts.sum(1)
+            top = total.max() if total.size else 1.0
+            nodes.update(
+                size=6 + 22 * np.sqrt(total / max(top, 1)),
+                color=blend(counts, palette),
+                parts=counts,
+                label=[f"{r // g},{r % g}" for _, r in self.nodes],
+                tooltip=[f"{names[l]} \u00b7 region {r} (row {r // g}, col {r % g})\n{int(c)} documents"
+                         for (l, r), c in zip(self.nodes, total)],
+                select=[{"layer": int(l), "region": int(r)} for l, r in self.nodes],
+            )
+            ecounts = np.array([[d["counts"][lab] for lab in self.labels] for _, _, d in E],
+                               np.float64).reshape(-1, len(self.labels))
+            edges.update(color=blend(ecounts, palette), parts=ecounts)
+            kw = dict(part_names=self.labels, part_colors=palette, weight_name="documents")
+            title = f"Co-activation graph: {len(self.labels)} labels, {len(self.nodes)} regions"
+        else:
+            nodes.update(size=14, color="#6a8caf", label=[f"c{c}" for _, c in self.nodes],
+                         tooltip=[f"{names[l]} \u00b7 component {c}" for l, c in self.nodes],
+                         select=[{"layer": int(l)} for l, _ in self.nodes])
+            edges.update(color="#4a6fa5")
+            kw = dict(weight_name="Spearman rho")
+            title = f"Component correlation graph (rho > {areas.threshold:g})"
+        top_y = float(xy[:, 1].min()) if xy.size else 0.0
+        kw["annotations"] = [{"x": i * self._column_spacing, "y": top_y - 36, "text": names[l], "select": {"layer": int(l)}}
+                             for i, l in enumerate(layer_ids)]
+        kw["title"] = title
+        kw["directed"] = False
+        return nodes, edges, kw
+
+    # ---- selection -> highlighted paths ------------------------------------------------------
+    @t.observe("_sel")
+    def _on_sel(self, change):
+        if not getattr(self, "_updating", True):
+            self._follow_selection()
+
+    def _follow_selection(self):
+        sel = self.selection
+        if self.areas.mode != "2d" or sel.layer is None or sel.region is None \
+                or sel.layer not in self.areas.layer_ids or not 0 <= sel.region < self.areas.n_regions:
+            if self.highlight:
+                self.clear_highlight()
+            return
+        p = self.areas.paths(sel.layer, sel.region, labels=self.labels)
+        if not len(p["docs"]):
+            self.clear_highlight()
+            return
+        nodes = [(self._node_index[k], c) for k, c in p["nodes"].items() if k in self._node_index]
+        edges = [(self._edge_index[k], c) for k, c in p["edges"].items() if k in self._edge_index]
+        self.set_highlight([i for i, _ in nodes], [j for j, _ in edges],
+                           node_weight=[c for _, c in nodes], edge_weight=[c for _, c in edges])
+
+    def paths(self, layer: int, region: int) -> dict:
+        """Indices (in the view) of the nodes and edges the documents of a region go through."""
+        p = self.areas.paths(layer, region, labels=self.labels)
+        return {"docs": p["docs"],
+                "nodes": {self._node_index[k]: c for k, c in p["nodes"].items() if k in self._node_index},
+                "edges": {self._edge_index[k]: c for k, c in p["edges"].items() if k in self._edge_index}}
+
+    @rpc
+    def node_details(self, index: int) -> list:
+        """Tooltip lines for node ``index``: a few example texts of the region."""
+        if self.areas.mode != "2d":
+            return []
+        layer, region = self.nodes[int(index)]
+        return [f"[{e['label']}] {_short(e['text'])}" for e in self.areas.examples(layer, region, k=3)]
+
+    # ---- export ------------------------------------------------------------------------------
+    def to_networkx(self) -> nx.DiGraph:
+        """A copy of the graph with the drawing's ``x``, ``y`` and ``color`` on every node."""
+        H = self.graph.copy()
+        d = self.data
+        x, y = np.asarray(d["x"]), np.asarray(d["y"])
+        col = np.asarray(d["color"])
+        for i, n in enumerate(self.nodes):
+            H.nodes[n].update(x=float(x[i]), y=float(y[i]), color="#%02x%02x%02x" % tuple(int(c) for c in col[i]))
+        return H
+
+    def to_ipycytoscape(self):
+        """The same graph as an ``ipycytoscape.CytoscapeWidget`` (preset positions).
+
+        Needs the optional package ipycytoscape (one Python widget per node and edge: use it for
+        small graphs, or for export).
+        """
+        if importlib.util.find_spec("ipycytoscape") is None:
+            raise ImportError("to_ipycytoscape() needs the optional package ipycytoscape: pip install ipycytoscape")
+        import ipycytoscape  # noqa: PLC0415  (optional dependency)
+
+        H = self.to_networkx()
+        U = nx.DiGraph()
+        for n, a in H.nodes(data=True):
+            U.add_node(f"{n[0]}:{n[1]}", layer=int(n[0]), region=int(n[1]), color=a["color"],
+                       total=int(a.get("total", 0)))
+        for u, v, a in H.edges(data=True):
+            U.add_edge(f"{u[0]}:{u[1]}", f"{v[0]}:{v[1]}", weight=float(a["weight"]))
+        w = ipycytoscape.CytoscapeWidget()
+        w.graph.add_graph_from_networkx(U, directed=True)
+        pos = {f"{n[0]}:{n[1]}": (H.nodes[n]["x"], H.nodes[n]["y"]) for n in H.nodes}
+        for node in w.graph.nodes:
+            x, y = pos[node.data["id"]]
+            node.position = {"x": x, "y": y}
+        w.set_layout(name="preset")
+        w.set_style([{"selector": "node", "style": {"background-color": "data(color)", "width": 10, "height": 10}},
+                     {"selector": "edge", "style": {"width": "mapData(weight, 0, 50, 0.5, 8)"}}])
+        return w

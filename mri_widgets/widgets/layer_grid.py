@@ -1,0 +1,117 @@
+"""LayerGrid: small multiples of every layer's region heatmap (LLM-MRI's heatmaps, linked)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import traitlets as t
+
+from .base import MRIWidget, rpc
+from .graph_view import CATEGORICAL
+from .selection import Selection
+
+__all__ = ["LayerGrid", "MODES"]
+
+#: what a cell's colour shows
+MODES = ("label", "all", "diff")
+
+
+class LayerGrid(MRIWidget):
+    """One heatmap per layer: how many documents land in each region of the grid.
+
+    Parameters
+    ----------
+    areas : ActivationAreas
+    mode : ``"label"``: documents of ``label`` per region (all documents when ``label`` is None);
+        ``"all"``: every label at once, colour = the region's dominant label, intensity = its
+        document count; ``"diff"``: ``labels = (a, b)``, the share of a's documents minus the share
+        of b's documents in each region (red: more a, blue: more b).
+    label : label name for ``mode="label"``.
+    labels : two label names for ``mode="diff"`` (default: the first two labels).
+    cell : size of a grid cell in px (default: about 120 px per heatmap).
+    selection : the shared :class:`Selection`. A click on a region sets ``layer`` and
+        ``region``; the selected region is outlined in red, and in every layer the regions
+        holding its documents are outlined in black.
+
+    Notes
+    -----
+    Row 0 of a grid (the smallest value of the second reduced axis) is drawn at the bottom. The
+    axes of different layers are unrelated (each layer is reduced on its own). Hover a region for
+    its counts per label and a few example texts. The mode and labels can also be changed in the
+    view's toolbar (the ``mode``, ``label`` and ``labels`` traits follow).
+    """
+
+    _view = "layer_grid"
+
+    mode = t.Unicode("label").tag(sync=True)
+    label = t.Unicode(None, allow_none=True).tag(sync=True)
+    labels = t.List(t.Unicode()).tag(sync=True)
+
+    def __init__(self, areas, *, mode: str = "label", label: Optional[str] = None,
+                 labels: Optional[Sequence[str]] = None, cell: Optional[int] = None,
+                 selection: Optional[Selection] = None):
+        if not hasattr(areas, "counts") or not hasattr(areas, "region_ids"):
+            raise TypeError(f"areas must be a mri_widgets.ActivationAreas, got {type(areas).__name__}")
+        self.areas = areas
+        names = list(areas.corpus.label_names)
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        if label is not None:
+            areas.corpus.label_id(label)  # KeyError naming the known labels
+        if labels is None:
+            labels = names[:2] if len(names) >= 2 else names * 2
+        elif isinstance(labels, str) or len(labels) != 2:
+            raise ValueError(f"labels must be two label names (a, b) for mode='diff', got {labels!r}")
+        for lab in labels:
+            areas.corpus.label_id(lab)
+        super().__init__(selection=selection, mode=mode, label=label, labels=list(labels))
+        g = areas.grid_size
+        cell = int(cell) if cell is not None else max(5, min(24, 120 // g))
+        if cell < 2:
+            raise ValueError(f"cell must be at least 2 px, got {cell}")
+        reg_dtype = np.int16 if areas.n_regions < 2 ** 15 else np.int32
+        counts = areas.counts()
+        self._set_data({
+            "counts": counts.astype(np.int32),  # (n_layers, n_labels, grid, grid)
+            "regions": areas.region_ids.astype(reg_dtype),  # (n_layers, n_docs): follows selected documents
+            "label_names": names,
+            "label_colors": [CATEGORICAL[i % len(CATEGORICAL)] for i in range(len(names))],
+            "label_totals": [int(v) for v in areas.corpus.counts.values()],
+            "layer_names": list(areas.layers),
+            "layer_ids": [int(l) for l in areas.layer_ids],
+            "grid": int(g),
+            "cell": cell,
+            "title": f"{areas.site} regions \u00b7 pool {areas.pool} \u00b7 {areas.reduction} \u00b7 "
+                     f"{len(areas.corpus)} documents",
+        })
+
+    @t.validate("mode")
+    def _check_mode(self, proposal):
+        v = proposal["value"]
+        if v not in MODES:
+            raise t.TraitError(f"unknown mode {v!r}; choose one of {MODES}")
+        return v
+
+    @t.validate("label")
+    def _check_label(self, proposal):
+        v = proposal["value"]
+        if v is not None and v not in self.areas.corpus.label_names:
+            raise t.TraitError(f"unknown label {v!r}; labels are {self.areas.corpus.label_names} (or None for all)")
+        return v
+
+    @t.validate("labels")
+    def _check_labels(self, proposal):
+        v = list(proposal["value"])
+        names = self.areas.corpus.label_names
+        if len(v) != 2:
+            raise t.TraitError(f"labels must be two label names (a, b) for mode='diff', got {v!r}")
+        bad = [x for x in v if x not in names]
+        if bad:
+            raise t.TraitError(f"unknown labels {bad}; labels are {names}")
+        return v
+
+    @rpc
+    def region_examples(self, layer: int, region: int, k: int = 3) -> list:
+        """A few texts of one region (the most typical first), for the view's tooltip."""
+        return [{"text": e["text"], "label": e["label"]} for e in self.areas.examples(int(layer), int(region), int(k))]
