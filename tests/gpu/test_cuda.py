@@ -1,0 +1,58 @@
+"""GPU checks: capture, unembed and device_map="auto" on CUDA. Skipped where no GPU is present.
+
+Run on a GPU machine with ``python -m pytest tests/gpu -q``. These need only torch and
+transformers (the model and analysis rooms import without the widget stack).
+"""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+TEXTS = ["The capital of France is Paris.", "A quick brown fox.", "It is sad."]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "bert"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_capture_on_cuda_matches_cpu(arch, dtype):
+    from mri_widgets import load
+    from mri_widgets.testing import tiny_model
+
+    cpu = tiny_model(arch)
+    ref = cpu.capture(TEXTS, sites=["resid", "mlp"], progress=False)
+    gpu = load(tiny_model(arch).model, cpu.tokenizer, device="cuda", dtype=dtype)
+    assert gpu.device.type == "cuda"
+    seen = []
+    gpu.capture(TEXTS, sites=["mlp"], reducer=lambda b: seen.append(b.acts["mlp"].device.type), progress=False)
+    assert set(seen) == {"cuda"}
+    cap = gpu.capture(TEXTS, sites=["resid", "mlp"], progress=False)
+    assert cap["resid"].device.type == "cpu" and cap["resid"].dtype == torch.float32
+    tol = 0.05 if dtype == torch.float16 else 0.2
+    for s in ("resid", "mlp"):
+        assert torch.allclose(cap[s], ref[s], atol=tol, rtol=tol), s
+    if arch != "bert":
+        n = int(cap.mask[0].sum())
+        logits = gpu.unembed(cap["resid"][0, -1, :n])
+        with torch.no_grad():
+            own = gpu.model(**gpu.encode(TEXTS[0])).logits[0]
+        assert logits.device.type == "cuda"
+        assert (logits.argmax(-1) == own.argmax(-1)).float().mean() > 0.9
+
+
+def test_device_map_auto_keeps_hooks_working(tmp_path):
+    from mri_widgets import load
+    from mri_widgets.testing import tiny_model
+
+    tiny = tiny_model("llama")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    lm = load(str(tmp_path), device_map="auto")
+    assert hasattr(lm.model, "hf_device_map")
+    cap = lm.capture(TEXTS, sites=["resid", "mlp", "head_out"], progress=False)
+    ref = tiny.capture(TEXTS, sites=["resid", "mlp", "head_out"], progress=False)
+    for s in ("resid", "mlp", "head_out"):
+        assert torch.allclose(cap[s], ref[s], atol=1e-3), s
+    n = int(cap.mask[0].sum())
+    with torch.no_grad():
+        own = lm.model(**lm.encode(TEXTS[0])).logits[0].float().cpu()
+    assert torch.allclose(lm.unembed(cap["resid"][0, -1, :n]).float().cpu(), own, atol=1e-3)
