@@ -1,0 +1,130 @@
+"""Feed-forward neurons as key-value memories (after Geva et al. 2021).
+
+A neuron's *keys* are the inputs that make it fire (the texts and positions where its activation
+is highest, from a :class:`~mri_widgets.NeuronScan`); its *value* is its output row, the
+direction it adds to the residual stream, read in the vocabulary through the final norm and the
+unembedding: the tokens it promotes and those it suppresses.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["neuron_memory", "value_logits"]
+
+
+class NeuronMemoryError(ValueError):
+    """Bad input to the key-value memory analysis."""
+
+
+def value_logits(model, layer: int, neuron: int) -> torch.Tensor:
+    """Logits of a neuron's output row through the final norm and the unembedding.
+
+    ``unembed(w) - unembed(0)`` where ``w`` is the neuron's output row (column ``neuron`` of
+    the MLP output projection): the logit change the neuron's direction makes on its own. For a
+    LayerNorm this centres and rescales ``w``, applies the norm weight and drops the norm bias and
+    any unembedding bias (they do not depend on the neuron); for an RMSNorm it is
+    ``W_U (g * w / rms(w))``. Rankings equal those of ``W_U (g * w)``; the scale puts every
+    neuron's row at unit RMS, so values are comparable across neurons.
+
+    Returns
+    -------
+    (vocab,) float32 CPU tensor. A negative activation flips the signs.
+    """
+    lm = _loaded(model)
+    lm.adapter.check_layer(layer)
+    d_mlp = lm.d_mlp
+    if not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < d_mlp:
+        raise IndexError(f"neuron {neuron!r} out of range: layer {layer} has {d_mlp} neurons (0..{d_mlp - 1})")
+    with torch.inference_mode():
+        w = lm.adapter.W_out(layer)[:, int(neuron)]
+        x = torch.stack([w, torch.zeros_like(w)])
+        logits = lm.unembed(x)
+        return (logits[0] - logits[1]).float().cpu()
+
+
+def neuron_memory(model, layer: int, neuron: int, scan=None, k: int = 10, *,
+                  texts: Optional[Sequence[str]] = None, context: int = 8) -> dict:
+    """A feed-forward neuron as a key-value memory.
+
+    Parameters
+    ----------
+    model : LoadedModel (a causal LM: the values need the unembedding)
+    layer, neuron : which MLP neuron (index into the d_mlp activations captured at site ``"mlp"``)
+    scan : a :class:`~mri_widgets.NeuronScan` (anything with ``top(layer, neuron)`` returning
+        ``(value, text_index, position)`` tuples, best first); gives the keys. ``None``: values only.
+    k : how many promoted / suppressed tokens and keys
+    texts : the texts the scan ran on, when the scan does not keep them (``scan.texts``)
+    context : tokens of the prefix shown before each key's position
+
+    Returns
+    -------
+    dict with
+        ``promotes`` : list of ``(token, logit)``, the ``k`` tokens whose logits the neuron's output
+        row raises most (see :func:`value_logits`), largest first;
+        ``suppresses`` : the ``k`` tokens it lowers most, most negative first;
+        ``keys`` : list of dicts ``{"value", "text_index", "position", "token", "prefix", "text"}``
+        (empty without a scan): where the neuron fires most, ``prefix`` being the text up to and
+        including the firing token (its last ``context`` tokens);
+        ``layer``, ``neuron``.
+
+    Examples
+    --------
+    >>> m = mri_widgets.neuron_memory(lm, 3, 1200, scan=scan)
+    >>> m["promotes"][:3]
+    [(' Paris', 0.71), ...]
+    """
+    lm = _loaded(model)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise NeuronMemoryError(f"k must be a positive integer, got {k!r}")
+    logits = _logit_effect(lm, layer, neuron)
+    kk = min(int(k), logits.shape[0])
+    top = torch.topk(logits, kk)
+    bottom = torch.topk(-logits, kk)
+    promotes = list(zip(lm.token_str(top.indices.tolist()), [float(v) for v in top.values]))
+    suppresses = list(zip(lm.token_str(bottom.indices.tolist()), [float(-v) for v in bottom.values]))
+    keys = [] if scan is None else _keys(lm, scan, layer, neuron, kk, texts, context)
+    return {"layer": int(layer), "neuron": int(neuron), "promotes": promotes, "suppresses": suppresses, "keys": keys}
+
+
+def _logit_effect(lm, layer, neuron) -> torch.Tensor:
+    """The neuron's vocabulary logits; reuses analysis.neurons.neuron_logit_effect when present."""
+    return value_logits(lm, layer, neuron)
+
+
+def _keys(lm, scan, layer, neuron, k, texts, context) -> list:
+    if not hasattr(scan, "top"):
+        raise TypeError(f"scan must be a NeuronScan (with .top(layer, neuron)), got {type(scan).__name__}")
+    texts = texts if texts is not None else getattr(scan, "texts", None)
+    if texts is None:
+        raise NeuronMemoryError("this scan does not keep its texts: pass texts=[...] (the texts it ran on)")
+    texts = list(texts)
+    rows = list(scan.top(layer, neuron))
+    rows = sorted(rows, key=lambda r: -float(r[0]))[:k]
+    out = []
+    for value, ti, pos in rows:
+        ti, pos = int(ti), int(pos)
+        if not 0 <= ti < len(texts):
+            raise NeuronMemoryError(f"the scan names text {ti} but only {len(texts)} texts were given")
+        text = texts[ti]
+        ids = lm.tokenizer(text)["input_ids"]
+        if not 0 <= pos < len(ids):
+            raise NeuronMemoryError(f"the scan names position {pos} of text {ti}, which has {len(ids)} tokens; "
+                               "were the texts truncated differently?")
+        toks = lm.token_str(ids[max(0, pos - context + 1):pos + 1])
+        out.append({"value": float(value), "text_index": ti, "position": pos, "token": toks[-1],
+                    "prefix": ("…" if pos - context + 1 > 0 else "") + "".join(toks), "text": text})
+    return out
+
+
+def _loaded(model):
+    from ..models.loading import LoadedModel, load
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load(model)
+    raise TypeError(f"model must be a LoadedModel (mri_widgets.load(...)), got {type(model).__name__}")
