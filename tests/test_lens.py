@@ -261,3 +261,112 @@ def test_demo_paris_rises_through_the_layers():
     assert ranks[0] > 100, "the embedding of ' is' should not predict ' Paris'"
     assert (res.best_layer >= 1).all()
     assert ranks[lm.n_layers // 2:].mean() < ranks[:lm.n_layers // 2].mean(), "' Paris' rises in later layers"
+
+
+# ---------------------------------------------------------------------------------- LensTable widget
+
+
+def _buffers(widget):
+    from ipywidgets.widgets.widget import _remove_buffers
+    state, paths, bufs = _remove_buffers(widget.get_state(["data"]))
+    return state["data"], paths, bufs
+
+
+def test_lens_table_payload_is_binary_and_consistent(tiny):
+    from mri_widgets.widgets.transport import decode_tree
+    lm = tiny("gpt_neox")
+    w = mw.LensTable(lm, PROMPT, k=4)
+    res = w.result
+    assert isinstance(res, LensResult) and res.k == 4
+    state, paths, bufs = _buffers(w)
+    sent = {p[1] for p in paths}
+    assert {"top_idx", "top_probs", "entropy", "target_ranks", "target_probs", "best_layer"} <= sent
+    d = decode_tree(w.get_state(["data"])["data"])
+    # every cell's top-k strings come back through the vocab table
+    strs = np.array(d["vocab"], dtype=object)[d["top_idx"]]
+    np.testing.assert_array_equal(strs, res.top_tokens)
+    np.testing.assert_array_equal(d["top_probs"], res.top_probs)
+    np.testing.assert_array_equal(d["target_ranks"], res.target_ranks)
+    np.testing.assert_array_equal(d["best_layer"], res.best_layer)
+    assert [d["vocab"][i] for i in d["target_idx"]] == res.target_tokens
+    assert d["tokens"] == res.tokens and d["target_mode"] == "own" and d["image"] is None
+
+
+def test_lens_table_updates_in_place(tiny):
+    lm = tiny("gpt2")
+    w = mw.LensTable(lm, "The cat sat")
+    first = w.result
+    w.prompt = "A quick brown fox"
+    assert w.result is not first and w.result.prompt == "A quick brown fox"
+    assert w.data["tokens"] == w.result.tokens
+    w.k = 2
+    assert w.result.k == 2 and w.result.prompt == "A quick brown fox"
+    w.target = " capital"
+    assert w.result.target == " capital" and w.data["target_mode"] == "token"
+    w.target = None
+    assert w.result.target is None
+    w.metric = "entropy"  # colour only: the view recolours, no recompute
+    assert w.result.k == 2
+    with pytest.raises(LensError, match="metric must be one of"):
+        w.metric = "loudness"
+    with pytest.raises(LensError, match="prompt is empty"):
+        w.prompt = "  "
+    with pytest.raises(ValueError, match="accepts"):
+        w.prompt = "word " * 400
+    assert "accepts" in w.error
+
+
+def test_lens_table_from_result_and_selection(tiny):
+    lm = tiny("gpt2")
+    res = logit_lens(lm, PROMPT, target=" capital")
+    sel = mw.Selection()
+    w = mw.LensTable.from_result(res, metric="rank", selection=sel)
+    assert w.result is res and w.target == " capital" and w.metric == "rank" and w.selection is sel
+    with pytest.raises(LensError, match="no model"):
+        w.prompt = "other"
+    assert w.prompt == PROMPT
+    with pytest.raises(TypeError, match="LensResult"):
+        mw.LensTable.from_result({"top_ids": 1})
+    # a click in the view arrives as the _sel mirror (Colab) and reaches the shared selection
+    w._sel = {"layer": 2, "position": 3}
+    assert (sel.layer, sel.position) == (2, 3)
+
+
+def test_lens_table_image_mode_and_patch_mask(tiny, tmp_path):
+    from PIL import Image
+    from mri_widgets.widgets.transport import decode_tree
+    lm = tiny("llava")
+    img = _image(2, (30, 30, 3))
+    w = mw.LensTable(lm, "What is it?", image=Image.fromarray(img))
+    d = decode_tree(w.get_state(["data"])["data"])
+    assert d["image"]["grid"] == [4, 4] and (d["image"]["width"], d["image"]["height"]) == (28, 28)
+    np.testing.assert_array_equal(d["image"]["positions"], w.result.image_positions)
+    png = Image.open(__import__("io").BytesIO(d["image"]["png"].tobytes()))
+    np.testing.assert_array_equal(np.asarray(png), w.result.image)
+    mask = w.patch_mask()
+    np.testing.assert_array_equal(mask, w.result.patch_mask())
+    np.testing.assert_array_equal(d["image"]["blank"].reshape(4, 4).astype(bool), mask)
+    # saving: craft a result with known blank patches to see them blacked out
+    toks = w.result.top_tokens.copy()
+    best = w.result.best_layer
+    for i, p in enumerate(w.result.image_positions):
+        toks[best[p], p, 0] = " " if i in (0, 15) else "x"
+    crafted = LensResult(**{**w.result.__dict__, "top_tokens": toks})
+    w2 = mw.LensTable.from_result(crafted)
+    m = w2.patch_mask(save=tmp_path / "masked.png")
+    assert m[0, 0] and m[3, 3] and m.sum() == 2
+    out = np.asarray(Image.open(tmp_path / "masked.png"))
+    assert out.shape == (28, 28, 3)
+    assert (out[:7, :7] == 0).all() and (out[21:, 21:] == 0).all()
+    np.testing.assert_array_equal(out[7:14, 7:14], crafted.image[7:14, 7:14])
+    w2.patch_mask(save=tmp_path / "mask.png", overlay=False)
+    bw = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert bw.shape == (28, 28) and bw[0, 0] == 255 and bw[10, 10] == 0
+    with pytest.raises(LensError, match="no image"):
+        mw.LensTable(tiny("gpt2"), PROMPT).patch_mask()
+
+
+def test_lens_table_tokens_are_data_not_markup(tiny):
+    lm = tiny("gpt2")
+    w = mw.LensTable(lm, "x <img src=x onerror=alert(1)> y")
+    assert "".join(w.data["tokens"]).find("<img src=x onerror=alert(1)>") >= 0

@@ -55,6 +55,8 @@ class LensResult:
     top_tokens : (layers, positions, k) object array of str
     top_probs : (layers, positions, k) float32 array, descending along the last axis.
     entropy : (layers, positions) float32 array, in nats.
+    target : str or None
+        The token the caller named as target (``None``: the model's own prediction).
     target_ids : (positions,) int64 array
         The token whose probability and rank are tracked at each position: by default the
         model's own final prediction (the last layer's top-1), or the token the caller named.
@@ -88,6 +90,7 @@ class LensResult:
     target_tokens: list
     target_probs: np.ndarray
     target_ranks: np.ndarray
+    target: Optional[str] = None
     norm: bool = True
     model_name: str = ""
     vocab_size: int = 0
@@ -398,6 +401,7 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         top_ids=top_ids, top_tokens=top_tokens, top_probs=out["top_probs"].reshape(n_lay, seq, k),
         entropy=out["entropy"].reshape(shape), target_ids=target_ids, target_tokens=lm.token_str(target_ids),
         target_probs=out["target_probs"].reshape(shape), target_ranks=out["target_ranks"].reshape(shape),
+        target=None if target_id is None else lm.token_str([target_id])[0],
         norm=bool(norm), model_name=str(lm.name), vocab_size=int(V), image_positions=image_positions,
         patch_grid=grid, image=view,
     )

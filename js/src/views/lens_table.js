@@ -1,0 +1,541 @@
+// LensTable: the logit lens as a token x layer table (virtualised), with an image-patch panel
+// for vision-language models. Layer index: 0 = embeddings, l = residual stream after block l.
+import { defineView } from "../lib/widget.js";
+import { h, tooltip, showToken, fmt } from "../lib/dom.js";
+import { sequential, textOn } from "../lib/colors.js";
+import { at } from "../lib/codec.js";
+
+export const METRICS = {
+  prob: "top-1 probability",
+  rank: "rank of the target",
+  entropy: "entropy",
+};
+export const CELL_W = 70;
+export const CELL_H = 20;
+export const ROW_HEAD_W = 140;
+export const COL_HEAD_H = 22;
+export const OVERSCAN = 3;
+const IMG_SIZE = 280;
+
+// ------------------------------------------------------------------------------ pure logic
+
+/** Raw value of `metric` at (layer, pos): top-1 probability, target rank or entropy (nats). */
+export function metricValue(data, metric, layer, pos) {
+  if (metric === "rank") return at(data.target_ranks, layer, pos);
+  if (metric === "entropy") return at(data.entropy, layer, pos);
+  return at(data.top_probs, layer, pos, 0);
+}
+
+/**
+ * Colour intensity in [0, 1] of a metric value: 1 = confident / target on top.
+ * prob: the probability; rank: 1 - log(1 + rank) / log(vocab); entropy: 1 - H / log(vocab).
+ */
+export function metricScale(metric, value, vocabSize) {
+  const V = Math.max(2, vocabSize || 2);
+  let t;
+  if (metric === "rank") t = 1 - Math.log1p(Math.max(0, value)) / Math.log(V);
+  else if (metric === "entropy") t = 1 - value / Math.log(V);
+  else t = value;
+  if (!Number.isFinite(t)) return 0;
+  return Math.min(1, Math.max(0, t));
+}
+
+/** Background colour of a cell for a metric value. */
+export function cellColor(metric, value, vocabSize) {
+  return sequential(metricScale(metric, value, vocabSize));
+}
+
+/** Legend end labels [low, high] of a metric's colour scale. */
+export function legendLabels(metric, vocabSize) {
+  if (metric === "rank") return [`rank ${vocabSize - 1}`, "rank 0 (top-1)"];
+  if (metric === "entropy") return [`${fmt(Math.log(Math.max(2, vocabSize)), 1)} nats (uniform)`, "0 nats"];
+  return ["p = 0", "p = 1"];
+}
+
+/**
+ * Items to render along one axis: [start, end) of the items intersecting the viewport, widened
+ * by `overscan` items each side.
+ */
+export function visibleRange(scroll, viewport, size, count, overscan = OVERSCAN) {
+  if (count <= 0) return { start: 0, end: 0 };
+  const first = Math.floor(Math.max(0, scroll) / size);
+  const last = Math.ceil((Math.max(0, scroll) + Math.max(0, viewport)) / size);
+  return { start: Math.max(0, Math.min(count - 1, first) - overscan), end: Math.min(count, last + overscan) };
+}
+
+/**
+ * New cell {r, c} after a key press in a rows x cols grid (clamped), or null for other keys.
+ * Arrows move by one, PageUp/PageDown by `page` rows, Home/End to the first/last column.
+ */
+export function moveCell(cell, key, rows, cols, page = 10) {
+  let { r, c } = cell || { r: 0, c: 0 };
+  switch (key) {
+    case "ArrowUp": r -= 1; break;
+    case "ArrowDown": r += 1; break;
+    case "ArrowLeft": c -= 1; break;
+    case "ArrowRight": c += 1; break;
+    case "PageUp": r -= page; break;
+    case "PageDown": r += page; break;
+    case "Home": c = 0; break;
+    case "End": c = cols - 1; break;
+    default: return null;
+  }
+  return { r: Math.min(rows - 1, Math.max(0, r)), c: Math.min(cols - 1, Math.max(0, c)) };
+}
+
+/** Grid cell (row, column) <-> (layer, position). Rows are tokens unless transposed. */
+export function cellToLP(r, c, transposed) {
+  return transposed ? { layer: r, pos: c } : { layer: c, pos: r };
+}
+export function lpToCell(layer, pos, transposed) {
+  return transposed ? { r: layer, c: pos } : { r: pos, c: layer };
+}
+
+/** Scroll offset that brings [start, start + size) into a viewport, changing it as little as possible. */
+export function scrollToShow(scroll, viewport, start, size) {
+  if (start < scroll) return start;
+  if (start + size > scroll + viewport) return Math.max(0, start + size - viewport);
+  return scroll;
+}
+
+/** Label of a position: image tokens become IMG001.. (with their patch), others their token text. */
+export function positionLabel(data, pos) {
+  const img = data.image;
+  if (img && img.positions) {
+    const i = img.positions.data.indexOf(pos);
+    if (i >= 0) {
+      const gw = img.grid[1];
+      return `IMG${String(i + 1).padStart(3, "0")} (${Math.floor(i / gw)},${i % gw})`;
+    }
+  }
+  return showToken(data.tokens[pos]);
+}
+
+// ------------------------------------------------------------------------------ style
+
+const CSS = `
+.mri-lens_table .mri-lens-main { display: flex; gap: 12px; align-items: flex-start; }
+.mri-lens_table .mri-lens-grid { position: relative; flex: 1 1 auto; min-width: 200px; border: 1px solid var(--mri-border); overflow: hidden; }
+.mri-lens_table .mri-lens-corner, .mri-lens_table .mri-lens-colhead, .mri-lens_table .mri-lens-rowhead { position: absolute; overflow: hidden; background: var(--mri-bg); z-index: 2; }
+.mri-lens_table .mri-lens-corner { left: 0; top: 0; color: var(--mri-muted); font-size: 11px; padding: 3px 4px; box-sizing: border-box; border-right: 1px solid var(--mri-border); border-bottom: 1px solid var(--mri-border); }
+.mri-lens_table .mri-lens-colhead { top: 0; right: 0; border-bottom: 1px solid var(--mri-border); }
+.mri-lens_table .mri-lens-rowhead { left: 0; bottom: 0; border-right: 1px solid var(--mri-border); }
+.mri-lens_table .mri-lens-body { position: absolute; right: 0; bottom: 0; overflow: auto; outline: none; }
+.mri-lens_table .mri-lens-sizer { position: relative; }
+.mri-lens_table .mri-lens-inner { position: relative; }
+.mri-lens_table .mri-lens-h { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; }
+.mri-lens_table .mri-lens-h .mri-lens-idx { color: var(--mri-muted); font-family: var(--jp-ui-font-family, sans-serif); margin-right: 4px; }
+.mri-lens_table .mri-lens-h.mri-lens-hi { background: #fff3c4; color: #111; }
+.mri-lens_table .mri-lens-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid rgba(128,128,128,0.15); border-bottom: 1px solid rgba(128,128,128,0.15); }
+.mri-lens_table .mri-lens-cell.mri-lens-best::after { content: ""; position: absolute; right: 2px; top: 2px; width: 5px; height: 5px; border-radius: 50%; background: var(--mri-accent); }
+.mri-lens_table .mri-lens-cell.mri-lens-rowhi { box-shadow: inset 0 2px 0 #f0b400, inset 0 -2px 0 #f0b400; }
+.mri-lens_table .mri-lens-cell.mri-lens-pinned { outline: 2px solid var(--mri-accent); outline-offset: -2px; z-index: 1; }
+.mri-lens_table .mri-lens-legend { display: inline-flex; align-items: center; gap: 4px; color: var(--mri-muted); }
+.mri-lens_table .mri-lens-bar { display: inline-block; width: 90px; height: 10px; border: 1px solid var(--mri-border); }
+.mri-lens_table .mri-lens-dot { display: inline-block; width: 6px; height: 6px; border-radius: 50%; background: var(--mri-accent); }
+.mri-lens_table .mri-lens-prompt { width: 260px; }
+.mri-lens_table .mri-lens-k { width: 44px; }
+.mri-lens_table .mri-lens-image { flex: 0 0 auto; width: ${IMG_SIZE}px; }
+.mri-lens_table .mri-lens-imgbox { position: relative; width: ${IMG_SIZE}px; }
+.mri-lens_table .mri-lens-imgbox img { display: block; width: 100%; height: 100%; }
+.mri-lens_table .mri-lens-imgbox img.mri-lens-pixelated { image-rendering: pixelated; }
+.mri-lens_table .mri-lens-patches { position: absolute; inset: 0; }
+.mri-lens_table .mri-lens-patch { position: absolute; box-sizing: border-box; border: 1px solid rgba(255,255,255,0.12); cursor: crosshair; }
+.mri-lens_table .mri-lens-patch:hover, .mri-lens_table .mri-lens-patch.mri-lens-hi { border: 2px solid #ffd400; }
+.mri-lens_table .mri-lens-patch.mri-lens-locked { border: 2px solid var(--mri-accent); }
+.mri-lens_table .mri-lens-masked .mri-lens-patch.mri-lens-blank { background: #000; }
+.mri-lens_table .mri-lens-info { margin-top: 6px; white-space: pre-wrap; font-size: 11px; min-height: 3em; }
+.mri-lens_table .mri-lens-info .mri-lens-tok { font-family: var(--jp-code-font-family, ui-monospace, monospace); white-space: pre; }
+.mri-tooltip .mri-lens-tok { font-family: var(--jp-code-font-family, ui-monospace, monospace); white-space: pre; }
+`;
+
+function injectCss() {
+  if (typeof document === "undefined" || document.getElementById("mri-lens_table-css")) return;
+  document.head.appendChild(h("style", { id: "mri-lens_table-css" }, CSS));
+}
+
+// ------------------------------------------------------------------------------ view
+
+function vocabStr(data, idx) {
+  return data.vocab[idx] ?? "";
+}
+
+/** Top-k rows of a cell as DOM (token text, probability). */
+function topkTable(data, layer, pos) {
+  const k = data.top_idx.shape[2];
+  const idx = at(data.top_idx, layer, pos);
+  const p = at(data.top_probs, layer, pos);
+  const rows = [];
+  for (let j = 0; j < k; j++) {
+    rows.push(h("tr", {}, h("td", {}, h("span", { class: "mri-lens-tok" }, JSON.stringify(vocabStr(data, idx[j])))),
+      h("td", {}, fmt(p[j], 3))));
+  }
+  return h("table", {}, rows);
+}
+
+function cellSummary(data, layer, pos) {
+  const lname = data.layer_names[layer];
+  const where = layer === 0 ? "embeddings" : `after block ${layer}`;
+  const tgt = vocabStr(data, data.target_idx.data[pos]);
+  return [
+    h("div", {}, `#${pos} `, h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[pos])),
+      ` · layer ${lname} (${where})`),
+    topkTable(data, layer, pos),
+    h("div", {}, `target `, h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
+      `: p = ${fmt(at(data.target_probs, layer, pos), 3)}, rank ${at(data.target_ranks, layer, pos)}`),
+    h("div", {}, `entropy ${fmt(at(data.entropy, layer, pos), 2)} nats`),
+  ];
+}
+
+function imagePatchOf(data, pos) {
+  const img = data.image;
+  if (!img || !img.positions) return -1;
+  return img.positions.data.indexOf(pos);
+}
+
+function buildToolbar(ctx) {
+  const { model, data, state } = ctx;
+  const prompt = h("input", { class: "mri-lens-prompt", type: "text", value: model.get("prompt") ?? data.prompt ?? "",
+    "aria-label": "prompt", title: "Enter runs the lens on this prompt" });
+  const run = () => {
+    const v = prompt.value;
+    if (!v.trim()) return;
+    if (v === model.get("prompt")) return;
+    state.status.textContent = "running…";
+    model.set("prompt", v);
+    model.save_changes();
+  };
+  prompt.addEventListener("keydown", (e) => { if (e.key === "Enter") run(); e.stopPropagation(); });
+  const k = h("input", { class: "mri-lens-k", type: "number", min: 1, max: 50, value: model.get("k") ?? data.k, "aria-label": "k" });
+  k.addEventListener("change", () => {
+    const v = parseInt(k.value, 10);
+    if (Number.isFinite(v) && v >= 1 && v !== model.get("k")) { state.status.textContent = "running…"; model.set("k", v); model.save_changes(); }
+  });
+  const metric = h("select", { class: "mri-lens-metric", "aria-label": "colour by" },
+    Object.entries(METRICS).map(([key, label]) => h("option", { value: key }, label)));
+  metric.value = model.get("metric") || "prob";
+  metric.addEventListener("change", () => { model.set("metric", metric.value); model.save_changes(); });
+  const transpose = h("input", { type: "checkbox", class: "mri-lens-transpose" });
+  transpose.checked = !!model.get("transpose");
+  transpose.addEventListener("change", () => { model.set("transpose", transpose.checked); model.save_changes(); });
+  const bar = h("span", { class: "mri-lens-bar" });
+  const lo = h("span", {}), hi = h("span", {});
+  state.legend = { bar, lo, hi, metric, transpose };
+  state.status = h("span", { class: "mri-muted" }, "");
+  const tgtMode = data.target_mode === "token" ? `target ${JSON.stringify(vocabStr(data, data.target_idx.data[0]))}` : "target: the model's own prediction";
+  return h("div", { class: "mri-toolbar", "data-lm-suppress-shortcuts": "true" },
+    h("label", {}, "prompt ", prompt), h("button", { onclick: run }, "run"),
+    h("label", {}, "k ", k),
+    h("label", {}, "colour ", metric),
+    h("label", {}, transpose, " layers as rows"),
+    h("span", { class: "mri-lens-legend" }, lo, bar, hi),
+    h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-dot" }), " most confident layer"),
+    h("span", { class: "mri-muted" }, tgtMode),
+    state.status);
+}
+
+function updateLegend(ctx) {
+  const { data, state, model } = ctx;
+  const metric = model.get("metric") || "prob";
+  const [lo, hi] = legendLabels(metric, data.vocab_size);
+  state.legend.lo.textContent = lo;
+  state.legend.hi.textContent = hi;
+  state.legend.bar.style.background = `linear-gradient(to right, ${sequential(0)}, ${sequential(0.5)}, ${sequential(1)})`;
+  state.legend.metric.value = metric;
+  state.legend.transpose.checked = !!model.get("transpose");
+}
+
+/** Build the scrolling table into state.tableHost; returns its painter. */
+function buildTable(ctx) {
+  const { data, state, model, root } = ctx;
+  const L = data.layer_names.length;
+  const S = data.tokens.length;
+  const T = !!model.get("transpose");
+  const rows = T ? L : S, cols = T ? S : L;
+  const height = Math.min(model.get("height") || 480, COL_HEAD_H + rows * CELL_H + 18);
+  const grid = h("div", { class: "mri-lens-grid", style: { height: `${height}px` } });
+  const corner = h("div", { class: "mri-lens-corner", style: { width: `${ROW_HEAD_W}px`, height: `${COL_HEAD_H}px` } },
+    T ? "layer \\ token" : "token \\ layer");
+  const colInner = h("div", { class: "mri-lens-inner", style: { width: `${cols * CELL_W + 40}px`, height: `${COL_HEAD_H}px` } });
+  const colHead = h("div", { class: "mri-lens-colhead", style: { left: `${ROW_HEAD_W}px`, height: `${COL_HEAD_H}px` } }, colInner);
+  const rowInner = h("div", { class: "mri-lens-inner", style: { height: `${rows * CELL_H + 40}px`, width: `${ROW_HEAD_W}px` } });
+  const rowHead = h("div", { class: "mri-lens-rowhead", style: { top: `${COL_HEAD_H}px`, width: `${ROW_HEAD_W}px` } }, rowInner);
+  const sizer = h("div", { class: "mri-lens-sizer", style: { width: `${cols * CELL_W}px`, height: `${rows * CELL_H}px` } });
+  // data-lm-suppress-shortcuts: JupyterLab's command-mode shortcuts (arrows move cells) skip this element
+  const body = h("div", { class: "mri-lens-body", tabindex: 0, role: "grid", "aria-label": "logit lens table",
+    "data-lm-suppress-shortcuts": "true",
+    style: { left: `${ROW_HEAD_W}px`, top: `${COL_HEAD_H}px` } }, sizer);
+  grid.append(corner, colHead, rowHead, body);
+  state.tableHost.replaceChildren(grid);
+  const tip = state.tip;
+
+  const viewW = () => body.clientWidth || Math.max(200, (state.tableHost.clientWidth || 800) - ROW_HEAD_W);
+  const viewH = () => body.clientHeight || height - COL_HEAD_H;
+  const headLabel = (isRow, i) => {
+    // header of row/column i: a token (position) or a layer name
+    const isPos = T ? !isRow : isRow;
+    if (isPos) return [h("span", { class: "mri-lens-idx" }, String(i)), positionLabel(data, i)];
+    return [data.layer_names[i]];
+  };
+
+  function paint() {
+    const metric = model.get("metric") || "prob";
+    const st = body.scrollTop, sl = body.scrollLeft;
+    const rr = visibleRange(st, viewH(), CELL_H, rows);
+    const cc = visibleRange(sl, viewW(), CELL_W, cols);
+    const pinned = state.pinned;
+    const hiPos = state.hiPos;
+    const selPos = state.selRow;
+    const selLayer = state.selCol;
+    const cells = [];
+    for (let r = rr.start; r < rr.end; r++) {
+      for (let c = cc.start; c < cc.end; c++) {
+        const { layer, pos } = cellToLP(r, c, T);
+        const v = metricValue(data, metric, layer, pos);
+        const bg = cellColor(metric, v, data.vocab_size);
+        let cls = "mri-lens-cell";
+        if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
+        if (pinned && pinned.layer === layer && pinned.pos === pos) cls += " mri-lens-pinned";
+        if (pos === hiPos || (!pinned && selPos === pos)) cls += " mri-lens-rowhi";
+        const tok = vocabStr(data, at(data.top_idx, layer, pos, 0));
+        cells.push(h("div", {
+          class: cls, role: "gridcell", "data-layer": layer, "data-pos": pos,
+          style: { left: `${c * CELL_W}px`, top: `${r * CELL_H}px`, width: `${CELL_W}px`, height: `${CELL_H}px`, background: bg, color: textOn(bg) },
+        }, showToken(tok)));
+      }
+    }
+    sizer.replaceChildren(...cells);
+    const heads = [];
+    for (let c = cc.start; c < cc.end; c++) {
+      const isLayerCol = !T;
+      const hi = isLayerCol ? (pinned ? pinned.layer === c : selLayer === c) : (c === hiPos || (pinned ? pinned.pos === c : selPos === c));
+      heads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}`, style: { left: `${c * CELL_W}px`, top: "0px", width: `${CELL_W}px`, height: `${COL_HEAD_H}px` } },
+        headLabel(false, c)));
+    }
+    colInner.replaceChildren(...heads);
+    const rheads = [];
+    for (let r = rr.start; r < rr.end; r++) {
+      const isPosRow = !T;
+      const hi = isPosRow ? (r === hiPos || (pinned ? pinned.pos === r : selPos === r)) : (pinned ? pinned.layer === r : selLayer === r);
+      rheads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}`, "data-row": r, style: { left: "0px", top: `${r * CELL_H}px`, width: `${ROW_HEAD_W}px`, height: `${CELL_H}px` } },
+        headLabel(true, r)));
+    }
+    rowInner.replaceChildren(...rheads);
+    colHead.scrollLeft = sl;
+    rowHead.scrollTop = st;
+  }
+
+  let queued = false;
+  const raf = globalThis.requestAnimationFrame ? (f) => globalThis.requestAnimationFrame(f) : (f) => setTimeout(f, 0);
+  body.addEventListener("scroll", () => {
+    colHead.scrollLeft = body.scrollLeft;
+    rowHead.scrollTop = body.scrollTop;
+    if (queued) return;
+    queued = true;
+    raf(() => { queued = false; paint(); });
+  });
+
+  function reveal(layer, pos) {
+    const { r, c } = lpToCell(layer, pos, T);
+    body.scrollTop = scrollToShow(body.scrollTop, viewH(), r * CELL_H, CELL_H);
+    body.scrollLeft = scrollToShow(body.scrollLeft, viewW(), c * CELL_W, CELL_W);
+  }
+  function revealRow(pos) {
+    if (T) body.scrollLeft = scrollToShow(body.scrollLeft, viewW(), pos * CELL_W, CELL_W);
+    else body.scrollTop = scrollToShow(body.scrollTop, viewH(), pos * CELL_H, CELL_H);
+  }
+
+  function pin(layer, pos, { select = true } = {}) {
+    state.pinned = { layer, pos };
+    reveal(layer, pos);
+    paint();
+    if (select) ctx.selection.set({ position: pos, layer });
+  }
+
+  const cellOf = (e) => {
+    const el = e.target && e.target.closest ? e.target.closest(".mri-lens-cell") : null;
+    if (!el) return null;
+    return { layer: Number(el.dataset.layer), pos: Number(el.dataset.pos) };
+  };
+  body.addEventListener("mousemove", (e) => {
+    const cell = cellOf(e);
+    if (!cell) { tip.hide(); return; }
+    tip.show(e.clientX, e.clientY, cellSummary(data, cell.layer, cell.pos));
+    if (state.image) state.image.outline(imagePatchOf(data, cell.pos));
+  });
+  body.addEventListener("mouseleave", () => { tip.hide(); if (state.image) state.image.outline(-1); });
+  body.addEventListener("click", (e) => {
+    const cell = cellOf(e);
+    if (!cell) return;
+    body.focus({ preventScroll: true });
+    const p = state.pinned;
+    if (p && p.layer === cell.layer && p.pos === cell.pos) { state.pinned = null; paint(); return; }
+    pin(cell.layer, cell.pos);
+  });
+  body.addEventListener("keydown", (e) => {
+    const start = state.pinned ? lpToCell(state.pinned.layer, state.pinned.pos, T) : { r: 0, c: 0 };
+    const next = moveCell(start, e.key, rows, cols, Math.max(1, Math.floor(viewH() / CELL_H) - 1));
+    if (!next) return;
+    e.preventDefault();
+    e.stopPropagation();
+    const { layer, pos } = cellToLP(next.r, next.c, T);
+    pin(layer, pos);
+  });
+
+  // keep the scroll position across redraws (new prompt, k, metric, transpose)
+  if (state.scroll && state.scroll.T === T) { body.scrollTop = state.scroll.top; body.scrollLeft = state.scroll.left; }
+  body.addEventListener("scroll", () => { state.scroll = { T, top: body.scrollTop, left: body.scrollLeft }; });
+  return { paint, pin, reveal, revealRow, body, rows, cols, transposed: T };
+}
+
+function buildImage(ctx) {
+  const { data, state } = ctx;
+  const img = data.image;
+  const [gh, gw] = img.grid;
+  const aspect = img.height / img.width;
+  const box = h("div", { class: "mri-lens-imgbox", style: { height: `${Math.round(IMG_SIZE * aspect)}px` } });
+  const pic = h("img", { alt: "input image", class: img.width < IMG_SIZE ? "mri-lens-pixelated" : null });
+  if (img.png && typeof URL !== "undefined" && URL.createObjectURL && typeof Blob !== "undefined") {
+    const url = URL.createObjectURL(new Blob([img.png.data], { type: "image/png" }));
+    pic.src = url;
+    state.revoke = () => URL.revokeObjectURL(url);
+  }
+  const patches = h("div", { class: "mri-lens-patches" });
+  const info = h("div", { class: "mri-lens-info mri-muted" }, "Hover a patch: its image token, best layer and top tokens. Click locks.");
+  const cells = [];
+  const blank = img.blank ? img.blank.data : new Uint8Array(gh * gw);
+  for (let i = 0; i < gh * gw; i++) {
+    const r = Math.floor(i / gw), c = i % gw;
+    cells.push(h("div", {
+      class: `mri-lens-patch${blank[i] ? " mri-lens-blank" : ""}`, "data-patch": i,
+      style: { left: `${(100 * c) / gw}%`, top: `${(100 * r) / gh}%`, width: `${100 / gw}%`, height: `${100 / gh}%` },
+    }));
+  }
+  patches.append(...cells);
+  box.append(pic, patches);
+  const mask = h("input", { type: "checkbox", class: "mri-lens-mask" });
+  mask.addEventListener("change", () => box.classList.toggle("mri-lens-masked", mask.checked));
+  const describe = (i) => {
+    const pos = img.positions.data[i];
+    const best = data.best_layer.data[pos];
+    return { pos, best, content: [
+      h("div", {}, `patch (${Math.floor(i / gw)}, ${i % gw}) · token #${pos} · best layer ${data.layer_names[best]}`),
+      topkTable(data, best, pos),
+    ] };
+  };
+  const show = (i, locked) => {
+    const d = describe(i);
+    info.classList.remove("mri-muted");
+    info.replaceChildren(...(locked ? [h("div", {}, "locked (click again to unlock)")] : []), ...d.content);
+    state.hiPos = d.pos;
+    cells.forEach((el, j) => el.classList.toggle("mri-lens-hi", j === i));
+    if (state.table) { state.table.revealRow(d.pos); state.table.paint(); }
+    return d;
+  };
+  patches.addEventListener("mousemove", (e) => {
+    const el = e.target.closest ? e.target.closest(".mri-lens-patch") : null;
+    if (!el) return;
+    const i = Number(el.dataset.patch);
+    if (state.lockedPatch == null && state.hoverPatch !== i) { state.hoverPatch = i; show(i, false); }
+    const d = describe(i);
+    state.tip.show(e.clientX, e.clientY, d.content);
+  });
+  patches.addEventListener("mouseleave", () => {
+    state.tip.hide();
+    state.hoverPatch = null;
+    if (state.lockedPatch == null) {
+      state.hiPos = null;
+      cells.forEach((el) => el.classList.remove("mri-lens-hi"));
+      if (state.table) state.table.paint();
+    }
+  });
+  patches.addEventListener("click", (e) => {
+    const el = e.target.closest ? e.target.closest(".mri-lens-patch") : null;
+    if (!el) return;
+    const i = Number(el.dataset.patch);
+    cells.forEach((c) => c.classList.remove("mri-lens-locked"));
+    if (state.lockedPatch === i) { state.lockedPatch = null; show(i, false); return; }
+    state.lockedPatch = i;
+    el.classList.add("mri-lens-locked");
+    const d = show(i, true);
+    if (state.table) state.table.pin(d.best, d.pos);
+  });
+  state.image = {
+    outline(i) { cells.forEach((el, j) => el.classList.toggle("mri-lens-hi", j === i || j === state.lockedPatch)); },
+  };
+  const nBlank = blank.reduce((a, b) => a + (b ? 1 : 0), 0);
+  return h("div", { class: "mri-lens-image" }, box,
+    h("label", { class: "mri-muted" }, mask, ` black out patches whose best top-1 token is blank (${nBlank} of ${gh * gw})`),
+    info);
+}
+
+function draw(ctx) {
+  injectCss();
+  const { data, root, model, state } = ctx;
+  if (state.revoke) { state.revoke(); state.revoke = null; }
+  if (!data || !data.tokens || !data.top_idx) return;
+  const L = data.layer_names.length, S = data.tokens.length;
+  if (state.pinned && (state.pinned.layer >= L || state.pinned.pos >= S)) state.pinned = null;
+  state.hiPos = null;
+  state.lockedPatch = null;
+  state.hoverPatch = null;
+  state.image = null;
+  state.tip = tooltip(root);
+  root.appendChild(buildToolbar(ctx));
+  state.tableHost = h("div", { class: "mri-lens-tablehost", style: { flex: "1 1 auto", minWidth: "0" } });
+  const main = h("div", { class: "mri-lens-main" });
+  if (data.image) main.appendChild(buildImage(ctx));
+  main.appendChild(state.tableHost);
+  root.appendChild(main);
+  root.appendChild(h("div", { class: "mri-muted", style: { marginTop: "4px" } },
+    `${data.model} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${data.norm ? "" : " · no final norm"} · click a cell to pin it, arrows move`));
+  updateLegend(ctx);
+  state.table = buildTable(ctx);
+  state.table.paint();
+  if (state.pinned) state.table.reveal(state.pinned.layer, state.pinned.pos);
+  state.table.paint();
+
+  if (!state.bound) {
+    // options Python (or the toolbar) can change without new data
+    state.bound = true;
+    const onMetric = () => { if (ctx.data && state.table) { updateLegend(ctx); state.table.paint(); } };
+    const onTranspose = () => {
+      if (!ctx.data || !state.tableHost) return;
+      updateLegend(ctx);
+      state.table = buildTable(ctx);
+      if (state.pinned) state.table.reveal(state.pinned.layer, state.pinned.pos);
+      state.table.paint();
+    };
+    model.on("change:metric", onMetric);
+    model.on("change:transpose", onTranspose);
+    ctx.cleanup = () => {
+      model.off("change:metric", onMetric);
+      model.off("change:transpose", onTranspose);
+      if (state.revoke) state.revoke();
+    };
+  }
+}
+
+function onSelection(ctx, sel) {
+  const { data, state } = ctx;
+  if (!state.table || !data || !data.tokens) return;
+  const L = data.layer_names.length, S = data.tokens.length;
+  const okPos = Number.isInteger(sel.position) && sel.position >= 0 && sel.position < S;
+  const okLayer = Number.isInteger(sel.layer) && sel.layer >= 0 && sel.layer < L;
+  const p = state.pinned;
+  state.selRow = null;
+  state.selCol = null;
+  if (okPos && okLayer) {
+    if (!p || p.layer !== sel.layer || p.pos !== sel.position) state.table.pin(sel.layer, sel.position, { select: false });
+    else state.table.paint();
+    return;
+  }
+  // only one of the two is meaningful here (another view's layer may count differently)
+  if (okPos && p) { state.table.pin(p.layer, sel.position, { select: false }); return; }
+  if (okLayer && p) { state.table.pin(sel.layer, p.pos, { select: false }); return; }
+  if (okPos) { state.selRow = sel.position; state.table.revealRow(sel.position); }
+  if (okLayer) state.selCol = sel.layer;
+  state.table.paint();
+}
+
+export default defineView({ name: "lens_table", draw, onSelection });

@@ -1,0 +1,202 @@
+import { describe, it, expect } from "vitest";
+import lensTable, {
+  metricScale, cellColor, visibleRange, moveCell, cellToLP, lpToCell, scrollToShow, positionLabel,
+  legendLabels, CELL_H, CELL_W,
+} from "../src/views/lens_table.js";
+import { sequential } from "../src/lib/colors.js";
+import { MockModel, enc, mount } from "./mock_model.js";
+
+/** Fake lens data: L layers, S positions, k tokens; top-1 prob grows with the layer. */
+function fakeData(L, S, k = 3, { tokens, image } = {}) {
+  const topIdx = new Int32Array(L * S * k);
+  const topP = new Float32Array(L * S * k);
+  for (let l = 0; l < L; l++) for (let s = 0; s < S; s++) for (let j = 0; j < k; j++) {
+    const f = (l * S + s) * k + j;
+    topIdx[f] = (l + s + j) % 7;
+    topP[f] = ((l + 1) / (L + 1)) / (j + 1);
+  }
+  const ent = new Float32Array(L * S).map((_, i) => (i % 5) * 0.5);
+  const tp = new Float32Array(L * S).fill(0.1);
+  const tr = new Int32Array(L * S).map((_, i) => i % 9);
+  return {
+    model: "fake", prompt: "p", k, norm: true, vocab_size: 100,
+    tokens: tokens || Array.from({ length: S }, (_, i) => ` t${i}`),
+    layer_names: ["emb", ...Array.from({ length: L - 1 }, (_, i) => String(i + 1))],
+    vocab: ["<img src=x onerror=alert(1)>", " a", " b", "\n", " c", "d", "e"],
+    top_idx: enc(topIdx, [L, S, k]), top_probs: enc(topP, [L, S, k]),
+    entropy: enc(ent, [L, S]), target_idx: enc(new Int32Array(S).fill(1), [S]),
+    target_probs: enc(tp, [L, S]), target_ranks: enc(tr, [L, S]),
+    target_mode: "own", best_layer: enc(new Int32Array(S).fill(L - 1), [S]),
+    image: image || null,
+  };
+}
+
+function setup(data, extra = {}) {
+  const sel = new MockModel({ position: null, layer: null });
+  const model = new MockModel({ selection: "IPY_MODEL_s", data, metric: "prob", transpose: false, prompt: "p", k: 3, height: 300, ...extra },
+    { models: { s: sel } });
+  return { sel, model };
+}
+
+const cell = (el, layer, pos) => el.querySelector(`.mri-lens-cell[data-layer="${layer}"][data-pos="${pos}"]`);
+
+describe("lens table logic", () => {
+  it("maps metrics to colour intensities", () => {
+    expect(metricScale("prob", 0.25, 100)).toBe(0.25);
+    expect(metricScale("rank", 0, 100)).toBe(1);
+    expect(metricScale("rank", 99, 100)).toBeCloseTo(0, 6);
+    expect(metricScale("rank", 9, 100)).toBeCloseTo(0.5, 6);
+    expect(metricScale("entropy", 0, 100)).toBe(1);
+    expect(metricScale("entropy", Math.log(100), 100)).toBeCloseTo(0, 6);
+    expect(metricScale("prob", NaN, 100)).toBe(0);
+    expect(metricScale("prob", 3, 100)).toBe(1);
+    expect(cellColor("prob", 1, 100)).toBe(sequential(1));
+    expect(legendLabels("rank", 100)[1]).toMatch(/rank 0/);
+  });
+  it("computes the visible window with overscan and clamping", () => {
+    expect(visibleRange(0, 100, 20, 512, 0)).toEqual({ start: 0, end: 5 });
+    expect(visibleRange(210, 100, 20, 512, 0)).toEqual({ start: 10, end: 16 });
+    expect(visibleRange(210, 100, 20, 512, 3)).toEqual({ start: 7, end: 19 });
+    expect(visibleRange(100000, 100, 20, 512, 2)).toEqual({ start: 509, end: 512 });
+    expect(visibleRange(0, 100, 20, 0)).toEqual({ start: 0, end: 0 });
+  });
+  it("moves a cell with keys and clamps at the edges", () => {
+    expect(moveCell({ r: 0, c: 0 }, "ArrowUp", 5, 4)).toEqual({ r: 0, c: 0 });
+    expect(moveCell({ r: 0, c: 0 }, "ArrowDown", 5, 4)).toEqual({ r: 1, c: 0 });
+    expect(moveCell({ r: 2, c: 3 }, "ArrowRight", 5, 4)).toEqual({ r: 2, c: 3 });
+    expect(moveCell({ r: 2, c: 3 }, "ArrowLeft", 5, 4)).toEqual({ r: 2, c: 2 });
+    expect(moveCell({ r: 2, c: 1 }, "End", 5, 4)).toEqual({ r: 2, c: 3 });
+    expect(moveCell({ r: 2, c: 1 }, "PageDown", 50, 4, 10)).toEqual({ r: 12, c: 1 });
+    expect(moveCell({ r: 2, c: 1 }, "a", 5, 4)).toBe(null);
+  });
+  it("transposes cell coordinates and scrolls minimally", () => {
+    expect(cellToLP(3, 1, false)).toEqual({ layer: 1, pos: 3 });
+    expect(cellToLP(3, 1, true)).toEqual({ layer: 3, pos: 1 });
+    expect(lpToCell(1, 3, false)).toEqual({ r: 3, c: 1 });
+    expect(lpToCell(1, 3, true)).toEqual({ r: 1, c: 3 });
+    expect(scrollToShow(100, 200, 150, 20)).toBe(100);
+    expect(scrollToShow(100, 200, 40, 20)).toBe(40);
+    expect(scrollToShow(100, 200, 400, 20)).toBe(220);
+  });
+  it("labels image tokens by patch", () => {
+    const d = { tokens: ["<image>", "<image>", "x"], image: { grid: [1, 2], positions: { data: new Int32Array([0, 1]) } } };
+    expect(positionLabel(d, 1)).toBe("IMG002 (0,1)");
+    expect(positionLabel(d, 2)).toBe("x");
+  });
+});
+
+describe("LensTable view", () => {
+  it("renders only the visible part of 512 tokens x 33 layers", async () => {
+    const { model } = setup(fakeData(33, 512, 5));
+    const { el } = await mount(lensTable, model);
+    const n = el.querySelectorAll(".mri-lens-cell").length;
+    expect(n).toBeGreaterThan(10);
+    expect(n).toBeLessThan(1500); // not 512 * 33 = 16896
+    expect(el.querySelectorAll(".mri-lens-rowhead .mri-lens-h").length).toBeLessThan(40);
+    // scrolling brings later rows in
+    const body = el.querySelector(".mri-lens-body");
+    body.scrollTop = 400 * CELL_H;
+    body.dispatchEvent(new Event("scroll"));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(cell(el, 0, 400)).not.toBe(null);
+    expect(cell(el, 0, 0)).toBe(null);
+  });
+  it("shows tokens as text, marks the best layer and shows top-k on hover", async () => {
+    const { model } = setup(fakeData(4, 6, 3, { tokens: ["<img src=x onerror=alert(1)>", " b", "c", "d", "e", "f"] }));
+    const { el } = await mount(lensTable, model);
+    expect(el.querySelector("img")).toBe(null);
+    expect(el.querySelector(".mri-lens-rowhead").textContent).toContain("<img src=x onerror=alert(1)>");
+    expect(cell(el, 0, 0).textContent).toBe("<img src=x onerror=alert(1)>"); // vocab[0]
+    expect(cell(el, 3, 2).classList.contains("mri-lens-best")).toBe(true);
+    expect(cell(el, 2, 2).classList.contains("mri-lens-best")).toBe(false);
+    cell(el, 1, 2).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    const tip = el.querySelector(".mri-tooltip");
+    expect(tip.style.display).toBe("block");
+    expect(tip.textContent).toContain("layer 1 (after block 1)");
+    expect(tip.querySelectorAll("tr").length).toBe(3);
+    expect(tip.textContent).toContain("0.400"); // (1+1)/(4+1) top-1 probability
+    expect(tip.textContent).toContain("rank");
+  });
+  it("pins a cell on click, sets the selection, and moves with arrow keys", async () => {
+    const { model, sel } = setup(fakeData(4, 6));
+    const { el } = await mount(lensTable, model);
+    cell(el, 2, 3).click();
+    expect(sel.get("layer")).toBe(2);
+    expect(sel.get("position")).toBe(3);
+    expect(cell(el, 2, 3).classList.contains("mri-lens-pinned")).toBe(true);
+    const body = el.querySelector(".mri-lens-body");
+    body.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowRight", bubbles: true }));
+    expect(sel.get("layer")).toBe(3);
+    body.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
+    expect(sel.get("position")).toBe(4);
+    expect(cell(el, 3, 4).classList.contains("mri-lens-pinned")).toBe(true);
+    expect(body.getAttribute("data-lm-suppress-shortcuts")).toBe("true");
+  });
+  it("follows the selection set elsewhere", async () => {
+    const { model, sel } = setup(fakeData(4, 60));
+    const { el } = await mount(lensTable, model);
+    sel.set({ layer: 1, position: 50 });
+    expect(cell(el, 1, 50).classList.contains("mri-lens-pinned")).toBe(true);
+    sel.set({ layer: 99, position: 2 }); // a layer this table does not have: keep the pinned layer
+    expect(cell(el, 1, 2).classList.contains("mri-lens-pinned")).toBe(true);
+    // no pinned cell: a position alone highlights its row
+    cell(el, 1, 2).click(); // unpin
+    expect(el.querySelector(".mri-lens-pinned")).toBe(null);
+    sel.set({ layer: null, position: 4 });
+    expect(cell(el, 0, 4).classList.contains("mri-lens-rowhi")).toBe(true);
+    expect(cell(el, 0, 3).classList.contains("mri-lens-rowhi")).toBe(false);
+  });
+  it("recolours on a metric change and transposes in place", async () => {
+    const { model } = setup(fakeData(4, 6));
+    const { el } = await mount(lensTable, model);
+    const before = cell(el, 1, 1).style.background;
+    model.set("metric", "rank");
+    const after = cell(el, 1, 1).style.background;
+    expect(after).not.toBe(before);
+    expect(el.querySelector(".mri-lens-legend").textContent).toMatch(/rank 0/);
+    model.set("transpose", true);
+    const c = cell(el, 1, 5);
+    expect(c.style.top).toBe(`${1 * CELL_H}px`);
+    expect(c.style.left).toBe(`${5 * CELL_W}px`);
+    // new data from Python redraws the same view
+    model.set("data", fakeData(5, 3));
+    expect(el.querySelectorAll(".mri-lens-grid").length).toBe(1);
+    expect(cell(el, 4, 2)).not.toBe(null);
+  });
+  it("sends toolbar changes to Python", async () => {
+    const { model } = setup(fakeData(4, 6));
+    const { el } = await mount(lensTable, model);
+    const sel = el.querySelector("select.mri-lens-metric");
+    sel.value = "entropy";
+    sel.dispatchEvent(new Event("change"));
+    expect(model.get("metric")).toBe("entropy");
+    const input = el.querySelector("input.mri-lens-prompt");
+    input.value = "new prompt";
+    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter" }));
+    expect(model.get("prompt")).toBe("new prompt");
+  });
+  it("image mode: hovering a patch highlights its token row, click locks and pins", async () => {
+    const image = {
+      png: enc(new Uint8Array([137, 80, 78, 71])), width: 28, height: 28, grid: [2, 2],
+      positions: enc(new Int32Array([0, 1, 2, 3])), blank: enc(new Uint8Array([1, 0, 0, 1])),
+    };
+    const { model, sel } = setup(fakeData(4, 6, 3, { image }));
+    const { el } = await mount(lensTable, model);
+    const patches = el.querySelectorAll(".mri-lens-patch");
+    expect(patches.length).toBe(4);
+    expect(el.querySelectorAll(".mri-lens-patch.mri-lens-blank").length).toBe(2);
+    expect(el.querySelector(".mri-lens-rowhead").textContent).toContain("IMG003 (1,0)");
+    patches[2].dispatchEvent(new MouseEvent("mousemove", { bubbles: true }));
+    expect(cell(el, 0, 2).classList.contains("mri-lens-rowhi")).toBe(true);
+    expect(el.querySelector(".mri-lens-info").textContent).toContain("best layer 3");
+    patches[2].click();
+    expect(sel.get("position")).toBe(2);
+    expect(sel.get("layer")).toBe(3);
+    patches[1].dispatchEvent(new MouseEvent("mousemove", { bubbles: true }));
+    expect(cell(el, 0, 2).classList.contains("mri-lens-rowhi")).toBe(true); // locked
+    const mask = el.querySelector("input.mri-lens-mask");
+    mask.checked = true;
+    mask.dispatchEvent(new Event("change"));
+    expect(el.querySelector(".mri-lens-imgbox").classList.contains("mri-lens-masked")).toBe(true);
+  });
+});
