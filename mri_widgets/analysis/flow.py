@@ -1,0 +1,415 @@
+"""Semantic information flow of one prompt position through chosen layers (VISIT, Katz & Belinkov 2023).
+
+:func:`flow_graph` returns a :class:`networkx.DiGraph` whose nodes are vectors in the residual
+basis (residual stages, per-head queries, keys, values and outputs, MLP neuron keys and values),
+each read through the final norm and the unembedding, and whose edges say how much flows from one
+to the next. :func:`flow_layout` places it in layered columns, left to right.
+
+Unlike the original (a hand-written JSON of module paths per architecture, GPT-2/GPT-J/GPT-Neo/
+Llama-2, the Llama gate ignored), everything comes from the architecture adapters: GPT-2,
+GPT-Neo, Llama-family (gated MLPs, grouped-query attention), GPT-NeoX and GPT-J (parallel
+blocks) work without configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import networkx as nx
+import numpy as np
+import torch
+
+__all__ = ["flow_graph", "flow_layout", "RESIDUAL_KINDS", "NODE_KINDS", "DEFAULT_LAYERS"]
+
+#: how many of the last layers ``layers=None`` shows (a readable graph has ~140 nodes per layer)
+DEFAULT_LAYERS = 2
+
+#: residual stages of one block, in flow order
+RESIDUAL_KINDS = ("block_in", "attn_in", "attn_out", "resid_mid", "mlp_in", "mlp_out", "block_out")
+
+#: every node kind, in left-to-right column order within one layer
+NODE_KINDS = ("block_in", "attn_in", "query", "key", "value", "head_out", "attn_out", "resid_mid",
+              "mlp_in", "neuron_key", "neuron_value", "mlp_out", "block_out")
+
+_NAMES = {
+    "block_in": "block in", "attn_in": "attn in", "attn_out": "attn out", "resid_mid": "resid mid",
+    "mlp_in": "mlp in", "mlp_out": "mlp out", "block_out": "block out",
+}
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+def _count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def _layers(lm, layers) -> list[int]:
+    n = lm.n_layers
+    if layers is None:
+        return list(range(max(0, n - DEFAULT_LAYERS), n))
+    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+        layers = [layers]
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"layers must be None, an integer or a list of integers, got {layers!r}")
+    sel = [lm.adapter.check_layer(l) for l in layers]
+    if not sel:
+        raise ValueError("layers is empty: pass None for the last layers or a list such as [10, 11]")
+    return sorted(set(sel))
+
+
+def _target_id(lm, target) -> Optional[int]:
+    if target is None:
+        return None
+    if isinstance(target, str):
+        return lm.token_id(target)
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        if not 0 <= int(target) < lm.vocab_size:
+            raise ValueError(f"target token id {target} is outside the vocabulary (0..{lm.vocab_size - 1})")
+        return int(target)
+    raise TypeError(f"target must be None (the model's prediction), a token string such as ' Paris' or a "
+                    f"token id, got {type(target).__name__}")
+
+
+def _position(position, seq: int) -> int:
+    if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+        raise TypeError(f"position must be an integer token index, got {position!r}")
+    if not -seq <= position < seq:
+        raise IndexError(f"position {position} is out of range: the prompt has {seq} tokens (0..{seq - 1}, or -1 for the last)")
+    return int(position) % seq
+
+
+# ---- projection ---------------------------------------------------------------------------------
+
+def _project(lm, vectors: np.ndarray, target: Optional[int], top_k: int, chunk: int = 256):
+    """Final norm + unembedding of each row: top-k ids and probs, and the target's prob and rank.
+
+    Returns (top_ids (n, k), top_probs (n, k), target_prob (n,), target_rank (n,), 1 = top).
+    ``target=None`` takes the model's prediction later: then the target columns are filled by
+    the caller via :func:`_target_stats` with the saved log-probs.
+    """
+    ids, probs, tprob, trank = [], [], [], []
+    for s in range(0, vectors.shape[0], chunk):
+        logits = lm.unembed(torch.from_numpy(vectors[s:s + chunk])).float().cpu()
+        logp = torch.log_softmax(logits, -1)
+        top = torch.topk(logp, top_k, dim=-1)
+        ids.append(top.indices.numpy())
+        probs.append(top.values.exp().numpy())
+        col = logits[:, target]
+        tprob.append(logp[:, target].exp().numpy())
+        trank.append((1 + (logits > col[:, None]).sum(-1)).numpy())
+    return (np.concatenate(ids), np.concatenate(probs).astype(np.float64), np.concatenate(tprob).astype(np.float64),
+            np.concatenate(trank).astype(np.int64))
+
+
+# ---- the graph ----------------------------------------------------------------------------------
+
+def flow_graph(model, prompt: str, *, layers=None, position: int = -1, target: Union[None, str, int] = None,
+               top_heads: int = 10, top_neurons: int = 18, bottom_neurons: int = 7, top_keys: int = 3,
+               top_k: int = 5) -> nx.DiGraph:
+    """The semantic information-flow graph of one prompt position through ``layers`` (VISIT).
+
+    Every node is a vector in the residual basis, read through the final norm and the
+    unembedding ("what would the model say if this vector were the last residual"); nodes are
+    coloured in views by the rank of ``target`` among those readings.
+
+    Parameters
+    ----------
+    model : LoadedModel (or anything :func:`mri_widgets.load` accepts)
+        A causal LM (GPT-2, GPT-Neo, Llama-family, GPT-NeoX, GPT-J ...).
+    prompt : str
+    layers : int, list of int or None
+        Layers to show, in order. ``None``: the last :data:`DEFAULT_LAYERS` (= 2) layers, which
+        keeps the graph readable (about 140 nodes per layer with the default counts).
+    position : int
+        Token position whose computation is followed (default -1: the last token).
+    target : str, int or None
+        The token whose rank colours the nodes: a single-token string such as ``" Paris"``, a
+        token id, or ``None`` for the model's own prediction at ``position``.
+    top_heads : int
+        Attention heads per layer, the ones with the largest output norm ``|z_h W_O^h|``.
+    top_neurons, bottom_neurons : int
+        MLP neurons per layer with the largest (most negative) score ``activation x |W_out[:, n]|``,
+        the signed norm of the neuron's write into the residual stream.
+    top_keys : int
+        Keys and values per head: the positions with the largest attention weights.
+    top_k : int
+        Top tokens stored per node.
+
+    Returns
+    -------
+    networkx.DiGraph
+        ``G.graph``: ``prompt``, ``tokens``, ``position`` (non-negative), ``layers``,
+        ``prediction`` / ``prediction_id`` / ``prediction_prob`` (the model's own top-1 token at
+        ``position``; for the last layer it is also the top-1 of its ``block_out`` node, the last
+        residual through the final norm), ``target`` / ``target_id``, ``model``, ``arch``,
+        ``parallel``, ``gated``.
+
+        Nodes (ids such as ``"L5/attn_in"``, ``"L5/h3/q"``, ``"L5/h3/k2"``, ``"L5/n812/key"``) carry
+        ``kind`` (see :data:`NODE_KINDS`), ``layer``, ``head`` / ``neuron`` where relevant,
+        ``position`` and ``token`` (the token that wrote the vector), ``top_tokens``,
+        ``top_probs``, ``target_prob``, ``target_rank`` (1 = the target is the top token),
+        ``norm``, ``label``, ``vector`` (float32, d_model) and kind-specific values
+        (``attention``, ``activation``, ``score``, ``rank`` ...).
+
+        Edges carry ``weight`` (>= 0) and ``measure``: ``"norm"`` (the norm of the vector that
+        flows), ``"attention"`` (an attention probability) or ``"activation"`` (the absolute
+        value of a neuron's pre-activation or activation).
+
+    Notes
+    -----
+    Residual stages per layer: ``block_in`` (the block's input), ``attn_in`` (after the
+    attention norm), ``attn_out`` (the attention output, projection bias included),
+    ``resid_mid`` (sequential blocks: the residual after attention, ``block_in + attn_out``, the
+    input of the MLP norm), ``mlp_in`` (after the MLP norm), ``mlp_out`` and ``block_out``.
+    In *parallel* blocks (GPT-J, GPT-NeoX) attention and MLP both read ``block_in`` (GPT-J: the
+    MLP input is the attention input) and the model never forms a residual after attention;
+    ``resid_mid`` then stands for ``block_in + attn_out``, so that ``block_out = resid_mid +
+    mlp_out`` still holds, and ``mlp_in`` is fed by ``block_in``.
+
+    Heads (per shown head ``h``): ``query`` is ``W_K^T q_h``, the direction in the residual a
+    key-side input must have for this head to attend to it (the original's QK projection);
+    ``key`` (position ``j``) is ``W_Q^T k_j``, the query-side direction that would attend to the
+    key that token ``j`` wrote; ``value`` is ``W_O^h v_j``, what attending to ``j`` writes; and
+    ``head_out`` is ``W_O^h z_h`` = the attention-weighted sum of all values. Queries and keys
+    are taken before rotary position embeddings (rotary models: the direction at relative
+    distance 0). Grouped-query attention: head ``h`` uses its shared key/value head.
+
+    Neurons: ``neuron_key`` is the neuron's input row ``W_in[n]``, ``neuron_value`` its output
+    column ``W_out[:, n]``. For gated MLPs (Llama) the key node shows the *gate* row (which
+    decides whether the neuron fires) and also carries the up row's reading as
+    ``up_top_tokens`` / ``up_top_probs`` / ``up_norm`` (the neuron's activation is
+    ``act(gate . x) * (up . x)``); its ``pre_activation`` is ``gate . x`` and ``up`` is ``up . x``.
+
+    Edges: ``block_in -> attn_in`` (norm of attn_in), ``attn_in -> query`` (norm of the
+    query vector), ``query -> key`` and ``key -> value`` (attention), ``value -> head_out``
+    (norm of ``attention x value``), ``head_out -> attn_out`` (norm of the head output),
+    ``block_in, attn_out -> resid_mid`` and ``resid_mid, mlp_out -> block_out`` (norms of the
+    summands), ``resid_mid`` (parallel: ``block_in``) ``-> mlp_in`` (norm of mlp_in),
+    ``mlp_in -> neuron_key`` (activation: ``|pre-activation|``), ``neuron_key -> neuron_value``
+    (activation: ``|activation|``), ``neuron_value -> mlp_out`` (norm of the neuron's write),
+    and between shown layers ``block_out -> block_in`` (norm; ``skipped`` lists hidden layers).
+    """
+    from ..models.flow_capture import attention_maps, capture_flow
+    from ..models.loading import load
+
+    lm = load(model)
+    if lm.is_encoder or lm.adapter.unembed_module is None:
+        raise ValueError(f"{lm.name} is an encoder without an unembedding: the flow graph needs a causal LM")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    sel = _layers(lm, layers)
+    counts = dict(top_heads=_count(top_heads, "top_heads"), top_neurons=_count(top_neurons, "top_neurons"),
+                  bottom_neurons=_count(bottom_neurons, "bottom_neurons"), top_keys=_count(top_keys, "top_keys"))
+    top_k = max(1, _count(top_k, "top_k"))
+    tid = _target_id(lm, target)
+    cap = capture_flow(lm, prompt, sel)
+    pos = _position(position, cap.seq_len)
+    maps = attention_maps(lm, sel)
+    return build_flow_graph(lm, cap, maps, position=pos, target_id=tid, top_k=top_k, prompt=prompt, **counts)
+
+
+def build_flow_graph(lm, cap, maps, *, position: int, target_id: Optional[int], top_heads: int, top_neurons: int,
+                     bottom_neurons: int, top_keys: int, top_k: int = 5, prompt: str = "") -> nx.DiGraph:
+    """Build the graph from a :class:`~mri_widgets.models.flow_capture.FlowCapture` (see :func:`flow_graph`).
+
+    Lets a view change ``position``, ``target`` and the counts without running the model again.
+    """
+    adapter = lm.adapter
+    spec = adapter.spec
+    H, dh, d = adapter.n_heads, adapter.d_head, adapter.d_model
+    p = int(position)
+    layers = sorted(maps)
+    toks = cap.tokens
+    pred_logits = cap.logits[p]
+    pred_id = int(pred_logits.argmax())
+    tid = pred_id if target_id is None else int(target_id)
+
+    nodes: list[tuple[str, dict, np.ndarray]] = []  # (id, attrs, vector)
+    edges: list[tuple[str, str, float, str, dict]] = []
+
+    def node(nid, vec, **attrs):
+        v = np.asarray(vec, dtype=np.float32).reshape(-1)
+        nodes.append((nid, attrs, v))
+        return nid
+
+    def edge(a, b, w, measure, **attrs):
+        edges.append((a, b, abs(float(w)), measure, attrs))
+
+    def f32(t):
+        return t.detach().float().cpu()
+
+    prev_out = None
+    for li, l in enumerate(layers):
+        m = maps[l]
+        L = f"L{l}"
+        res = {k: getattr(cap, k)[l][p] for k in RESIDUAL_KINDS}
+        for k in RESIDUAL_KINDS:
+            node(f"{L}/{k}", res[k].numpy(), kind=k, layer=l, position=p, token=toks[p],
+                 name=f"L{l} {_NAMES[k]}")
+        if prev_out is not None:
+            skipped = list(range(layers[li - 1] + 1, l))
+            edge(prev_out, f"{L}/block_in", float(res["block_in"].norm()), "norm", skipped=skipped)
+        prev_out = f"{L}/block_out"
+        edge(f"{L}/block_in", f"{L}/attn_in", float(res["attn_in"].norm()), "norm")
+        edge(f"{L}/block_in", f"{L}/resid_mid", float(res["block_in"].norm()), "norm")
+        edge(f"{L}/attn_out", f"{L}/resid_mid", float(res["attn_out"].norm()), "norm")
+        mlp_src = f"{L}/block_in" if spec.parallel else f"{L}/resid_mid"
+        edge(mlp_src, f"{L}/mlp_in", float(res["mlp_in"].norm()), "norm")
+        edge(f"{L}/resid_mid", f"{L}/block_out", float(res["resid_mid"].norm()), "norm")
+        edge(f"{L}/mlp_out", f"{L}/block_out", float(res["mlp_out"].norm()), "norm")
+
+        # ---- attention heads
+        W_O = f32(adapter.W_O(l)).reshape(d, H, dh)  # (d, H, dh)
+        z = cap.z[l][p].reshape(H, dh)
+        head_out = torch.einsum("mhd,hd->hm", W_O, z)  # (H, d)
+        hnorm = head_out.norm(dim=-1)
+        n_heads = min(top_heads, H)
+        order = torch.argsort(hnorm, descending=True)[:n_heads].tolist()
+        x_all = cap.attn_in[l][: p + 1]  # (p+1, d)
+        for rank, h in enumerate(order):
+            kv = m.kv_head(h)
+            hid = f"{L}/h{h}"
+            q = m.W_Q[h] @ cap.attn_in[l][p] + m.b_Q[h]  # (dh,)
+            qvec = m.W_K[kv].t() @ q
+            node(f"{hid}/q", qvec.numpy(), kind="query", layer=l, head=h, rank=rank, position=p, token=toks[p],
+                 name=f"L{l} head {h} query")
+            node(f"{hid}/out", head_out[h].numpy(), kind="head_out", layer=l, head=h, rank=rank, position=p,
+                 token=toks[p], name=f"L{l} head {h} out")
+            edge(f"{L}/attn_in", f"{hid}/q", float(qvec.norm()), "norm")
+            edge(f"{hid}/out", f"{L}/attn_out", float(hnorm[h]), "norm")
+            att = cap.attn[l][h, p, : p + 1]
+            nk = min(top_keys, p + 1)
+            kpos = torch.argsort(att, descending=True)[:nk].tolist()
+            keys = m.W_K[kv] @ x_all[kpos].t() + m.b_K[kv][:, None]  # (dh, nk)
+            kvecs = (m.W_Q[h].t() @ keys).t()  # (nk, d)
+            vvecs = (W_O[:, h, :] @ cap.values[l][kv, kpos].t()).t()  # (nk, d)
+            for i, j in enumerate(kpos):
+                a = float(att[j])
+                common = dict(layer=l, head=h, rank=rank, key_rank=i, position=j, token=toks[j], attention=a)
+                node(f"{hid}/k{j}", kvecs[i].numpy(), kind="key", name=f"L{l} head {h} key @{j}", **common)
+                node(f"{hid}/v{j}", vvecs[i].numpy(), kind="value", name=f"L{l} head {h} value @{j}", **common)
+                edge(f"{hid}/q", f"{hid}/k{j}", a, "attention")
+                edge(f"{hid}/k{j}", f"{hid}/v{j}", a, "attention")
+                edge(f"{hid}/v{j}", f"{hid}/out", a * float(vvecs[i].norm()), "norm")
+
+        # ---- MLP neurons
+        W_out = adapter.W_out(l)  # (d, d_mlp), on the model's device
+        with torch.inference_mode():
+            col_norm = f32(W_out.float().norm(dim=0))
+        act = cap.acts[l][p]
+        score = act * col_norm
+        n_mlp = score.shape[0]
+        nt = min(top_neurons, n_mlp)
+        top = torch.argsort(score, descending=True)[:nt].tolist()
+        rest = torch.argsort(score)[: max(0, n_mlp - nt)].tolist()
+        taken = set(top)
+        bottom = [i for i in rest if i not in taken][: min(bottom_neurons, n_mlp - nt)]
+        picked = [(n, "top", r) for r, n in enumerate(top)] + [(n, "bottom", r) for r, n in enumerate(bottom)]
+        if picked:
+            idx = torch.tensor([n for n, _, _ in picked])
+            vals = f32(W_out[:, idx.to(W_out.device)]).t()  # (k, d)
+            key_w = f32((adapter.W_gate(l) if spec.gated else adapter.W_in(l))[idx.to(W_out.device)])
+            up_w = f32(adapter.W_in(l)[idx.to(W_out.device)]) if spec.gated else None
+            pre = cap.gate[l][p][idx] if spec.gated else None
+            if not spec.gated:
+                bias = getattr(adapter.part(l, "mlp_in"), "bias", None)
+                pre = key_w @ cap.mlp_in[l][p]
+                if bias is not None:
+                    b = f32(bias.reshape(-1))
+                    pre = pre + (b[idx] if b.shape[0] == n_mlp else 0)
+            for i, (n, group, r) in enumerate(picked):
+                nid = f"{L}/n{n}"
+                common = dict(layer=l, neuron=n, group=group, rank=r, position=p, token=toks[p],
+                              activation=float(act[n]), score=float(score[n]))
+                extra = {}
+                if spec.gated:
+                    extra = dict(pre_activation=float(pre[i]), up=float(cap.up[l][p][n]), _up_vec=up_w[i].numpy())
+                else:
+                    extra = dict(pre_activation=float(pre[i]))
+                node(f"{nid}/key", key_w[i].numpy(), kind="neuron_key", name=f"L{l} neuron {n} key", **common, **extra)
+                node(f"{nid}/value", vals[i].numpy(), kind="neuron_value", name=f"L{l} neuron {n} value", **common)
+                edge(f"{L}/mlp_in", f"{nid}/key", extra["pre_activation"], "activation")
+                edge(f"{nid}/key", f"{nid}/value", float(act[n]), "activation")
+                edge(f"{nid}/value", f"{L}/mlp_out", float(score[n]), "norm")
+
+    # ---- read every vector through the final norm and the unembedding (one batched pass)
+    ups = [(i, a.pop("_up_vec")) for i, (_, a, _) in enumerate(nodes) if "_up_vec" in a]
+    V = np.stack([v for _, _, v in nodes] + [u for _, u in ups]).astype(np.float32)
+    top_ids, top_probs, t_prob, t_rank = _project(lm, V, tid, top_k)
+    n_main = len(nodes)
+
+    G = nx.DiGraph()
+    for i, (nid, attrs, vec) in enumerate(nodes):
+        words = lm.token_str(top_ids[i])
+        attrs.update(top_tokens=words, top_probs=[float(x) for x in top_probs[i]], top_ids=top_ids[i].tolist(),
+                     target_prob=float(t_prob[i]), target_rank=int(t_rank[i]), norm=float(np.linalg.norm(vec)),
+                     vector=vec)
+        attrs["label"] = attrs.pop("name")
+        G.add_node(nid, **attrs)
+    for j, (i, u) in enumerate(ups):
+        a = G.nodes[nodes[i][0]]
+        a.update(up_top_tokens=lm.token_str(top_ids[n_main + j]), up_top_probs=[float(x) for x in top_probs[n_main + j]],
+                 up_target_rank=int(t_rank[n_main + j]), up_norm=float(np.linalg.norm(u)))
+    for a, b, w, measure, attrs in edges:
+        G.add_edge(a, b, weight=w, measure=measure, **attrs)
+
+    G.graph.update(
+        prompt=prompt, tokens=list(toks), position=p, layers=list(layers), model=lm.name, arch=lm.arch,
+        parallel=bool(spec.parallel), gated=bool(spec.gated),
+        prediction=lm.token_str([pred_id])[0], prediction_id=pred_id,
+        prediction_prob=float(torch.softmax(pred_logits, -1)[pred_id]),
+        target=lm.token_str([tid])[0], target_id=tid, target_is_prediction=target_id is None or tid == pred_id,
+        counts=dict(top_heads=top_heads, top_neurons=top_neurons, bottom_neurons=bottom_neurons, top_keys=top_keys),
+    )
+    return G
+
+
+# ---- layout -------------------------------------------------------------------------------------
+
+def flow_layout(G: nx.DiGraph, *, dx: float = 1.0, dy: float = 1.0) -> dict:
+    """Layered left-to-right positions ``{node: (x, y)}`` for a :func:`flow_graph` graph.
+
+    Columns follow :data:`NODE_KINDS` within a layer and layers follow each other. The residual
+    stages lie on ``y = 0``; heads are stacked above (largest output first, one row per key),
+    neurons below (top neurons first, then, after a gap, the most negative ones).
+    """
+    layers = sorted({a["layer"] for _, a in G.nodes(data=True)})
+    col = {k: i for i, k in enumerate(NODE_KINDS)}
+    width = len(NODE_KINDS) + 1
+    pos = {}
+    for li, l in enumerate(layers):
+        x0 = li * width
+        heads: dict = {}
+        for n, a in G.nodes(data=True):
+            if a["layer"] != l:
+                continue
+            if a["kind"] in RESIDUAL_KINDS:
+                pos[n] = ((x0 + col[a["kind"]]) * dx, 0.0)
+            elif "head" in a:
+                heads.setdefault(a["head"], []).append(n)
+        # heads: blocks of rows above the residual line, largest head nearest to it
+        y = -1.0
+        for h in sorted(heads, key=lambda h: G.nodes[heads[h][0]]["rank"]):
+            members = heads[h]
+            keys = sorted((n for n in members if G.nodes[n]["kind"] == "key"), key=lambda n: G.nodes[n]["key_rank"])
+            rows = max(1, len(keys))
+            centre = y - (rows - 1) / 2
+            for n in members:
+                a = G.nodes[n]
+                if a["kind"] in ("key", "value"):
+                    pos[n] = ((x0 + col[a["kind"]]) * dx, (y - a["key_rank"]) * dy)
+                else:
+                    pos[n] = ((x0 + col[a["kind"]]) * dx, centre * dy)
+            y -= rows + 0.5
+        # neurons: rows below
+        neurons = [(n, a) for n, a in G.nodes(data=True) if a["layer"] == l and "neuron" in a]
+        n_top = sum(1 for _, a in neurons if a["group"] == "top" and a["kind"] == "neuron_key")
+        for n, a in neurons:
+            r = a["rank"] + (n_top + 0.5 if a["group"] == "bottom" else 0)
+            pos[n] = ((x0 + col[a["kind"]]) * dx, (1.0 + r) * dy)
+    return pos

@@ -1,0 +1,354 @@
+"""flow_graph (VISIT): structure, hand-checked node vectors and edges, all causal families."""
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from mri_widgets.analysis.flow import DEFAULT_LAYERS, NODE_KINDS, RESIDUAL_KINDS, flow_graph, flow_layout
+from mri_widgets.models.flow_capture import FlowCaptureError, attention_maps, capture_flow
+
+PROMPT = "The capital of France is Paris. The capital of Italy is"
+FAMILIES = ("gpt2", "gpt_neox", "llama", "gptj", "gpt_neo")
+
+
+def _graph(lm, **kw):
+    kw.setdefault("layers", [0, 1, 2])
+    kw.setdefault("top_heads", 3)
+    kw.setdefault("top_neurons", 5)
+    kw.setdefault("bottom_neurons", 2)
+    return flow_graph(lm, kw.pop("prompt", PROMPT), **kw)
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    from mri_widgets.testing import tiny_model
+    cache = {}
+
+    def get(arch, **kw):
+        key = (arch, tuple(sorted(kw.items())))
+        if key not in cache:
+            lm = tiny_model(arch)
+            cache[key] = (lm, _graph(lm, **kw))
+        return cache[key]
+    return get
+
+
+def _nodes(G, kind, layer=None):
+    return [n for n, a in G.nodes(data=True) if a["kind"] == kind and (layer is None or a["layer"] == layer)]
+
+
+# ---- the attention maps recovered without module paths ---------------------------------------------
+
+def _literal_qkv(lm, layer):
+    """Query/key/value weights read from the module attributes (tests may know the paths)."""
+    attn = lm.adapter.part(layer, "attn")
+    H, dh, d = lm.n_heads, lm.d_head, lm.d_model
+    if lm.arch == "gpt2":
+        W, b = attn.c_attn.weight.t(), attn.c_attn.bias
+        return W[:d], b[:d], W[d:2 * d], b[d:2 * d], W[2 * d:], b[2 * d:]
+    if lm.arch == "gpt_neox":
+        W = attn.query_key_value.weight.reshape(H, 3, dh, d)
+        b = attn.query_key_value.bias.reshape(H, 3, dh)
+        return (W[:, 0].reshape(-1, d), b[:, 0].reshape(-1), W[:, 1].reshape(-1, d), b[:, 1].reshape(-1),
+                W[:, 2].reshape(-1, d), b[:, 2].reshape(-1))
+    mod = attn.attention if lm.arch == "gpt_neo" else attn
+    out = []
+    for proj in (mod.q_proj, mod.k_proj, mod.v_proj):
+        out += [proj.weight, proj.bias if proj.bias is not None else torch.zeros(proj.weight.shape[0])]
+    return out
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_attention_maps_equal_the_projection_weights(tiny, arch):
+    lm = tiny(arch)
+    for layer in (0, 2):
+        m = attention_maps(lm, [layer])[layer]
+        Wq, bq, Wk, bk, Wv, bv = (t.detach().float() for t in _literal_qkv(lm, layer))
+        d = lm.d_model
+        torch.testing.assert_close(m.W_Q.reshape(-1, d), Wq, atol=1e-6, rtol=0)
+        torch.testing.assert_close(m.b_Q.reshape(-1), bq, atol=1e-6, rtol=0)
+        torch.testing.assert_close(m.W_K.reshape(-1, d), Wk, atol=1e-6, rtol=0)
+        torch.testing.assert_close(m.b_K.reshape(-1), bk, atol=1e-6, rtol=0)
+        torch.testing.assert_close(m.W_V.reshape(-1, d), Wv, atol=1e-6, rtol=0)
+        torch.testing.assert_close(m.b_V.reshape(-1), bv, atol=1e-6, rtol=0)
+    if arch == "llama":  # grouped-query attention: 4 query heads share 2 key/value heads
+        assert m.n_kv_heads == 2 and [m.kv_head(h) for h in range(4)] == [0, 0, 1, 1]
+
+
+def test_attention_maps_reject_normalised_keys():
+    import transformers as T
+
+    from mri_widgets.models.loading import LoadedModel
+    from mri_widgets.testing import tiny_tokenizer
+    tok = tiny_tokenizer()
+    cfg = T.Qwen3Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                        intermediate_size=64, head_dim=8, vocab_size=len(tok), max_position_embeddings=64)
+    torch.manual_seed(0)
+    lm = LoadedModel(T.AutoModelForCausalLM.from_config(cfg), tok)  # Qwen3: RMS-normalised queries and keys
+    with pytest.raises(FlowCaptureError, match="not a plain projection"):
+        attention_maps(lm, [1])
+    with pytest.raises(FlowCaptureError, match="not a plain projection"):
+        flow_graph(lm, PROMPT)
+
+
+# ---- prediction, structure, counts ------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_prediction_is_the_models_own(graphs, arch):
+    lm, G = graphs(arch)
+    enc = lm.encode(PROMPT)
+    with torch.inference_mode():
+        logits = lm.model(**enc).logits[0, -1]
+    pred = int(logits.argmax())
+    assert G.graph["prediction_id"] == pred
+    assert G.graph["prediction"] == lm.token_str([pred])[0]
+    last = G.nodes[f"L{lm.n_layers - 1}/block_out"]
+    assert last["top_ids"][0] == pred and last["target_rank"] == 1
+    assert G.graph["target_id"] == pred and G.graph["position"] == len(enc["input_ids"][0]) - 1
+    assert abs(last["target_prob"] - float(torch.softmax(logits.float(), -1)[pred])) < 1e-4
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_counts_weights_and_measures(graphs, arch):
+    lm, G = graphs(arch)
+    p = G.graph["position"]
+    for l in (0, 1, 2):
+        for k in RESIDUAL_KINDS:
+            assert f"L{l}/{k}" in G
+        assert len(_nodes(G, "query", l)) == len(_nodes(G, "head_out", l)) == 3
+        assert len(_nodes(G, "key", l)) == len(_nodes(G, "value", l)) == 3 * 3  # top_keys=3 per head
+        keys = _nodes(G, "neuron_key", l)
+        assert len(keys) == len(_nodes(G, "neuron_value", l)) == 5 + 2
+        assert sorted(G.nodes[n]["group"] for n in keys).count("bottom") == 2
+    for a, b, e in G.edges(data=True):
+        assert e["weight"] >= 0 and np.isfinite(e["weight"])
+        assert e["measure"] in ("norm", "attention", "activation")
+    for n, a in G.nodes(data=True):
+        assert a["kind"] in NODE_KINDS and isinstance(a["label"], str) and a["label"]
+        assert len(a["top_tokens"]) == len(a["top_probs"]) == 5
+        assert 1 <= a["target_rank"] <= lm.vocab_size and 0 <= a["target_prob"] <= 1
+        assert np.isclose(a["norm"], np.linalg.norm(a["vector"]), rtol=1e-5)
+        assert a["vector"].shape == (lm.d_model,) and a["vector"].dtype == np.float32
+        if a["kind"] in ("key", "value"):
+            assert 0 <= a["position"] <= p and a["token"] == G.graph["tokens"][a["position"]]
+    assert nx.is_directed_acyclic_graph(G)
+    # every head/neuron node is connected into the residual chain of its layer
+    for n in G:
+        assert nx.has_path(G, "L0/block_in", n) or G.nodes[n]["kind"] in ("block_in",)
+
+
+def test_heads_are_the_largest_outputs_and_neurons_the_largest_scores(tiny, graphs):
+    lm, G = graphs("gpt2")
+    p = G.graph["position"]
+    cap = lm.capture(PROMPT, sites=("head_out", "mlp"))
+    for l in (0, 1, 2):
+        norms = cap["head_out"][0, l, :, p].norm(dim=-1)
+        want = set(torch.argsort(norms, descending=True)[:3].tolist())
+        assert {G.nodes[n]["head"] for n in _nodes(G, "head_out", l)} == want
+        act = cap["mlp"][0, l, p]
+        score = act * lm.adapter.W_out(l).detach().float().norm(dim=0)
+        order = torch.argsort(score, descending=True)
+        top = {G.nodes[n]["neuron"] for n in _nodes(G, "neuron_key", l) if G.nodes[n]["group"] == "top"}
+        bottom = {G.nodes[n]["neuron"] for n in _nodes(G, "neuron_key", l) if G.nodes[n]["group"] == "bottom"}
+        assert top == set(order[:5].tolist()) and bottom == set(order[-2:].tolist())
+
+
+def test_counts_are_clipped_and_zero_works(tiny):
+    lm = tiny("llama")
+    G = flow_graph(lm, "The cat", layers=1, top_heads=99, top_neurons=0, bottom_neurons=0, top_keys=10)
+    assert len(_nodes(G, "query")) == lm.n_heads
+    seq = len(G.graph["tokens"])
+    assert len(_nodes(G, "key")) == lm.n_heads * seq  # every position of the short prompt
+    assert not _nodes(G, "neuron_key")
+    assert G.graph["layers"] == [1]
+
+
+def test_default_layers_and_position(tiny):
+    lm = tiny("gpt2")
+    G = flow_graph(lm, PROMPT, position=3, top_heads=2, top_neurons=2, bottom_neurons=0)
+    assert G.graph["layers"] == list(range(lm.n_layers - DEFAULT_LAYERS, lm.n_layers))
+    assert G.graph["position"] == 3
+    assert all(G.nodes[n]["position"] <= 3 for n in _nodes(G, "key"))
+    enc = lm.encode(PROMPT)
+    with torch.inference_mode():
+        pred = int(lm.model(**enc).logits[0, 3].argmax())
+    assert G.graph["prediction_id"] == pred
+
+
+# ---- hand-checked vectors ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_residual_nodes_match_captures(graphs, arch):
+    lm, G = graphs(arch)
+    p = G.graph["position"]
+    cap = lm.capture(PROMPT, sites=("resid", "head_out", "mlp"))
+    for l in (0, 1, 2):
+        v = lambda k: G.nodes[f"L{l}/{k}"]["vector"]
+        np.testing.assert_allclose(v("block_in"), cap["resid"][0, l, p].numpy(), atol=1e-4)
+        np.testing.assert_allclose(v("block_out"), cap["resid"][0, l + 1, p].numpy(), atol=1e-4)
+        np.testing.assert_allclose(v("resid_mid"), v("block_in") + v("attn_out"), atol=1e-5)
+        np.testing.assert_allclose(v("block_out"), v("resid_mid") + v("mlp_out"), atol=1e-5)
+        for n in _nodes(G, "head_out", l):
+            h = G.nodes[n]["head"]
+            np.testing.assert_allclose(G.nodes[n]["vector"], cap["head_out"][0, l, h, p].numpy(), atol=1e-5)
+        for n in _nodes(G, "neuron_key", l):
+            a = G.nodes[n]
+            assert abs(a["activation"] - float(cap["mlp"][0, l, p, a["neuron"]])) < 1e-4
+            col = lm.adapter.W_out(l)[:, a["neuron"]].detach().float().numpy()
+            np.testing.assert_allclose(G.nodes[n.replace("/key", "/value")]["vector"], col, atol=1e-6)
+            assert np.isclose(a["score"], a["activation"] * np.linalg.norm(col), rtol=1e-4, atol=1e-7)
+            assert np.isclose(G.edges[n.replace("/key", "/value"), f"L{l}/mlp_out"]["weight"], abs(a["score"]),
+                              rtol=1e-5)
+    if lm.adapter.spec.parallel:  # the MLP reads the block input: resid_mid is only block_in + attn_out
+        assert G.has_edge("L0/block_in", "L0/mlp_in") and not G.has_edge("L0/resid_mid", "L0/mlp_in")
+    else:
+        assert G.has_edge("L0/resid_mid", "L0/mlp_in") and not G.has_edge("L0/block_in", "L0/mlp_in")
+    if arch == "gptj":  # GPT-J's MLP reads ln_1's output: MLP input == attention input
+        np.testing.assert_allclose(G.nodes["L1/mlp_in"]["vector"], G.nodes["L1/attn_in"]["vector"], atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ("gpt2", "llama", "gpt_neox"))
+def test_values_weighted_by_attention_sum_to_the_head_output(tiny, arch):
+    lm = tiny(arch)
+    G = flow_graph(lm, "The cat sat on", layers=[1], top_heads=lm.n_heads, top_neurons=0, bottom_neurons=0,
+                   top_keys=100)
+    for n in _nodes(G, "head_out"):
+        h = G.nodes[n]["head"]
+        vals = [G.nodes[v] for v in _nodes(G, "value") if G.nodes[v]["head"] == h]
+        total = sum(a["attention"] * a["vector"] for a in vals)
+        np.testing.assert_allclose(total, G.nodes[n]["vector"], atol=1e-5)
+        assert abs(sum(a["attention"] for a in vals) - 1) < 1e-5
+
+
+def test_query_and_key_nodes_reproduce_the_attention_scores(tiny):
+    lm = tiny("gpt2")  # no rotary embeddings: scores are exactly q . k / sqrt(d_head)
+    G = flow_graph(lm, "The cat sat on the", layers=[2], top_heads=4, top_neurons=0, bottom_neurons=0,
+                   top_keys=100)
+    cap = capture_flow(lm, "The cat sat on the", [2])
+    m = attention_maps(lm, [2])[2]
+    p = G.graph["position"]
+    x = cap.attn_in[2][: p + 1].numpy()
+    for h in range(4):
+        qvec = G.nodes[f"L2/h{h}/q"]["vector"]
+        # q . k_j = qvec . x_j + q . b_K, and the last term is the same for every key
+        s = x @ qvec / np.sqrt(lm.d_head)
+        np.testing.assert_allclose(np.exp(s - s.max()) / np.exp(s - s.max()).sum(), cap.attn[2][h, p, : p + 1].numpy(),
+                                   atol=1e-5)
+        # k_j . q = kvec_j . x_p + k_j . b_Q
+        q_bias = m.b_Q[h].numpy()
+        s = []
+        for j in range(p + 1):
+            kvec = G.nodes[f"L2/h{h}/k{j}"]["vector"]
+            k = (m.W_K[h] @ cap.attn_in[2][j] + m.b_K[h]).numpy()
+            s.append((kvec @ x[p] + k @ q_bias) / np.sqrt(lm.d_head))
+        s = np.array(s)
+        np.testing.assert_allclose(np.exp(s - s.max()) / np.exp(s - s.max()).sum(), cap.attn[2][h, p, : p + 1].numpy(),
+                                   atol=1e-5)
+        att = {G.nodes[n]["position"]: G.nodes[n]["attention"] for n in _nodes(G, "key") if G.nodes[n]["head"] == h}
+        for j, a in att.items():
+            assert abs(a - float(cap.attn[2][h, p, j])) < 1e-6
+            assert G.edges[f"L2/h{h}/q", f"L2/h{h}/k{j}"]["weight"] == pytest.approx(a)
+
+
+def test_gated_neurons_key_is_gate_row_with_up_row(tiny, graphs):
+    lm, G = graphs("llama")
+    p = G.graph["position"]
+    cap = lm.capture(PROMPT, sites=("mlp_gate", "mlp_up", "mlp"))
+    for n in _nodes(G, "neuron_key", 1):
+        a = G.nodes[n]
+        j = a["neuron"]
+        np.testing.assert_allclose(a["vector"], lm.adapter.W_gate(1)[j].detach().float().numpy(), atol=1e-7)
+        assert abs(a["pre_activation"] - float(cap["mlp_gate"][0, 1, p, j])) < 1e-4
+        assert abs(a["up"] - float(cap["mlp_up"][0, 1, p, j])) < 1e-4
+        silu = a["pre_activation"] / (1 + np.exp(-a["pre_activation"]))
+        assert abs(a["activation"] - silu * a["up"]) < 1e-4
+        assert a["up_norm"] == pytest.approx(float(lm.adapter.W_in(1)[j].detach().norm()), rel=1e-5)
+        up_logits = lm.unembed(lm.adapter.W_in(1)[j].detach()[None])[0]
+        assert a["up_top_tokens"][0] == lm.token_str([int(up_logits.argmax())])[0]
+        assert G.edges["L1/mlp_in", n]["weight"] == pytest.approx(abs(a["pre_activation"]))
+        assert G.edges[n, n.replace("/key", "/value")]["weight"] == pytest.approx(abs(a["activation"]))
+
+
+def test_plain_neuron_pre_activation(graphs):
+    lm, G = graphs("gpt2")
+    for n in _nodes(G, "neuron_key", 2):
+        a = G.nodes[n]
+        x = G.nodes["L2/mlp_in"]["vector"]
+        b = lm.adapter.part(2, "mlp_in").bias.detach().numpy()[a["neuron"]]
+        assert a["pre_activation"] == pytest.approx(float(a["vector"] @ x + b), abs=1e-4)
+        gelu = torch.nn.functional.gelu(torch.tensor(a["pre_activation"]), approximate="tanh").item()
+        assert a["activation"] == pytest.approx(gelu, abs=1e-4)
+
+
+def test_node_readings_are_brute_force_unembeddings(tiny):
+    lm = tiny("gpt_neox")
+    G = flow_graph(lm, PROMPT, layers=[2], target=" capital", top_heads=2, top_neurons=2, bottom_neurons=1)
+    tid = lm.token_id(" capital")
+    assert G.graph["target_id"] == tid and G.graph["target"] == " capital"
+    names = list(G)
+    V = torch.from_numpy(np.stack([G.nodes[n]["vector"] for n in names]))
+    logits = lm.unembed(V).float()
+    probs = torch.softmax(logits, -1)
+    for i, n in enumerate(names):
+        a = G.nodes[n]
+        assert a["top_ids"] == torch.topk(logits[i], 5).indices.tolist()
+        np.testing.assert_allclose(a["top_probs"], torch.topk(probs[i], 5).values.numpy(), rtol=1e-4)
+        assert a["target_rank"] == 1 + int((logits[i] > logits[i, tid]).sum())
+        assert a["target_prob"] == pytest.approx(float(probs[i, tid]), rel=1e-4)
+
+
+# ---- layout and errors ------------------------------------------------------------------------------
+
+def test_layout_is_layered_left_to_right(graphs):
+    lm, G = graphs("gpt2")
+    pos = flow_layout(G)
+    assert set(pos) == set(G)
+    for a, b in G.edges():
+        assert pos[a][0] < pos[b][0], (a, b)
+    assert len(set(pos.values())) == len(pos)  # no two nodes on the same spot
+    for n, a in G.nodes(data=True):
+        if a["kind"] in RESIDUAL_KINDS:
+            assert pos[n][1] == 0
+        elif "head" in a:
+            assert pos[n][1] < 0
+        else:
+            assert pos[n][1] > 0
+
+
+def test_bad_input_gives_clear_errors(tiny):
+    lm = tiny("gpt2")
+    with pytest.raises(IndexError, match="out of range"):
+        flow_graph(lm, PROMPT, layers=[7])
+    with pytest.raises(ValueError, match="layers is empty"):
+        flow_graph(lm, PROMPT, layers=[])
+    with pytest.raises(IndexError, match="position 99"):
+        flow_graph(lm, "The cat", position=99)
+    with pytest.raises(TypeError, match="top_heads"):
+        flow_graph(lm, PROMPT, top_heads=2.5)
+    with pytest.raises(ValueError, match="top_neurons"):
+        flow_graph(lm, PROMPT, top_neurons=-1)
+    with pytest.raises(ValueError, match="tokens"):
+        flow_graph(lm, PROMPT, target=" Paris is nice")
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        flow_graph(lm, PROMPT, target=10**7)
+    with pytest.raises(TypeError, match="target"):
+        flow_graph(lm, PROMPT, target=1.5)
+    with pytest.raises(TypeError, match="prompt"):
+        flow_graph(lm, 42)
+    with pytest.raises(ValueError, match="causal LM"):
+        flow_graph(tiny("bert"), PROMPT)
+
+
+@pytest.mark.slow
+def test_demo_model_flow():
+    import mri_widgets as mw
+    lm = mw.load("demo")
+    G = flow_graph(lm, "The capital of France is", target=" Paris")
+    assert G.graph["layers"] == [28, 29]
+    enc = lm.encode("The capital of France is")
+    with torch.inference_mode():
+        pred = int(lm.model(**enc).logits[0, -1].argmax())
+    assert G.graph["prediction_id"] == pred == lm.token_id(" Paris")
+    assert G.nodes["L29/block_out"]["target_rank"] == 1
+    assert len(_nodes(G, "query", 29)) == 9 and len(_nodes(G, "neuron_key", 29)) == 25
