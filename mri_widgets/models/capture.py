@@ -359,11 +359,16 @@ def _install_hooks(adapter: Adapter, sites, layer_sel, got: dict):
         def heads(layer):
             W = adapter.W_O(layer)  # (d_model, H*dh)
 
+            if W.device.type == "meta":
+                raise CaptureError(
+                    f"site 'head_out' needs the attention output weights of layer {layer}, which accelerate "
+                    "offloaded (device_map put it on 'cpu' or 'disk'); use a device_map without offloading")
+
             def hook(mod, args, kwargs):
                 z = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
                 b, seq, _ = z.shape
                 zh = z.reshape(b, seq, H, dh)
-                Wh = W.reshape(W.shape[0], H, dh).to(z.dtype)
+                Wh = W.reshape(W.shape[0], H, dh).to(device=z.device, dtype=z.dtype)
                 got["head_out"][layer] = torch.einsum("bshd,mhd->bhsm", zh, Wh)
             return hook
 

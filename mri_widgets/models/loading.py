@@ -15,6 +15,17 @@ from .capture import Capture, CaptureError, check_texts, max_positions, run_capt
 __all__ = ["LoadedModel", "load", "ModelNotAvailable"]
 
 
+def exec_device_dtype(module: torch.nn.Module):
+    """Where a module computes: accelerate's execution device for offloaded modules, else its weights'."""
+    hook = getattr(module, "_hf_hook", None)
+    dev = getattr(hook, "execution_device", None)
+    p = next(module.parameters(), None)
+    dtype = p.dtype if p is not None else torch.float32
+    if dev is not None:
+        return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}"), dtype
+    return (p.device if p is not None else torch.device("cpu")), dtype
+
+
 class ModelNotAvailable(OSError):
     """The model cannot be found locally and cannot be downloaded here."""
 
@@ -170,7 +181,8 @@ class LoadedModel:
         norm = self.adapter.final_norm
         if norm is None:
             return x
-        return norm(x.to(device=norm.weight.device, dtype=norm.weight.dtype))
+        dev, dtype = exec_device_dtype(norm)
+        return norm(x.to(device=dev, dtype=dtype))
 
     def unembed(self, vectors, *, norm: bool = True) -> torch.Tensor:
         """Logits of residual vectors: final norm (``norm=True``) then the unembedding.
@@ -187,8 +199,8 @@ class LoadedModel:
         with torch.inference_mode():
             if norm:
                 x = self.apply_final_norm(x)
-            w = head.weight
-            return head(x.to(device=w.device, dtype=w.dtype))
+            dev, dtype = exec_device_dtype(head)
+            return head(x.to(device=dev, dtype=dtype))
 
     @property
     def W_U(self) -> torch.Tensor:

@@ -46,11 +46,20 @@ def test_device_map_auto_keeps_hooks_working(tmp_path):
     tiny = tiny_model("llama")
     tiny.model.save_pretrained(tmp_path)
     tiny.tokenizer.save_pretrained(tmp_path)
+    # "auto" puts everything on the one GPU of a single-GPU machine; an explicit map that splits
+    # the blocks over the GPU and the CPU exercises the same accelerate hooks as several GPUs.
     lm = load(str(tmp_path), device_map="auto")
-    assert hasattr(lm.model, "hf_device_map")
-    cap = lm.capture(TEXTS, sites=["resid", "mlp", "head_out"], progress=False)
-    ref = tiny.capture(TEXTS, sites=["resid", "mlp", "head_out"], progress=False)
-    for s in ("resid", "mlp", "head_out"):
+    assert lm.device.type == "cuda"
+    split = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "model.layers.2": 0,
+             "model.norm": 0, "model.rotary_emb": 0, "lm_head": "cpu"}
+    lm = load(str(tmp_path), device_map=split)
+    assert {p.device.type for p in lm.model.parameters()} == {"cuda", "meta"}  # "cpu" = offloaded
+    cap = lm.capture(TEXTS, sites=["resid", "mlp", "attn"], progress=False)
+    ref = tiny.capture(TEXTS, sites=["resid", "mlp", "attn"], progress=False)
+    from mri_widgets.models.capture import CaptureError
+    with pytest.raises(CaptureError, match="offloaded"):
+        lm.capture(TEXTS, sites=["head_out"], layers=[1], progress=False)
+    for s in ("resid", "mlp", "attn"):
         assert torch.allclose(cap[s], ref[s], atol=1e-3), s
     n = int(cap.mask[0].sum())
     with torch.no_grad():
