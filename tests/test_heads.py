@@ -204,3 +204,43 @@ def test_head_distances_on_encoder(tiny):
     D = head_distances(lm, SAMPLE_TEXTS[:3], batch_size=2)
     D1 = head_distances(lm, SAMPLE_TEXTS[:3], batch_size=1)
     np.testing.assert_allclose(D, D1, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- HeadMap widget
+def test_head_map_widget(tiny):
+    from mri_widgets.widgets.head_map import HeadMap
+    from mri_widgets.widgets.selection import Selection
+
+    lm = tiny("gpt2")
+    texts = SAMPLE_TEXTS[:3]
+    sel = Selection()
+    w = HeadMap(lm, texts, selection=sel)
+    LH = lm.n_layers * lm.n_heads
+    d = w.data
+    assert d["x"].shape == (LH,) and d["layer"].tolist() == [l for l in range(lm.n_layers) for _ in range(lm.n_heads)]
+    assert d["head"].tolist() == list(range(lm.n_heads)) * lm.n_layers
+    np.testing.assert_allclose(d["scores"]["first"], w.stats.scores["first"].reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(np.c_[d["x"], d["y"]], w.coords, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w.stats.distances, head_distances(lm, texts), rtol=1e-5, atol=1e-7)
+    # the pattern is that head's attention on that example
+    p = w.pattern(2, 1, example=1)
+    cap = lm.capture([texts[1]], ("attn",))
+    np.testing.assert_allclose(p["attn"], cap["attn"][0, 2, 1].numpy(), atol=1e-6)
+    assert p["tokens"] == cap.tokens[0] and p["truncated"] is False
+    w.example = 2
+    assert w.pattern(0, 0)["example"] == 2
+    # picked: validated, deduplicated, sorted
+    w.picked = [[2, 1], (0, 3), [2, 1]]
+    assert w.picked == [[0, 3], [2, 1]] and w.picked_heads() == [(0, 3), (2, 1)]
+    import traitlets
+    with pytest.raises(traitlets.TraitError, match="out of range"):
+        w.picked = [[lm.n_layers, 0]]
+    with pytest.raises(traitlets.TraitError, match="example"):
+        w.example = len(texts)
+    with pytest.raises(traitlets.TraitError, match="color_by"):
+        w.color_by = "nope"
+    with pytest.raises(IndexError, match="head"):
+        w.pattern(0, lm.n_heads)
+    with pytest.raises(TypeError):
+        w.pattern("0", 0)
+    assert w.selection is sel
