@@ -253,7 +253,7 @@ function buildTable(ctx) {
   const T = !!model.get("transpose");
   const rows = T ? L : S, cols = T ? S : L;
   const height = Math.min(model.get("height") || 480, COL_HEAD_H + rows * CELL_H + 18);
-  const grid = h("div", { class: "mri-lens-grid", style: { height: `${height}px` } });
+  const grid = h("div", { class: "mri-lens-grid", style: { height: `${height}px`, maxWidth: `${ROW_HEAD_W + cols * CELL_W + 18}px` } });
   const corner = h("div", { class: "mri-lens-corner", style: { width: `${ROW_HEAD_W}px`, height: `${COL_HEAD_H}px` } },
     T ? "layer \\ token" : "token \\ layer");
   const colInner = h("div", { class: "mri-lens-inner", style: { width: `${cols * CELL_W + 40}px`, height: `${COL_HEAD_H}px` } });

@@ -1,0 +1,97 @@
+"""LensTable in JupyterLab: hover shows the top-k, click and arrow keys set the selection in Python,
+Python changes the view in place, and the image-patch panel of a tiny LLaVA."""
+
+import pytest
+
+from .harness import (expect, kernel_exec, open_notebook, run_all, save_screenshot, wait_for_python, wait_for_view,
+                      write_notebook)
+
+pytestmark = pytest.mark.e2e
+
+NB = "lens_table.ipynb"
+CELLS = [
+    "from mri_widgets.testing import tiny_model\n"
+    "import mri_widgets as mw\n"
+    "lm = tiny_model('gpt_neox')\n"
+    "sel = mw.Selection()\n"
+    "w = mw.LensTable(lm, 'The capital of France is Paris. <img src=x onerror=alert(1)> The cat sat on the mat.',"
+    " selection=sel)\n"
+    "w",
+]
+
+
+def _cell(page, layer, pos):
+    return page.locator(f".mri-lens_table .mri-lens-cell[data-layer='{layer}'][data-pos='{pos}']")
+
+
+def test_lens_table_hover_click_keys_and_python(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, NB, CELLS)
+    open_notebook(page, jupyter_server, NB)
+    run_all(page)
+    wait_for_view(page, ".mri-lens_table .mri-lens-cell")
+    # token strings are text: the prompt's <img ...> is shown, not parsed
+    assert page.locator(".mri-lens_table img").count() == 0
+    expect(page.locator(".mri-lens_table .mri-lens-rowhead")).to_contain_text("<")
+
+    # hover a cell: the tooltip lists the top-k tokens with probabilities
+    _cell(page, 2, 3).hover()
+    tip = page.locator(".mri-lens_table .mri-tooltip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("layer 2 (after block 2)")
+    assert tip.locator("tr").count() == 5
+
+    # click pins the cell and sets the selection in Python
+    _cell(page, 2, 3).click()
+    wait_for_python(jupyter_server, NB, "(sel.layer, sel.position)", (2, 3))
+    assert "mri-lens-pinned" in (_cell(page, 2, 3).get_attribute("class") or "")
+    # arrow keys move the pinned cell (and JupyterLab does not move notebook cells)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    wait_for_python(jupyter_server, NB, "(sel.layer, sel.position)", (3, 4))
+
+    # Python -> view: the selection, the metric and the prompt update the same view
+    kernel_exec(jupyter_server, NB, "sel.update(layer=1, position=0)")
+    page.wait_for_function(
+        "() => document.querySelector(\".mri-lens-cell.mri-lens-pinned\")?.dataset.pos === '0' &&"
+        " document.querySelector('.mri-lens-cell.mri-lens-pinned')?.dataset.layer === '1'")
+    kernel_exec(jupyter_server, NB, "w.metric = 'entropy'")
+    expect(page.locator(".mri-lens_table select.mri-lens-metric")).to_have_value("entropy")
+    kernel_exec(jupyter_server, NB, "w.prompt = 'A quick brown fox jumps over the lazy dog.'")
+    expect(page.locator(".mri-lens_table .mri-lens-rowhead")).to_contain_text("jum")
+    assert page.locator(".mri-lens_table").count() == 1
+    _cell(page, 3, 2).hover()
+    save_screenshot(page, "lens_table")
+    assert list(page.console_errors) == []
+
+
+IMG_NB = "lens_image.ipynb"
+IMG_CELLS = [
+    "import numpy as np\n"
+    "from mri_widgets.testing import tiny_model\n"
+    "import mri_widgets as mw\n"
+    "lm = tiny_model('llava')\n"
+    "yy, xx = np.mgrid[0:56, 0:56]\n"
+    "img = np.stack([xx * 4, yy * 4, 255 - xx * 2], -1).astype(np.uint8)\n"
+    "w = mw.LensTable(lm, 'What is in the picture?', image=img)\n"
+    "w",
+]
+
+
+def test_lens_table_image_patches(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, IMG_NB, IMG_CELLS)
+    open_notebook(page, jupyter_server, IMG_NB)
+    run_all(page)
+    wait_for_view(page, ".mri-lens_table .mri-lens-patch")
+    patches = page.locator(".mri-lens_table .mri-lens-patch")
+    assert patches.count() == 16
+    # the image really loaded from the PNG bytes
+    page.wait_for_function("() => document.querySelector('.mri-lens-imgbox img')?.naturalWidth === 28")
+    # hover patch (1, 2) = image token 6: its row lights up and the info shows its best layer
+    patches.nth(6).hover()
+    expect(page.locator(".mri-lens_table .mri-lens-info")).to_contain_text("patch (1, 2)")
+    page.wait_for_function("() => document.querySelector(\".mri-lens-cell[data-pos='6']\")?.classList.contains('mri-lens-rowhi')")
+    patches.nth(6).click()
+    best = int(kernel_exec(jupyter_server, IMG_NB, "print(int(w.result.best_layer[6]))").strip())
+    wait_for_python(jupyter_server, IMG_NB, "(w.selection.layer, w.selection.position)", (best, 6))
+    save_screenshot(page, "lens_table_image")
+    assert list(page.console_errors) == []
