@@ -1,0 +1,296 @@
+"""FlowGraph: the semantic information-flow graph of a prompt (VISIT) in the shared graph view.
+
+The graph of :func:`mri_widgets.flow_graph` drawn left to right (positions from
+:func:`~mri_widgets.analysis.flow.flow_layout`), each node coloured by the rank of the target
+token in its reading through the final norm and unembedding (green: rank 1, red: last), its
+tooltip listing the top tokens. Clicking a head node (query, key, value, output) sets
+``selection.layer`` and ``selection.head``; clicking a neuron node sets ``selection.layer`` and
+``selection.neuron`` (so :class:`~mri_widgets.HeadMap` and :class:`~mri_widgets.NeuronViewer`
+follow); clicking a residual node or a layer header sets ``selection.layer``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Optional
+
+import numpy as np
+import traitlets as t
+
+from ..analysis.flow import (RESIDUAL_KINDS, _count, _layers, _position, _target_id, build_flow_graph,
+                             flow_layout)
+from .graph_view import CATEGORICAL, GraphView
+from .selection import Selection
+
+__all__ = ["FlowGraph", "rank_colors"]
+
+#: green (target ranked first) -> yellow -> red (ranked last)
+_RANK_STOPS = np.array([[26, 152, 80], [254, 224, 139], [215, 48, 39]], np.float64)
+
+_MEASURE_COLORS = {"norm": "#9a9a9a", "attention": CATEGORICAL[0], "activation": CATEGORICAL[1]}
+
+_SHAPES = {"block_in": "round-rectangle", "attn_in": "round-rectangle", "attn_out": "round-rectangle",
+           "resid_mid": "round-rectangle", "mlp_in": "round-rectangle", "mlp_out": "round-rectangle",
+           "block_out": "round-rectangle", "query": "diamond", "key": "triangle", "value": "triangle",
+           "head_out": "hexagon", "neuron_key": "ellipse", "neuron_value": "ellipse"}
+
+_SHORT = {"block_in": "in", "attn_in": "attn in", "attn_out": "attn out", "resid_mid": "mid",
+          "mlp_in": "mlp in", "mlp_out": "mlp out", "block_out": "out"}
+
+
+def rank_colors(ranks, vocab_size: int) -> np.ndarray:
+    """(n, 3) uint8 colours of target ranks (1 = top) on a log scale: green -> yellow -> red."""
+    r = np.clip(np.asarray(ranks, np.float64), 1, max(2, vocab_size))
+    x = np.log(r) / math.log(max(2, vocab_size))
+    seg = np.minimum((x * 2).astype(int), 1)
+    f = (x * 2 - seg)[:, None]
+    out = _RANK_STOPS[seg] * (1 - f) + _RANK_STOPS[seg + 1] * f
+    return np.round(out).astype(np.uint8)
+
+
+def _tok(s: str) -> str:
+    """A token as visible text: quotes keep leading spaces visible, newlines and tabs escaped."""
+    return "'" + s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + "'"
+
+
+def _parse_layers(value):
+    """``"10,11"``, ``"8-11"``, ``"8:12"`` or a list -> list (None stays None)."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else list(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return [int(value)]
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        out = []
+        for part in re.split(r"[,\s]+", text):
+            if not part:
+                continue
+            m = re.fullmatch(r"(-?\d+)\s*[-:]\s*(-?\d+)", part)
+            try:
+                if m:
+                    a, b = int(m.group(1)), int(m.group(2))
+                    out.extend(range(a, b + 1) if "-" in part[1:] else range(a, b))
+                else:
+                    out.append(int(part))
+            except ValueError:
+                raise ValueError(f"cannot read layers {value!r}: write e.g. '10,11' or '8-11'") from None
+        return out
+    raise TypeError(f"layers must be None, an integer, a list of integers or a string such as '8-11', got {value!r}")
+
+
+class FlowGraph(GraphView):
+    """The information flow of one prompt position through chosen layers (VISIT), live.
+
+    Parameters
+    ----------
+    model : LoadedModel (or anything :func:`mri_widgets.load` accepts)
+    prompt : str
+    layers, position, target, top_heads, top_neurons, bottom_neurons, top_keys :
+        as in :func:`mri_widgets.flow_graph` (``layers=None``: the last 2 layers).
+    height : height of the drawing in px.
+    selection : the shared :class:`Selection`.
+
+    Attributes (synced traits; set them from Python, or from the view's toolbar, to redraw)
+    ----------------------------------------------------------------------------------------
+    layers : list of int -- also accepts ``"8-11"`` or ``"10,11"``.
+    position : int -- token position followed (-1: last).
+    target : str, int or None -- the token whose rank colours the nodes (None: the model's
+        prediction).
+    prompt : str
+
+    Other attributes: ``graph`` (the networkx.DiGraph drawn), ``nodes`` (its nodes in drawing
+    order: index i in the view is ``nodes[i]``).
+    """
+
+    prompt = t.Unicode("").tag(sync=True)
+    layers = t.Any(None).tag(sync=True)
+    position = t.Int(-1).tag(sync=True)
+    target = t.Any(None).tag(sync=True)
+
+    def __init__(self, model, prompt: str, *, layers=None, position: int = -1, target=None, top_heads: int = 10,
+                 top_neurons: int = 18, bottom_neurons: int = 7, top_keys: int = 3, height: int = 640,
+                 selection: Optional[Selection] = None):
+        from ..models.loading import load
+
+        lm = load(model)
+        if lm.is_encoder or lm.adapter.unembed_module is None:
+            raise ValueError(f"{lm.name} is an encoder without an unembedding: the flow graph needs a causal LM")
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        self.lm = lm
+        self._counts = dict(top_heads=_count(top_heads, "top_heads"), top_neurons=_count(top_neurons, "top_neurons"),
+                            bottom_neurons=_count(bottom_neurons, "bottom_neurons"),
+                            top_keys=_count(top_keys, "top_keys"))
+        self._cache: dict = {}
+        self._height = int(height)
+        self._updating = True
+        state = self._compute(prompt, _parse_layers(layers), position, target)
+        nodes, edges, kw = self._drawing(state)
+        super().__init__(nodes, edges, height=self._height, selection=selection, **kw)
+        self._commit(state)
+        self._updating = False
+
+    # ---- computing ---------------------------------------------------------------------------
+    def _capture(self, prompt, layers):
+        from ..models.flow_capture import attention_maps, capture_flow
+
+        key = (prompt, tuple(layers))
+        if key not in self._cache:
+            self._cache.clear()  # one prompt/layers at a time: position and target changes reuse it
+            self._cache[key] = (capture_flow(self.lm, prompt, layers), attention_maps(self.lm, layers))
+        return self._cache[key]
+
+    def _compute(self, prompt, layers, position, target) -> dict:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        sel = _layers(self.lm, layers)
+        tid = _target_id(self.lm, None if target in ("", None) else target)
+        cap, maps = self._capture(prompt, sel)
+        pos = _position(position, cap.seq_len)
+        G = build_flow_graph(self.lm, cap, maps, position=pos, target_id=tid, prompt=prompt, **self._counts)
+        return {"prompt": prompt, "layers": sel, "position": position, "target": target, "graph": G}
+
+    def _commit(self, state) -> None:
+        self._updating = True
+        try:
+            with self.hold_trait_notifications():
+                self.prompt = state["prompt"]
+                self.layers = list(state["layers"])
+                self.position = int(state["position"])
+                self.target = None if state["target"] in ("", None) else state["target"]
+        finally:
+            self._updating = False
+
+    @t.observe("prompt", "layers", "position", "target")
+    def _changed(self, change):
+        if self._updating:
+            return
+        old = {"prompt": self.prompt, "layers": self.layers, "position": self.position, "target": self.target}
+        old[change["name"]] = change["old"]
+        try:
+            layers = _parse_layers(self.layers)
+            state = self._compute(self.prompt, layers, self.position, self.target)
+        except Exception as e:  # show it in the view, restore the last good values, tell Python callers
+            self._commit({**old, "graph": None})
+            self.error = f"{type(e).__name__}: {e}"
+            raise
+        nodes, edges, kw = self._drawing(state)
+        self._commit(state)
+        self.set_graph(nodes, edges, height=self._height, **kw)
+
+    # ---- drawing -----------------------------------------------------------------------------
+    def _drawing(self, state):
+        G = state["graph"]
+        self.graph = G
+        self._requested_target = state["target"]
+        lm = self.lm
+        pos = flow_layout(G, dx=120.0, dy=26.0)
+        order = sorted(G.nodes, key=lambda n: (pos[n][0], pos[n][1]))
+        self.nodes = order
+        index = {n: i for i, n in enumerate(order)}
+        A = [G.nodes[n] for n in order]
+        xy = np.array([pos[n] for n in order], np.float64).reshape(-1, 2)
+        target = G.graph["target"]
+        labels, tips, select, sizes = [], [], [], []
+        for a in A:
+            kind = a["kind"]
+            top1 = _tok(a["top_tokens"][0])
+            if kind in RESIDUAL_KINDS:
+                labels.append(f"{_SHORT[kind]} {top1}")
+                select.append({"layer": a["layer"]})
+                sizes.append(18.0)
+            elif "head" in a:
+                if kind in ("key", "value"):
+                    labels.append(f"h{a['head']} {kind[0]} {_tok(a['token'])}")
+                else:
+                    labels.append(f"h{a['head']} {'q' if kind == 'query' else 'out'} {top1}")
+                select.append({"layer": a["layer"], "head": a["head"]})
+                sizes.append(13.0)
+            else:
+                labels.append(f"n{a['neuron']} {'key' if kind == 'neuron_key' else 'val'} {top1}")
+                select.append({"layer": a["layer"], "neuron": a["neuron"]})
+                sizes.append(11.0)
+            tips.append(self._tooltip(a, target))
+        nodes = {
+            "x": xy[:, 0], "y": xy[:, 1], "label": labels, "tooltip": tips, "select": select,
+            "size": np.array(sizes), "shape": [_SHAPES[a["kind"]] for a in A],
+            "color": rank_colors([a["target_rank"] for a in A], lm.vocab_size),
+        }
+        E = list(G.edges(data=True))
+        raw = np.array([d["weight"] for _, _, d in E], np.float64)
+        measures = [d["measure"] for _, _, d in E]
+        rel = np.zeros_like(raw)
+        for m in set(measures):
+            sel = np.array([x == m for x in measures])
+            top = raw[sel].max() if sel.any() else 0.0
+            rel[sel] = raw[sel] / top if top > 0 else 0.0
+        etips = []
+        for (u, v, d), r in zip(E, rel):
+            what = {"norm": "norm", "attention": "attention", "activation": "|activation|"}[d["measure"]]
+            line = f"{G.nodes[u]['label']} \u2192 {G.nodes[v]['label']}\n{what}: {d['weight']:.4g}"
+            if d.get("skipped"):
+                line += f"\n(layers {d['skipped'][0]}..{d['skipped'][-1]} not shown)"
+            etips.append(line)
+        edges = {
+            "source": np.array([index[u] for u, _, _ in E], np.int64),
+            "target": np.array([index[v] for _, v, _ in E], np.int64),
+            "weight": rel, "width": 0.6 + 5.0 * rel, "tooltip": etips,
+            "color": [_MEASURE_COLORS[m] for m in measures],
+        }
+        top_y = float(xy[:, 1].min()) if len(xy) else 0.0
+        layers = G.graph["layers"]
+        xs = {a["layer"]: p for a, p in zip(A, xy[:, 0]) if a["kind"] == "block_in"}
+        annotations = [{"x": xs[l] + 6 * 120.0, "y": top_y - 40.0, "text": f"layer {l}", "select": {"layer": int(l)}}
+                       for l in layers]
+        g = G.graph
+        title = (f"{g['prompt']!r} \u2014 position {g['position']} {_tok(g['tokens'][g['position']])} \u2192 "
+                 f"prediction {_tok(g['prediction'])} ({g['prediction_prob']:.1%}) \u00b7 colour: rank of "
+                 f"{_tok(target)} (green = 1, red = last) \u00b7 edges: grey norm, blue attention, orange activation")
+        kw = dict(title=title, directed=True, weight_name="relative weight", annotations=annotations)
+        return nodes, edges, kw
+
+    def _encode(self, nodes, edges, groups, annotations, part_names, part_colors) -> dict:
+        out = super()._encode(nodes, edges, groups, annotations, part_names, part_colors)
+        out["controls"] = self._controls()
+        return out
+
+    def _controls(self) -> list:
+        """Toolbar controls for the view: each sets the synced trait ``name`` (see the module docs)."""
+        G = getattr(self, "graph", None)
+        if G is None:
+            return []
+        toks = G.graph["tokens"]
+        positions = [[i, f"{i} {_tok(s)}"] for i, s in enumerate(toks)]
+        layers = G.graph["layers"]
+        text = (f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) and len(layers) > 1
+                else ",".join(map(str, layers)))
+        return [
+            {"name": "layers", "label": "layers", "type": "text", "value": text,
+             "placeholder": f"e.g. {max(0, self.lm.n_layers - 2)}-{self.lm.n_layers - 1}"},
+            {"name": "position", "label": "position", "type": "select", "value": G.graph["position"],
+             "options": positions},
+            {"name": "target", "label": "target", "type": "text",
+             "value": "" if getattr(self, "_requested_target", None) in (None, "") else G.graph["target"],
+             "placeholder": f"prediction {_tok(G.graph['prediction'])}"},
+        ]
+
+    @staticmethod
+    def _tooltip(a, target: str) -> str:
+        lines = [a["label"] + (f" (written by {_tok(a['token'])} @{a['position']})" if a["kind"] in ("key", "value")
+                               else "")]
+        lines.append(f"target {_tok(target)}: rank {a['target_rank']}, p = {a['target_prob']:.3g}")
+        for s, p in zip(a["top_tokens"], a["top_probs"]):
+            lines.append(f"  {_tok(s)}  {p:.1%}")
+        extra = [f"norm {a['norm']:.3g}"]
+        if "attention" in a:
+            extra.append(f"attention {a['attention']:.3f}")
+        if "activation" in a:
+            extra.append(f"activation {a['activation']:.3g}")
+            extra.append(f"score {a['score']:.3g}")
+        lines.append(", ".join(extra))
+        if "up_top_tokens" in a:
+            lines.append("up row: " + " ".join(_tok(s) for s in a["up_top_tokens"][:5]))
+        return "\n".join(lines)

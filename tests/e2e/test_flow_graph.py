@@ -1,0 +1,102 @@
+"""FlowGraph in a real browser: hover tooltips, click a head / neuron -> shared selection, Python changes redraw."""
+
+from __future__ import annotations
+
+from .harness import (
+    ARTIFACTS_DIR,
+    kernel_eval,
+    kernel_exec,
+    open_notebook,
+    run_all,
+    wait_for_python,
+    wait_for_view,
+    write_notebook,
+)
+
+NB = "flow_graph.ipynb"
+CELLS = [
+    "import mri_widgets as mw\n"
+    "from mri_widgets.testing import tiny_model\n"
+    "lm = tiny_model('gpt2')\n"
+    "sel = mw.Selection()\n"
+    "w = mw.FlowGraph(lm, 'The capital of France is', top_heads=3, top_neurons=4, bottom_neurons=1,\n"
+    "                 selection=sel, height=520)\n"
+    "w",
+]
+
+CY = "document.querySelector('.mri-graph_view').__cy"
+
+
+def _focus(page, node_id):
+    """Zoom onto a cytoscape node and return its client coordinates."""
+    return page.evaluate(
+        f"""(id) => {{
+          const cy = {CY};
+          const n = cy.getElementById(id);
+          cy.zoom({{level: 1.6, renderedPosition: n.renderedPosition()}});
+          cy.center(n);
+          const p = n.renderedPosition();
+          const r = cy.container().getBoundingClientRect();
+          return [r.left + p.x, r.top + p.y];
+        }}""",
+        node_id,
+    )
+
+
+def test_flow_graph_click_head_and_neuron_sets_selection(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, NB, CELLS)
+    open_notebook(page, jupyter_server, NB)
+    run_all(page)
+    wait_for_view(page, ".mri-graph_view .mri-graph-canvas canvas")
+    n_nodes = int(kernel_eval(jupyter_server, NB, "len(w.nodes)"))
+    page.wait_for_function(f"() => {CY} && {CY}.nodes('.node').length === {n_nodes}")
+    assert "prediction" in page.locator(".mri-graph_view .mri-title").inner_text()
+
+    # the largest head of the last layer: hover shows its top tokens and the target rank
+    head = int(kernel_eval(jupyter_server, NB,
+                           "[w.graph.nodes[n]['head'] for n in w.nodes if w.graph.nodes[n]['kind'] == 'head_out' "
+                           "and w.graph.nodes[n]['layer'] == 2 and w.graph.nodes[n]['rank'] == 0][0]"))
+    idx = int(kernel_eval(jupyter_server, NB, f"w.nodes.index('L2/h{head}/out')"))
+    page.locator(".mri-graph_view").scroll_into_view_if_needed()
+    x, y = _focus(page, f"n{idx}")
+    page.mouse.move(x, y)
+    tip = page.locator(".mri-graph_view .mri-tooltip")
+    tip.wait_for(state="visible")
+    text = tip.inner_text()
+    top1 = kernel_eval(jupyter_server, NB, f"w.graph.nodes['L2/h{head}/out']['top_tokens'][0]").strip("'\"")
+    rank = kernel_eval(jupyter_server, NB, f"w.graph.nodes['L2/h{head}/out']['target_rank']")
+    assert f"head {head} out" in text and f"rank {rank}" in text and top1 in text
+    assert text.count("%") >= 5  # the top-5 tokens with their probabilities
+
+    # click it: the shared selection is layer 2, that head; the node is outlined
+    page.mouse.click(x, y)
+    wait_for_python(jupyter_server, NB, "(sel.layer, sel.head)", (2, head))
+    page.wait_for_function(f"() => {CY}.getElementById('n{idx}').hasClass('sel')")
+
+    # click a neuron's value node: layer + neuron
+    neuron = int(kernel_eval(jupyter_server, NB,
+                             "[w.graph.nodes[n]['neuron'] for n in w.nodes if w.graph.nodes[n]['kind'] == "
+                             "'neuron_value' and w.graph.nodes[n]['layer'] == 1 and w.graph.nodes[n]['rank'] == 0 "
+                             "and w.graph.nodes[n]['group'] == 'top'][0]"))
+    nidx = int(kernel_eval(jupyter_server, NB, f"w.nodes.index('L1/n{neuron}/value')"))
+    x, y = _focus(page, f"n{nidx}")
+    page.mouse.click(x, y)
+    wait_for_python(jupyter_server, NB, "(sel.layer, sel.neuron)", (1, neuron))
+
+    # selection set in Python outlines the matching head nodes in the view
+    kernel_exec(jupyter_server, NB, f"sel.update(layer=2, head={head}, neuron=None)")
+    page.wait_for_function(f"() => {CY}.getElementById('n{idx}').hasClass('sel')")
+
+    # position and target changed from Python: the view redraws with the new graph
+    kernel_exec(jupyter_server, NB, "w.position = 2")
+    page.wait_for_function("() => document.querySelector('.mri-graph_view .mri-title').textContent.includes('position 2')")
+    n2 = int(kernel_eval(jupyter_server, NB, "len(w.nodes)"))
+    page.wait_for_function(f"() => {CY}.nodes('.node').length === {n2}")
+    kernel_exec(jupyter_server, NB, "w.target = ' capital'; w.position = -1")
+    page.wait_for_function("() => document.querySelector('.mri-graph_view .mri-title').textContent.includes(\"rank of ' capital'\")")
+
+    page.evaluate(f"() => {CY}.fit(undefined, 24)")
+    page.mouse.move(5, 5)
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.locator(".mri-graph_view").screenshot(path=str(ARTIFACTS_DIR / "flow_graph.png"))
+    assert list(page.console_errors) == []
