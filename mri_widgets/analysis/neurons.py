@@ -1,0 +1,573 @@
+"""Dataset-scale scan of MLP neurons: strongest examples, statistics, and direct logit effects.
+
+A neuron's activation is the value its MLP feeds to the output projection (capture site
+``"mlp"``): ``act(x W_in)`` for a plain MLP, ``act(gate) * up`` for a gated (SwiGLU) one.
+
+:class:`NeuronScan` streams a corpus through the model once and keeps, for every
+(layer, neuron), the ``k`` texts whose maximum activation is highest and the ``k`` texts whose
+minimum is lowest, plus mergeable statistics. Memory is O(layers x neurons x k) whatever the
+corpus size, scans of shards merge exactly (:meth:`NeuronScan.merge`), and files load without
+executing anything (npz without pickle).
+
+:func:`neuron_logit_effect` reads which output tokens a neuron's write direction promotes and
+suppresses through the final norm and the unembedding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "NeuronScan",
+    "NeuronScanError",
+    "neuron_logit_effect",
+    "neuron_output_logits",
+    "HIST_EDGES",
+    "SIGN_CASES",
+]
+
+#: Identifies a saved scan (stored in the file's metadata) and the layout version.
+FORMAT = "mri_widgets.NeuronScan"
+VERSION = 1
+
+# ---- histogram bins ---------------------------------------------------------------------------
+# Fixed, data-independent bins so that histograms of shards add up: one bin per octave of
+# magnitude on each side of zero. A value with |x| in [2**e, 2**(e+1)) for HIST_LO <= e < HIST_HI
+# goes to its octave bin (sign kept); |x| < 2**HIST_LO (zero included) goes to the central bin;
+# |x| >= 2**HIST_HI to the open-ended outer bins. The octave is read from the float's exponent
+# bits, which is much cheaper than a search over bin edges.
+HIST_LO = -10  # 2**-10 ~ 0.001
+HIST_HI = 7  # 2**7 = 128
+_N_SIDE = HIST_HI - HIST_LO + 1  # octave bins + the outer bin, per sign
+N_BINS = 2 * _N_SIDE + 1
+_CENTER = _N_SIDE
+#: The N_BINS + 1 bin edges, from -inf to +inf (the central bin is [-2**HIST_LO, 2**HIST_LO)).
+HIST_EDGES = np.array(
+    [-np.inf] + [-(2.0 ** e) for e in range(HIST_HI, HIST_LO - 1, -1)]
+    + [2.0 ** e for e in range(HIST_LO, HIST_HI + 1)] + [np.inf], dtype=np.float64)
+
+
+def _exponent_lut() -> torch.Tensor:
+    """Map ``float32_bits >> 23`` (sign and biased exponent, in [-256, 255]) to a bin index.
+
+    Index with negative numbers wraps around, so entry ``256 + e`` serves negative values.
+    """
+    lut = torch.empty(512, dtype=torch.int32)
+    for e in range(256):
+        octave = e - 127
+        if octave < HIST_LO:
+            off = 0
+        elif octave >= HIST_HI:
+            off = _N_SIDE
+        else:
+            off = octave - HIST_LO + 1
+        lut[e] = _CENTER + off
+        lut[256 + e] = _CENTER - off
+    return lut
+
+
+#: The four sign cases of (gate pre-activation, up projection) of a gated MLP.
+SIGN_CASES = ("gate+ up+", "gate+ up-", "gate- up+", "gate- up-")
+_CASE_DOC = "'+' means > 0 and '-' means <= 0"
+
+
+class NeuronScanError(ValueError):
+    """Bad input to a neuron scan, or a file that is not a saved scan."""
+
+
+# ---- the streaming reducer ----------------------------------------------------------------------
+class _Reducer:
+    """Running top-k / bottom-k and statistics, kept on the model's device.
+
+    Per batch: the maximum (minimum) of each text over its real tokens, with its position,
+    becomes one candidate per (layer, neuron); candidates are merged into the running lists with
+    one stable sort over ``k + batch`` entries. Ties are broken by the lower text index: the
+    running list is ordered by (value, text index) and every new text has a higher index, so a
+    stable sort keeps that order.
+    """
+
+    def __init__(self, n_layers: int, d_mlp: int, k: int, gated: bool, device):
+        self.k, self.gated, self.device = k, gated, device
+        L, d = n_layers, d_mlp
+        acc = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        self.top_v = torch.full((L, d, k), -math.inf, device=device)
+        self.top_t = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
+        self.top_p = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
+        self.bot_v = torch.full((L, d, k), math.inf, device=device)
+        self.bot_t = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
+        self.bot_p = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
+        self.n_pos = torch.zeros((L, d), dtype=torch.int64, device=device)
+        self.act_sum = torch.zeros((L, d), dtype=acc, device=device)
+        self.hist = torch.zeros((L * d * N_BINS,), dtype=torch.int64, device=device)
+        self.case_n = torch.zeros((L, d, 4), dtype=torch.int64, device=device)
+        self.case_sum = torch.zeros((L, d, 4), dtype=acc, device=device)
+        self.n_tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.n_texts = 0
+        self.lut = _exponent_lut().to(device)
+        self.bin_offset = (torch.arange(L * d, dtype=torch.int32, device=device) * N_BINS).view(L, 1, d)
+
+    def __call__(self, batch) -> None:
+        x = batch.acts["mlp"]  # (b, L, seq, d), padding zeroed
+        mask = batch.mask  # (b, seq)
+        b = x.shape[0]
+        n_real = mask.sum()
+        n_pad = mask.numel() - n_real
+        self.n_tokens += n_real
+        self.n_texts += b
+
+        # statistics over real tokens: padding holds exact zeros, which add nothing to sums or
+        # to the count of positive values, and fall into the central histogram bin (corrected).
+        self.n_pos += (x > 0).sum((0, 2), dtype=torch.int32)
+        self.act_sum += x.sum((0, 2), dtype=torch.float32).to(self.act_sum.dtype)
+        self._histogram(x, n_pad)
+        if self.gated:
+            self._sign_cases(x, batch.acts["mlp_gate"], batch.acts["mlp_up"], n_real)
+
+        # one candidate per text: its max (min) over real tokens and where it is
+        pad = ~mask[:, None, :, None]
+        vmax, pmax = x.masked_fill(pad, -math.inf).max(dim=2)  # (b, L, d)
+        vmin, pmin = x.masked_fill(pad, math.inf).min(dim=2)
+        texts = torch.arange(batch.start, batch.start + b, device=x.device)
+        self.top_v, self.top_t, self.top_p = _merge_k(
+            self.top_v, self.top_t, self.top_p, vmax, texts, pmax, self.k, descending=True)
+        self.bot_v, self.bot_t, self.bot_p = _merge_k(
+            self.bot_v, self.bot_t, self.bot_p, vmin, texts, pmin, self.k, descending=False)
+
+    def _histogram(self, x: torch.Tensor, n_pad) -> None:
+        if x.dtype == torch.bfloat16:  # bf16 shares float32's sign and exponent bits
+            code = (x.view(torch.int16) >> 7).to(torch.int32)
+        else:
+            code = (x if x.dtype == torch.float32 else x.float()).view(torch.int32) >> 23
+        idx = self.lut[code]  # negative codes (negative values) wrap to the second half
+        idx += self.bin_offset  # (b, L, seq, d) + (L, 1, d)
+        self.hist += torch.bincount(idx.reshape(-1), minlength=self.hist.numel())
+        # padding zeros were counted in each neuron's central bin
+        self.hist.view(-1, N_BINS)[:, _CENTER] -= n_pad
+
+    def _sign_cases(self, x, gate, up, n_real) -> None:
+        g = gate > 0
+        u = up > 0
+        gu = g & u
+        n_gu = gu.sum((0, 2), dtype=torch.int32)
+        n_g = g.sum((0, 2), dtype=torch.int32)
+        n_u = u.sum((0, 2), dtype=torch.int32)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        s_gu = torch.where(gu, x, zero).sum((0, 2), dtype=torch.float32)
+        s_g = torch.where(g, x, zero).sum((0, 2), dtype=torch.float32)
+        s_u = torch.where(u, x, zero).sum((0, 2), dtype=torch.float32)
+        s_all = x.sum((0, 2), dtype=torch.float32)
+        # padding (gate = up = 0) is in no counted case; the last case is the rest of the real tokens
+        n = torch.stack([n_gu, n_g - n_gu, n_u - n_gu], -1).to(torch.int64)
+        self.case_n[..., :3] += n
+        self.case_n[..., 3] += n_real - n.sum(-1)
+        s = torch.stack([s_gu, s_g - s_gu, s_u - s_gu, s_all - s_g - s_u + s_gu], -1)
+        self.case_sum += s.to(self.case_sum.dtype)
+
+    def result(self) -> dict:
+        cpu = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        L, d = self.n_pos.shape
+        return dict(
+            top_values=cpu(self.top_v).astype(np.float32), top_texts=cpu(self.top_t),
+            top_positions=cpu(self.top_p).astype(np.int32),
+            bottom_values=cpu(self.bot_v).astype(np.float32), bottom_texts=cpu(self.bot_t),
+            bottom_positions=cpu(self.bot_p).astype(np.int32),
+            n_positive=cpu(self.n_pos), act_sum=cpu(self.act_sum).astype(np.float64),
+            hist=cpu(self.hist).reshape(L, d, N_BINS),
+            case_counts=cpu(self.case_n), case_sums=cpu(self.case_sum).astype(np.float64),
+            n_tokens=int(self.n_tokens.item()),
+        )
+
+
+def _merge_k(run_v, run_t, run_p, new_v, new_t, new_p, k: int, *, descending: bool):
+    """Merge running (L, d, k) lists with one candidate per text of a batch.
+
+    ``new_v``/``new_p`` are (b, L, d), ``new_t`` (b,). The result is sorted by value (descending
+    for the top list) and then by text index, because the running lists are already in that
+    order, every new text index is higher, and the sort is stable.
+    """
+    b, L, d = new_v.shape
+    v = torch.cat([run_v, new_v.permute(1, 2, 0).to(run_v.dtype)], dim=-1)
+    t = torch.cat([run_t, new_t.view(1, 1, b).expand(L, d, b)], dim=-1)
+    p = torch.cat([run_p, new_p.permute(1, 2, 0)], dim=-1)
+    order = torch.sort(v, dim=-1, descending=descending, stable=True).indices[..., :k]
+    return v.gather(-1, order), t.gather(-1, order), p.gather(-1, order)
+
+
+def _merge_k_np(va, ta, pa, vb, tb, pb, k: int, *, descending: bool):
+    """numpy version of :func:`_merge_k` for two finished lists (b's texts come after a's)."""
+    v = np.concatenate([va, vb], -1)
+    t = np.concatenate([ta, tb], -1)
+    p = np.concatenate([pa, pb], -1)
+    order = np.argsort(-v if descending else v, axis=-1, kind="stable")[..., :k]
+    return (np.take_along_axis(v, order, -1), np.take_along_axis(t, order, -1),
+            np.take_along_axis(p, order, -1))
+
+
+def _texts_of(texts) -> list:
+    """Accept a list of strings or a :class:`~mri_widgets.Corpus` (its ``.texts``)."""
+    if texts is not None and not isinstance(texts, str) and hasattr(texts, "texts") and hasattr(texts, "labels"):
+        return list(texts.texts)
+    return texts
+
+
+_ARRAYS = {  # name -> (dtype, shape in terms of L, d, k)
+    "top_values": (np.float32, "Ldk"), "top_texts": (np.int64, "Ldk"), "top_positions": (np.int32, "Ldk"),
+    "bottom_values": (np.float32, "Ldk"), "bottom_texts": (np.int64, "Ldk"),
+    "bottom_positions": (np.int32, "Ldk"),
+    "n_positive": (np.int64, "Ld"), "act_sum": (np.float64, "Ld"), "hist": (np.int64, "LdB"),
+    "case_counts": (np.int64, "Ld4"), "case_sums": (np.float64, "Ld4"),
+}
+
+
+# ---- the scan -----------------------------------------------------------------------------------
+class NeuronScan:
+    """The strongest examples and statistics of every MLP neuron over a corpus.
+
+    Build one with :meth:`run`, combine shards with :meth:`merge`, store with :meth:`save` and
+    :meth:`load`. Look up one neuron with :meth:`top`, :meth:`bottom` and :meth:`stats`; view it
+    with :class:`mri_widgets.NeuronViewer`.
+
+    Attributes
+    ----------
+    layers : list of int
+        The scanned layers (model layer indices); arrays are indexed in this order.
+    d_mlp, k : int
+        Neurons per layer and examples kept per list.
+    n_texts, n_tokens : int
+        Texts and real tokens scanned.
+    gated : bool
+        Whether the MLP is gated (then the sign-case statistics exist).
+    model_name : str or None
+    max_length : int or None
+        Truncation used for the scan (the viewer re-tokenises examples the same way).
+    texts : list of str or None
+        The corpus, when kept (``keep_texts=True``); the viewer needs it to show examples.
+    top_values, top_texts, top_positions : arrays of shape (n_layers, d_mlp, k)
+        Per neuron, the k texts with the highest maximum activation, strongest first (ties: lower
+        text index first); empty slots (fewer than k texts) hold -inf and index -1.
+    bottom_values, bottom_texts, bottom_positions : same for the lowest minimum.
+    n_positive : (n_layers, d_mlp) int64, tokens with activation > 0.
+    act_sum : (n_layers, d_mlp) float64, sum of activations over tokens.
+    hist : (n_layers, d_mlp, N_BINS) int64, token counts per bin of :data:`HIST_EDGES`.
+    case_counts, case_sums : (n_layers, d_mlp, 4), gated MLPs only: tokens in each
+        :data:`SIGN_CASES` case of (gate pre-activation, up projection), and the sum of the
+        activation over them ('+' is > 0, '-' is <= 0). Zeros for non-gated MLPs.
+    """
+
+    def __init__(self, *, layers, d_mlp, k, n_texts, n_tokens, gated, arrays: dict,
+                 model_name=None, max_length=None, texts=None, n_model_layers=None):
+        self.layers = [int(l) for l in layers]
+        self.d_mlp, self.k = int(d_mlp), int(k)
+        self.n_texts, self.n_tokens = int(n_texts), int(n_tokens)
+        self.gated = bool(gated)
+        self.model_name = model_name
+        self.max_length = None if max_length is None else int(max_length)
+        self.n_model_layers = None if n_model_layers is None else int(n_model_layers)
+        self.texts = None if texts is None else list(texts)
+        if self.texts is not None and len(self.texts) != self.n_texts:
+            raise NeuronScanError(f"got {len(self.texts)} texts for a scan of {self.n_texts} texts")
+        L, d, k = len(self.layers), self.d_mlp, self.k
+        dims = {"L": L, "d": d, "k": k, "B": N_BINS, "4": 4}
+        for name, (dtype, shape) in _ARRAYS.items():
+            if name not in arrays:
+                raise NeuronScanError(f"missing array {name!r}")
+            a = np.asarray(arrays[name])
+            want = tuple(dims[c] for c in shape)
+            if a.shape != want:
+                raise NeuronScanError(f"array {name!r} has shape {a.shape}, expected {want}")
+            setattr(self, name, a.astype(dtype, copy=False))
+        self._index = {l: i for i, l in enumerate(self.layers)}
+
+    # ---- building -------------------------------------------------------------------------
+    @classmethod
+    def run(cls, model, texts, *, k: int = 16, layers=None, batch_size: int = 8,
+            max_length: Optional[int] = None, keep_texts: bool = True,
+            progress: Optional[bool] = None) -> "NeuronScan":
+        """Scan ``texts`` with ``model`` in one streaming pass.
+
+        Parameters
+        ----------
+        model : LoadedModel (or anything :func:`mri_widgets.load` accepts)
+        texts : list of str or Corpus
+        k : examples kept per neuron in each of the top and bottom lists.
+        layers : int or list of int, optional
+            Layers to scan (default: all).
+        batch_size : texts per forward pass.
+        max_length : truncate texts to this many tokens (default: error for too-long texts).
+        keep_texts : store the texts in the scan (needed by the viewer unless you pass them to it).
+        progress : show a progress bar (default: when there is more than one batch).
+
+        Returns
+        -------
+        NeuronScan
+
+        Examples
+        --------
+        >>> scan = NeuronScan.run(lm, corpus.texts, k=16, layers=[3, 4])   # doctest: +SKIP
+        >>> scan.top(3, 17)[:2]                                             # doctest: +SKIP
+        [(2.91, 120, 7), (2.55, 14, 3)]
+        """
+        from ..models.loading import load
+
+        lm = load(model)
+        texts = _texts_of(texts)
+        if isinstance(texts, str):
+            raise NeuronScanError("texts is a single string: pass a list of texts, e.g. [text]")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise NeuronScanError(f"k must be a positive integer, got {k!r}")
+        from ..models.capture import check_texts, normalise_layers
+
+        texts = check_texts(texts)
+        layer_list = normalise_layers(lm.adapter, ["mlp"], layers)["mlp"]
+        if len(set(layer_list)) != len(layer_list):
+            raise NeuronScanError(f"layers has duplicates: {layer_list}")
+        sites = ["mlp"] + (["mlp_gate", "mlp_up"] if lm.gated else [])
+        red = _Reducer(len(layer_list), lm.d_mlp, k, lm.gated, lm.device)
+        lm.capture(texts, sites, reducer=red, layers=layer_list, batch_size=batch_size,
+                   max_length=max_length, progress=progress)
+        arrays = red.result()
+        n_tokens = arrays.pop("n_tokens")
+        return cls(layers=layer_list, d_mlp=lm.d_mlp, k=k, n_texts=len(texts), n_tokens=n_tokens,
+                   gated=lm.gated, arrays=arrays, model_name=lm.name, max_length=max_length,
+                   texts=texts if keep_texts else None, n_model_layers=lm.n_layers)
+
+    @classmethod
+    def merge(cls, a: "NeuronScan", b: "NeuronScan") -> "NeuronScan":
+        """Combine scans of two shards of a corpus: equals one scan of ``a``'s texts then ``b``'s.
+
+        ``b``'s text indices are shifted by ``a.n_texts``. Top and bottom lists are exactly those
+        of the whole scan (same tie-break: lower text index first); counts and histograms add up;
+        sums agree up to floating-point rounding.
+        """
+        for s, name in ((a, "a"), (b, "b")):
+            if not isinstance(s, NeuronScan):
+                raise TypeError(f"{name} must be a NeuronScan, got {type(s).__name__}")
+        for attr in ("layers", "d_mlp", "k", "gated", "max_length"):
+            if getattr(a, attr) != getattr(b, attr):
+                raise NeuronScanError(
+                    f"cannot merge scans with different {attr}: {getattr(a, attr)!r} vs {getattr(b, attr)!r}; "
+                    "scan every shard with the same model and settings")
+        if a.model_name and b.model_name and a.model_name != b.model_name:
+            raise NeuronScanError(f"cannot merge scans of different models: {a.model_name!r} vs {b.model_name!r}")
+        arrays = {}
+        shift = lambda t: np.where(t >= 0, t + a.n_texts, t)  # noqa: E731
+        for side, desc in (("top", True), ("bottom", False)):
+            v, t, p = _merge_k_np(
+                getattr(a, f"{side}_values"), getattr(a, f"{side}_texts"), getattr(a, f"{side}_positions"),
+                getattr(b, f"{side}_values"), shift(getattr(b, f"{side}_texts")), getattr(b, f"{side}_positions"),
+                a.k, descending=desc)
+            arrays.update({f"{side}_values": v, f"{side}_texts": t, f"{side}_positions": p})
+        for name in ("n_positive", "act_sum", "hist", "case_counts", "case_sums"):
+            arrays[name] = getattr(a, name) + getattr(b, name)
+        texts = a.texts + b.texts if a.texts is not None and b.texts is not None else None
+        return cls(layers=a.layers, d_mlp=a.d_mlp, k=a.k, n_texts=a.n_texts + b.n_texts,
+                   n_tokens=a.n_tokens + b.n_tokens, gated=a.gated, arrays=arrays,
+                   model_name=a.model_name or b.model_name, max_length=a.max_length, texts=texts,
+                   n_model_layers=a.n_model_layers or b.n_model_layers)
+
+    # ---- lookup -----------------------------------------------------------------------------
+    def _li(self, layer, neuron) -> tuple[int, int]:
+        try:
+            layer, neuron = int(layer), int(neuron)
+        except (TypeError, ValueError):
+            raise TypeError(f"layer and neuron must be integers, got {layer!r}, {neuron!r}") from None
+        if layer not in self._index:
+            raise NeuronScanError(f"layer {layer} was not scanned; scanned layers: {self.layers}")
+        if not 0 <= neuron < self.d_mlp:
+            raise IndexError(f"neuron {neuron} is out of range: layers have {self.d_mlp} neurons (0..{self.d_mlp - 1})")
+        return self._index[layer], neuron
+
+    def _list(self, side: str, layer, neuron) -> list:
+        i, n = self._li(layer, neuron)
+        v = getattr(self, f"{side}_values")[i, n]
+        t = getattr(self, f"{side}_texts")[i, n]
+        p = getattr(self, f"{side}_positions")[i, n]
+        return [(float(a), int(b), int(c)) for a, b, c in zip(v, t, p) if b >= 0]
+
+    def top(self, layer: int, neuron: int) -> list:
+        """The texts where the neuron's maximum is highest: ``[(value, text_index, position), ...]``,
+        strongest first (ties: lower text index first)."""
+        return self._list("top", layer, neuron)
+
+    def bottom(self, layer: int, neuron: int) -> list:
+        """The texts where the neuron's minimum is lowest: ``[(value, text_index, position), ...]``,
+        most negative first."""
+        return self._list("bottom", layer, neuron)
+
+    def stats(self, layer: int, neuron: int) -> dict:
+        """Statistics of one neuron over all scanned tokens.
+
+        Returns
+        -------
+        dict
+            ``n_texts``, ``n_tokens``, ``max``, ``min``, ``mean``, ``freq_positive`` (fraction of
+            tokens with activation > 0), ``hist_counts`` (list, one count per bin) and
+            ``hist_edges`` (list of N_BINS + 1 edges, -inf and inf at the ends); for gated MLPs
+            ``cases``: one dict per :data:`SIGN_CASES` entry with ``name``, ``freq`` (fraction of
+            tokens) and ``mean`` (mean activation over those tokens, None when there are none).
+        """
+        i, n = self._li(layer, neuron)
+        N = max(self.n_tokens, 1)
+        top, bot = self.top_values[i, n, 0], self.bottom_values[i, n, 0]
+        out = {
+            "layer": int(layer), "neuron": int(neuron),
+            "n_texts": self.n_texts, "n_tokens": self.n_tokens,
+            "max": float(top) if np.isfinite(top) else None,
+            "min": float(bot) if np.isfinite(bot) else None,
+            "mean": float(self.act_sum[i, n] / N),
+            "freq_positive": float(self.n_positive[i, n] / N),
+            "hist_counts": self.hist[i, n].tolist(),
+            "hist_edges": HIST_EDGES.tolist(),
+        }
+        if self.gated:
+            cn, cs = self.case_counts[i, n], self.case_sums[i, n]
+            out["cases"] = [{"name": name, "freq": float(c / N), "mean": float(s / c) if c else None}
+                            for name, c, s in zip(SIGN_CASES, cn, cs)]
+        return out
+
+    @property
+    def freq_positive(self) -> np.ndarray:
+        """(n_layers, d_mlp): fraction of tokens where each neuron is > 0."""
+        return self.n_positive / max(self.n_tokens, 1)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(n_layers, d_mlp): mean activation of each neuron over all tokens."""
+        return self.act_sum / max(self.n_tokens, 1)
+
+    def __repr__(self) -> str:
+        return (f"NeuronScan({self.model_name!r}, layers={self.layers}, d_mlp={self.d_mlp}, k={self.k}, "
+                f"n_texts={self.n_texts}, n_tokens={self.n_tokens}, gated={self.gated}, "
+                f"texts={'kept' if self.texts is not None else 'not kept'})")
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the scan to ``path`` (a ``.npz`` file: arrays plus JSON metadata, no pickle).
+
+        The texts, when kept, are stored as UTF-8 bytes with offsets.
+        """
+        meta = {"format": FORMAT, "version": VERSION, "layers": self.layers, "d_mlp": self.d_mlp,
+                "k": self.k, "n_texts": self.n_texts, "n_tokens": self.n_tokens, "gated": self.gated,
+                "model_name": self.model_name, "max_length": self.max_length,
+                "n_model_layers": self.n_model_layers, "hist_edges": [str(e) for e in HIST_EDGES],
+                "has_texts": self.texts is not None}
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+        if self.texts is not None:
+            enc = [t.encode("utf-8") for t in self.texts]
+            arrays["texts_utf8"] = np.frombuffer(b"".join(enc), dtype=np.uint8)
+            arrays["texts_offsets"] = np.cumsum([0] + [len(e) for e in enc]).astype(np.int64)
+        path = os.fspath(path)
+        with open(path, "wb") as f:  # a file object: numpy does not append ".npz" to the name
+            np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "NeuronScan":
+        """Read a scan written by :meth:`save`. Nothing in the file is executed (no pickle)."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        not_scan = f"{path!r} is not a NeuronScan file (write one with NeuronScan.save)"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files") or "meta" not in z.files:
+                    raise NeuronScanError(not_scan + ": it has no scan metadata")
+                data = {name: z[name] for name in z.files}
+        except NeuronScanError:
+            raise
+        except Exception as e:  # not a zip / npy file, or an object array
+            raise NeuronScanError(f"{not_scan}: {type(e).__name__}: {e}") from None
+        try:
+            meta = json.loads(bytes(data.pop("meta").astype(np.uint8)).decode("utf-8"))
+        except Exception as e:
+            raise NeuronScanError(f"{not_scan}: unreadable metadata ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise NeuronScanError(not_scan + ": wrong format marker")
+        if meta.get("version") != VERSION:
+            raise NeuronScanError(f"{path!r} is a NeuronScan of format version {meta.get('version')}; "
+                                  f"this mri_widgets reads version {VERSION}")
+        if [float(e) for e in meta.get("hist_edges", [])] != HIST_EDGES.tolist():
+            raise NeuronScanError(f"{path!r} uses other histogram bins than this mri_widgets")
+        texts = None
+        if meta.get("has_texts"):
+            blob = data.pop("texts_utf8").tobytes()
+            off = data.pop("texts_offsets")
+            texts = [blob[off[i]:off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]
+        return cls(layers=meta["layers"], d_mlp=meta["d_mlp"], k=meta["k"], n_texts=meta["n_texts"],
+                   n_tokens=meta["n_tokens"], gated=meta["gated"], arrays=data,
+                   model_name=meta.get("model_name"), max_length=meta.get("max_length"), texts=texts,
+                   n_model_layers=meta.get("n_model_layers"))
+
+
+# ---- direct effect on the output ---------------------------------------------------------------
+def neuron_output_logits(lm, layer: int, neurons=None) -> torch.Tensor:
+    """Direct effect of neurons' output rows on the logits, through the final norm and unembedding.
+
+    For neuron ``j`` of ``layer`` the write direction is column ``j`` of the MLP output weights
+    (``W_out``, shape (d_model, d_mlp)). Its effect is ``unembed(norm(w)) - unembed(norm(0))``:
+    the final norm (which rescales ``w`` to unit RMS, centres it for LayerNorm, and applies its
+    gain) then the unembedding, without the norm's bias or the LM head's bias (which do not depend
+    on the neuron). Values are logits per unit-RMS write; their ranking is what matters.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+    layer : int
+    neurons : int or sequence of int, optional (default: all neurons of the layer)
+
+    Returns
+    -------
+    torch.Tensor
+        float32 on CPU, shape (n_neurons, vocab_size).
+    """
+    layer = lm.adapter.check_layer(layer)
+    W = lm.adapter.W_out(layer)  # (d_model, d_mlp)
+    if neurons is None:
+        idx = list(range(W.shape[1]))
+    else:
+        idx = [neurons] if isinstance(neurons, (int, np.integer)) else list(neurons)
+        for n in idx:
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool):
+                raise TypeError(f"neuron must be an integer, got {n!r}")
+            if not 0 <= n < W.shape[1]:
+                raise IndexError(f"neuron {n} is out of range: layer {layer} has {W.shape[1]} neurons (0..{W.shape[1] - 1})")
+    with torch.inference_mode():
+        cols = W[:, idx].T.float()  # (n, d_model)
+        base = lm.unembed(torch.zeros(1, W.shape[0]))
+        return (lm.unembed(cols).float() - base.float()).cpu()
+
+
+def neuron_logit_effect(lm, layer: int, neuron: int, k: int = 10) -> dict:
+    """The tokens a neuron's output row promotes and suppresses most (direct effect on logits).
+
+    See :func:`neuron_output_logits` for how the effect is computed.
+
+    Parameters
+    ----------
+    lm : LoadedModel (a causal LM: encoders have no unembedding)
+    layer, neuron : int
+    k : tokens in each list.
+
+    Returns
+    -------
+    dict
+        ``layer``, ``neuron``, ``promoted`` (list of ``(token_string, token_id, logit)``, highest
+        first) and ``suppressed`` (same, lowest first).
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    logits = neuron_output_logits(lm, layer, [neuron])[0]
+    k = min(k, logits.shape[0])
+    hi = torch.topk(logits, k)
+    lo = torch.topk(-logits, k)
+    out = {"layer": int(lm.adapter.check_layer(layer)), "neuron": int(neuron)}
+    for name, ids, vals in (("promoted", hi.indices, hi.values), ("suppressed", lo.indices, -lo.values)):
+        ids = ids.tolist()
+        out[name] = [(s, i, float(v)) for s, i, v in zip(lm.token_str(ids), ids, vals.tolist())]
+    return out
