@@ -138,7 +138,7 @@ function draw(ctx) {
       h("span", {}, by === "layer" ? "layer 0" : fmt(lo)),
       h("span", { class: "mri-hm-bar", style: { background: `linear-gradient(to right, ${stops})` } }),
       h("span", {}, by === "layer" ? `layer ${data.n_layers - 1}` : fmt(hi)),
-      h("span", {}, ` · ${n} heads, ${data.n_examples} examples · drag to pick, shift-drag to add, click for the pattern`));
+      h("span", {}, ` · ${n} heads, ${data.n_examples} examples`));
   };
   recolor();
 
@@ -204,7 +204,9 @@ function draw(ctx) {
     h("div", { class: "mri-toolbar" }, h("label", {}, "example ", exSel)), patTitle, patBody);
   st.patTitle = patTitle; st.patBody = patBody; st.exSel = exSel;
 
-  root.appendChild(h("div", { class: "mri-hm-row" }, h("div", {}, scatter, legend), panel));
+  const help = h("div", { class: "mri-muted" }, "drag to pick heads (shift adds) · click a head for its pattern");
+  root.appendChild(h("div", { class: "mri-hm-row" },
+    h("div", { class: "mri-hm-left", style: { width: `${SIZE + 2}px` } }, scatter, legend, help), panel));
 
   // ---- model listeners (replaced on every draw) --------------------------------------------
   if (st.off) st.off();
