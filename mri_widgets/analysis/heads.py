@@ -118,23 +118,33 @@ def pairwise_head_js(attn, *, eps: float = JS_SMOOTHING, max_elements: int = 1 <
     Notes
     -----
     Uses ``JS(p, q) = (sum p log p + sum q log q) / 2 - sum m log m`` elementwise, which is exactly
-    zero for identical rows in floating point, and only computes the upper triangle.
+    zero for identical rows in floating point, and only computes the upper triangle. Entries that
+    are zero in every head (a causal model's future keys) are skipped: after smoothing they are
+    equal in both heads of any pair and add nothing.
     """
     a = torch.as_tensor(attn)
     if a.dim() != 3 or a.shape[1] != a.shape[2]:
         raise HeadAnalysisError(f"attn must have shape (n_heads, n, n), got {tuple(a.shape)}")
-    p = smooth_attention(a.to(dtype), eps)
+    if not 0 <= eps < 1:
+        raise HeadAnalysisError(f"eps must be in [0, 1), got {eps!r}")
+    nh, n = a.shape[0], a.shape[1]
+    a = a.to(dtype).reshape(nh, n * n)
+    # entries that are zero in every head (future keys of a causal model) are equal after
+    # smoothing in every pair, so they add exactly 0: keep the other columns only
+    keep = (a != 0).any(0)
+    if not bool(keep.all()):
+        a = a[:, keep]
+    p = eps / n + (1 - eps) * a if eps else a
     plogp = _xlogx(p)
-    nh, n = p.shape[0], p.shape[1]
     out = torch.zeros(nh, nh, dtype=dtype, device=p.device)
-    per_head = max(1, nh * n * n)
+    per_head = max(1, nh * p.shape[1])
     chunk = max(1, int(max_elements) // per_head)
     for a0 in range(0, nh, chunk):
         a1 = min(nh, a0 + chunk)
         pa, pb = p[a0:a1, None], p[None, a0:]
         m = (pa + pb) * 0.5
         t = (plogp[a0:a1, None] + plogp[None, a0:]) * 0.5 - _xlogx(m)
-        block = t.sum(dim=(-1, -2)).clamp_min_(0)  # (a1 - a0, nh - a0)
+        block = t.sum(dim=-1).clamp_min_(0)  # (a1 - a0, nh - a0)
         out[a0:a1, a0:] = block
         out[a0:, a0:a1] = block.T
     out.fill_diagonal_(0)
