@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mri_widgets.analysis.memory import NeuronMemoryError, neuron_memory, value_logits
+from mri_widgets.analysis.memory import NeuronMemoryError, neuron_memory
+from mri_widgets.analysis.neurons import NeuronScan
 from mri_widgets.testing import SAMPLE_TEXTS, tiny_model
 
 
@@ -44,8 +45,6 @@ def test_values_match_hand_computation(tiny, arch):
     lm = tiny(arch)
     layer, neuron = 1, 5
     ref = reference_logits(lm, layer, neuron)
-    got = value_logits(lm, layer, neuron)
-    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
     m = neuron_memory(lm, layer, neuron, k=5)
     order = torch.argsort(ref, descending=True)
     assert [t for t, _ in m["promotes"]] == lm.token_str(order[:5].tolist())
@@ -58,14 +57,17 @@ def test_values_match_hand_computation(tiny, arch):
 
 def test_values_ignore_the_final_norm_bias():
     lm = tiny_model("gpt2")  # fresh: we edit the final norm
-    before = value_logits(lm, 0, 1)
+    before = neuron_memory(lm, 0, 1, k=20)
     with torch.no_grad():
         lm.adapter.final_norm.bias.normal_(0, 3.0)  # a bias shifts every neuron's logits alike
-    after = value_logits(lm, 0, 1)
-    torch.testing.assert_close(after, before)
-    # ... while unembedding the row with the bias would change it
+    after = neuron_memory(lm, 0, 1, k=20)
+    for key in ("promotes", "suppresses"):
+        assert [t for t, _ in after[key]] == [t for t, _ in before[key]]
+        np.testing.assert_allclose([v for _, v in after[key]], [v for _, v in before[key]], atol=1e-4)
+    # ... while unembedding the row with the bias would rank tokens differently
     w = lm.adapter.W_out(0)[:, 1]
-    assert not torch.allclose(lm.unembed(w[None])[0].float(), before, atol=1e-2)
+    naive = torch.topk(lm.unembed(w[None])[0].float(), 20).indices.tolist()
+    assert lm.token_str(naive) != [t for t, _ in before["promotes"]]
 
 
 def test_keys_from_a_scan(tiny):
@@ -83,6 +85,25 @@ def test_keys_from_a_scan(tiny):
     # long prefixes keep the last `context` tokens
     m = neuron_memory(lm, 2, 7, scan=FakeScan([(1.0, 0, 6)]), texts=texts, context=3)
     assert m["keys"][0]["prefix"] == "…" + "".join(lm.token_str(ids[0][4:7]))
+
+
+def test_keys_from_a_real_neuron_scan(tiny):
+    lm = tiny("gpt2")
+    texts = SAMPLE_TEXTS
+    scan = NeuronScan.run(lm, texts, k=4, layers=[1])
+    m = neuron_memory(lm, 1, 3, scan=scan, k=3)
+    acts = lm.capture(texts, ("mlp",), layers=[1])
+    a = acts["mlp"][:, 0, :, 3].masked_fill(~acts.mask, -np.inf)  # (texts, seq)
+    best = a.max(1)
+    order = torch.argsort(best.values, descending=True)[:3].tolist()
+    assert [k["text_index"] for k in m["keys"]] == order
+    for key in m["keys"]:
+        i = key["text_index"]
+        assert key["position"] == int(best.indices[i])
+        assert key["value"] == pytest.approx(float(best.values[i]), abs=1e-4)
+    assert m["stats"]["max"] == pytest.approx(m["keys"][0]["value"], abs=1e-5)
+    with pytest.raises(ValueError, match="not scanned"):
+        neuron_memory(lm, 0, 3, scan=scan)
 
 
 def test_errors(tiny):

@@ -3,7 +3,6 @@
 import re
 
 import networkx as nx
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

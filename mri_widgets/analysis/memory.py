@@ -11,39 +11,14 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
-__all__ = ["neuron_memory", "value_logits"]
+from .neurons import neuron_logit_effect
+
+__all__ = ["neuron_memory"]
 
 
 class NeuronMemoryError(ValueError):
     """Bad input to the key-value memory analysis."""
-
-
-def value_logits(model, layer: int, neuron: int) -> torch.Tensor:
-    """Logits of a neuron's output row through the final norm and the unembedding.
-
-    ``unembed(w) - unembed(0)`` where ``w`` is the neuron's output row (column ``neuron`` of
-    the MLP output projection): the logit change the neuron's direction makes on its own. For a
-    LayerNorm this centres and rescales ``w``, applies the norm weight and drops the norm bias and
-    any unembedding bias (they do not depend on the neuron); for an RMSNorm it is
-    ``W_U (g * w / rms(w))``. Rankings equal those of ``W_U (g * w)``; the scale puts every
-    neuron's row at unit RMS, so values are comparable across neurons.
-
-    Returns
-    -------
-    (vocab,) float32 CPU tensor. A negative activation flips the signs.
-    """
-    lm = _loaded(model)
-    lm.adapter.check_layer(layer)
-    d_mlp = lm.d_mlp
-    if not isinstance(neuron, (int, np.integer)) or not 0 <= neuron < d_mlp:
-        raise IndexError(f"neuron {neuron!r} out of range: layer {layer} has {d_mlp} neurons (0..{d_mlp - 1})")
-    with torch.inference_mode():
-        w = lm.adapter.W_out(layer)[:, int(neuron)]
-        x = torch.stack([w, torch.zeros_like(w)])
-        logits = lm.unembed(x)
-        return (logits[0] - logits[1]).float().cpu()
 
 
 def neuron_memory(model, layer: int, neuron: int, scan=None, k: int = 10, *,
@@ -64,12 +39,16 @@ def neuron_memory(model, layer: int, neuron: int, scan=None, k: int = 10, *,
     -------
     dict with
         ``promotes`` : list of ``(token, logit)``, the ``k`` tokens whose logits the neuron's output
-        row raises most (see :func:`value_logits`), largest first;
+        row raises most, largest first: ``unembed(w) - unembed(0)`` for the output row ``w``, i.e.
+        through the final norm (rescaled to unit RMS, centred for LayerNorm, with its gain) and the
+        unembedding, without the biases (:func:`mri_widgets.analysis.neurons.neuron_output_logits`);
+        a negative activation swaps the roles of the two lists;
         ``suppresses`` : the ``k`` tokens it lowers most, most negative first;
         ``keys`` : list of dicts ``{"value", "text_index", "position", "token", "prefix", "text"}``
         (empty without a scan): where the neuron fires most, ``prefix`` being the text up to and
         including the firing token (its last ``context`` tokens);
-        ``layer``, ``neuron``.
+        ``layer``, ``neuron``; with a scan that has them, ``stats`` (``scan.stats(layer, neuron)``:
+        max, mean, frequency of firing ...).
 
     Examples
     --------
@@ -78,21 +57,18 @@ def neuron_memory(model, layer: int, neuron: int, scan=None, k: int = 10, *,
     [(' Paris', 0.71), ...]
     """
     lm = _loaded(model)
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise NeuronMemoryError(f"k must be a positive integer, got {k!r}")
-    logits = _logit_effect(lm, layer, neuron)
-    kk = min(int(k), logits.shape[0])
-    top = torch.topk(logits, kk)
-    bottom = torch.topk(-logits, kk)
-    promotes = list(zip(lm.token_str(top.indices.tolist()), [float(v) for v in top.values]))
-    suppresses = list(zip(lm.token_str(bottom.indices.tolist()), [float(-v) for v in bottom.values]))
-    keys = [] if scan is None else _keys(lm, scan, layer, neuron, kk, texts, context)
-    return {"layer": int(layer), "neuron": int(neuron), "promotes": promotes, "suppresses": suppresses, "keys": keys}
-
-
-def _logit_effect(lm, layer, neuron) -> torch.Tensor:
-    """The neuron's vocabulary logits; reuses analysis.neurons.neuron_logit_effect when present."""
-    return value_logits(lm, layer, neuron)
+    effect = neuron_logit_effect(lm, layer, neuron, k=int(k))
+    promotes = [(tok, logit) for tok, _, logit in effect["promoted"]]
+    suppresses = [(tok, logit) for tok, _, logit in effect["suppressed"]]
+    out = {"layer": effect["layer"], "neuron": int(neuron), "promotes": promotes, "suppresses": suppresses,
+           "keys": []}
+    if scan is not None:
+        out["keys"] = _keys(lm, scan, layer, neuron, int(k), texts, context)
+        if hasattr(scan, "stats"):
+            out["stats"] = scan.stats(layer, neuron)
+    return out
 
 
 def _keys(lm, scan, layer, neuron, k, texts, context) -> list:

@@ -33,7 +33,7 @@ import re
 import warnings
 import weakref
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 import networkx as nx
 import torch
@@ -379,16 +379,19 @@ def _graph_from_fx(gm, runner: _FxRunner, args, kwargs, method: str, root: nn.Mo
     return G
 
 
-def _kept_ancestors(node, kept, _memo=None):
+def _kept_ancestors(node, kept, memo=None):
     """Kept nodes reached from ``node`` going upstream through dropped (non-tensor) nodes."""
     if node.name in kept:
         return [node.name]
-    out = []
-    for src in node.all_input_nodes:
-        if src.op == "get_attr":
-            continue
-        out.extend(_kept_ancestors(src, kept))
-    return out
+    memo = {} if memo is None else memo
+    if node.name not in memo:
+        memo[node.name] = []  # guards against revisiting
+        out = []
+        for src in node.all_input_nodes:
+            if src.op != "get_attr":
+                out.extend(_kept_ancestors(src, kept, memo))
+        memo[node.name] = list(dict.fromkeys(out))
+    return memo[node.name]
 
 
 def _trace_fx(module, args, kwargs) -> TraceGraph:
