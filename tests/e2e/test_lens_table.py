@@ -95,3 +95,55 @@ def test_lens_table_image_patches(jupyter_server, page):
     wait_for_python(jupyter_server, IMG_NB, "(w.selection.layer, w.selection.position)", (best, 6))
     save_screenshot(page, "lens_table_image")
     assert list(page.console_errors) == []
+
+
+BIG_NB = "lens_big.ipynb"
+BIG_CELLS = [
+    "import numpy as np\n"
+    "import mri_widgets as mw\n"
+    "from mri_widgets.analysis.lens import LensResult\n"
+    "L, S, k = 33, 512, 5\n"
+    "rng = np.random.default_rng(0)\n"
+    "ids = rng.integers(0, 1000, (L, S, k))\n"
+    "tops = np.vectorize(lambda i: f' w{i}', otypes=[object])(ids)\n"
+    "probs = np.sort(rng.random((L, S, k)).astype(np.float32) / 5, -1)[..., ::-1].copy()\n"
+    "res = LensResult(prompt='synthetic', tokens=[f' tok{i}' for i in range(S)], input_ids=np.arange(S),\n"
+    "                 layer_names=['emb'] + [str(i) for i in range(1, L)], top_ids=ids, top_tokens=tops,\n"
+    "                 top_probs=probs, entropy=rng.random((L, S)).astype(np.float32),\n"
+    "                 target_ids=ids[-1, :, 0], target_tokens=list(tops[-1, :, 0]), target_probs=probs[..., 0],\n"
+    "                 target_ranks=np.zeros((L, S), np.int64), vocab_size=1000, model_name='synthetic')\n"
+    "w = mw.LensTable.from_result(res)\n"
+    "w",
+]
+
+
+def test_lens_table_512_by_33_renders_what_is_visible(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, BIG_NB, BIG_CELLS)
+    open_notebook(page, jupyter_server, BIG_NB)
+    run_all(page)
+    wait_for_view(page, ".mri-lens_table .mri-lens-cell")
+    count = lambda: page.locator(".mri-lens_table .mri-lens-cell").count()
+    assert 50 < count() < 1500, count()  # not 512 * 33 = 16,896
+    # scroll through the whole table: every step paints only the visible window
+    ms = page.evaluate("""async () => {
+        const body = document.querySelector('.mri-lens_table .mri-lens-body');
+        const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+        const t0 = performance.now();
+        for (let i = 1; i <= 40; i++) { body.scrollTop = (body.scrollHeight * i) / 40; body.scrollLeft = (body.scrollWidth * i) / 40; await frame(); }
+        await frame();
+        return (performance.now() - t0) / 40;
+    }""")
+    idle = page.evaluate("""async () => {
+        const frame = () => new Promise((r) => requestAnimationFrame(() => r()));
+        const t0 = performance.now();
+        for (let i = 0; i < 40; i++) await frame();
+        return (performance.now() - t0) / 40;
+    }""")
+    print(f"mean frame while scrolling 512 x 33: {ms:.1f} ms (idle frames: {idle:.1f} ms)")
+    page.wait_for_function("() => !!document.querySelector(\".mri-lens-cell[data-pos='511'][data-layer='32']\")")
+    assert count() < 1500
+    # the headers stayed in view and follow the scroll
+    expect(page.locator(".mri-lens_table .mri-lens-rowhead")).to_contain_text("tok511")
+    expect(page.locator(".mri-lens_table .mri-lens-colhead")).to_contain_text("32")
+    save_screenshot(page, "lens_table_big")
+    assert list(page.console_errors) == []

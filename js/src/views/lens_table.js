@@ -15,6 +15,8 @@ export const CELL_H = 20;
 export const ROW_HEAD_W = 140;
 export const COL_HEAD_H = 22;
 export const OVERSCAN = 3;
+const ROW_OVERSCAN = 6;
+const COL_OVERSCAN = 2;
 const IMG_SIZE = 280;
 
 // ------------------------------------------------------------------------------ pure logic
@@ -121,12 +123,12 @@ const CSS = `
 .mri-lens_table .mri-lens-colhead { top: 0; right: 0; border-bottom: 1px solid var(--mri-border); }
 .mri-lens_table .mri-lens-rowhead { left: 0; bottom: 0; border-right: 1px solid var(--mri-border); }
 .mri-lens_table .mri-lens-body { position: absolute; right: 0; bottom: 0; overflow: auto; outline: none; }
-.mri-lens_table .mri-lens-sizer { position: relative; }
+.mri-lens_table .mri-lens-sizer { position: relative; contain: layout paint style; }
 .mri-lens_table .mri-lens-inner { position: relative; }
 .mri-lens_table .mri-lens-h { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; }
 .mri-lens_table .mri-lens-h .mri-lens-idx { color: var(--mri-muted); font-family: var(--jp-ui-font-family, sans-serif); margin-right: 4px; }
 .mri-lens_table .mri-lens-h.mri-lens-hi { background: #fff3c4; color: #111; }
-.mri-lens_table .mri-lens-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid rgba(128,128,128,0.15); border-bottom: 1px solid rgba(128,128,128,0.15); }
+.mri-lens_table .mri-lens-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid rgba(128,128,128,0.15); border-bottom: 1px solid rgba(128,128,128,0.15); contain: strict; }
 .mri-lens_table .mri-lens-cell.mri-lens-best::after { content: ""; position: absolute; right: 2px; top: 2px; width: 5px; height: 5px; border-radius: 50%; background: var(--mri-accent); }
 .mri-lens_table .mri-lens-cell.mri-lens-rowhi { box-shadow: inset 0 2px 0 #f0b400, inset 0 -2px 0 #f0b400; }
 .mri-lens_table .mri-lens-cell.mri-lens-pinned { outline: 2px solid var(--mri-accent); outline-offset: -2px; z-index: 1; }
@@ -278,16 +280,19 @@ function buildTable(ctx) {
     return [data.layer_names[i]];
   };
 
+  // cell elements are reused from paint to paint; only the visible window (plus overscan) exists
+  const pool = [];
+  let drawn = null;
   function paint() {
     const metric = model.get("metric") || "prob";
     const st = body.scrollTop, sl = body.scrollLeft;
-    const rr = visibleRange(st, viewH(), CELL_H, rows);
-    const cc = visibleRange(sl, viewW(), CELL_W, cols);
+    const rr = visibleRange(st, viewH(), CELL_H, rows, ROW_OVERSCAN);
+    const cc = visibleRange(sl, viewW(), CELL_W, cols, COL_OVERSCAN);
     const pinned = state.pinned;
     const hiPos = state.hiPos;
     const selPos = state.selRow;
     const selLayer = state.selCol;
-    const cells = [];
+    let n = 0;
     for (let r = rr.start; r < rr.end; r++) {
       for (let c = cc.start; c < cc.end; c++) {
         const { layer, pos } = cellToLP(r, c, T);
@@ -297,14 +302,24 @@ function buildTable(ctx) {
         if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
         if (pinned && pinned.layer === layer && pinned.pos === pos) cls += " mri-lens-pinned";
         if (pos === hiPos || (!pinned && selPos === pos)) cls += " mri-lens-rowhi";
-        const tok = vocabStr(data, at(data.top_idx, layer, pos, 0));
-        cells.push(h("div", {
-          class: cls, role: "gridcell", "data-layer": layer, "data-pos": pos,
-          style: { left: `${c * CELL_W}px`, top: `${r * CELL_H}px`, width: `${CELL_W}px`, height: `${CELL_H}px`, background: bg, color: textOn(bg) },
-        }, showToken(tok)));
+        let el = pool[n];
+        if (!el) {
+          el = h("div", { role: "gridcell", style: { width: `${CELL_W}px`, height: `${CELL_H}px` } });
+          pool.push(el);
+        }
+        el.className = cls;
+        el.dataset.layer = layer;
+        el.dataset.pos = pos;
+        el.style.left = `${c * CELL_W}px`;
+        el.style.top = `${r * CELL_H}px`;
+        el.style.background = bg;
+        el.style.color = textOn(bg);
+        el.textContent = showToken(vocabStr(data, at(data.top_idx, layer, pos, 0)));
+        if (el.parentNode !== sizer) sizer.appendChild(el);
+        n++;
       }
     }
-    sizer.replaceChildren(...cells);
+    for (let i = n; i < pool.length; i++) if (pool[i].parentNode) pool[i].remove();
     const heads = [];
     for (let c = cc.start; c < cc.end; c++) {
       const isLayerCol = !T;
@@ -323,6 +338,15 @@ function buildTable(ctx) {
     rowInner.replaceChildren(...rheads);
     colHead.scrollLeft = sl;
     rowHead.scrollTop = st;
+    drawn = { rr, cc };
+  }
+
+  /** True when the cells painted last time still cover the viewport (scrolling inside the overscan). */
+  function covered() {
+    if (!drawn) return false;
+    const r = visibleRange(body.scrollTop, viewH(), CELL_H, rows, 0);
+    const c = visibleRange(body.scrollLeft, viewW(), CELL_W, cols, 0);
+    return r.start >= drawn.rr.start && r.end <= drawn.rr.end && c.start >= drawn.cc.start && c.end <= drawn.cc.end;
   }
 
   let queued = false;
@@ -330,7 +354,7 @@ function buildTable(ctx) {
   body.addEventListener("scroll", () => {
     colHead.scrollLeft = body.scrollLeft;
     rowHead.scrollTop = body.scrollTop;
-    if (queued) return;
+    if (queued || covered()) return;
     queued = true;
     raf(() => { queued = false; paint(); });
   });
