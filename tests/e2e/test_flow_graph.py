@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .harness import (
     ARTIFACTS_DIR,
     kernel_eval,
@@ -99,4 +101,41 @@ def test_flow_graph_click_head_and_neuron_sets_selection(jupyter_server, page):
     page.mouse.move(5, 5)
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     page.locator(".mri-graph_view").screenshot(path=str(ARTIFACTS_DIR / "flow_graph.png"))
+    assert list(page.console_errors) == []
+
+
+_BUNDLE = __import__("pathlib").Path(__file__).resolve().parents[2] / "mri_widgets" / "static" / "graph_view.js"
+
+
+@pytest.mark.skipif("mri-controls" not in _BUNDLE.read_text(encoding="utf-8"),
+                    reason="GraphView has no data.controls toolbar yet (requested from its owner)")
+def test_flow_graph_toolbar_changes_position_target_layers(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, "flow_toolbar.ipynb", CELLS)
+    open_notebook(page, jupyter_server, "flow_toolbar.ipynb")
+    run_all(page)
+    wait_for_view(page, ".mri-graph_view .mri-controls select.mri-control-position")
+    nb = "flow_toolbar.ipynb"
+    # position: a select of the prompt's tokens
+    page.locator(".mri-graph_view select.mri-control-position").select_option(label="2 ' of'")
+    wait_for_python(jupyter_server, nb, "(w.position, w.graph.graph['position'])", (2, 2))
+    page.wait_for_function("() => document.querySelector('.mri-graph_view .mri-title').textContent.includes('position 2')")
+    # target: a token typed in
+    page.locator(".mri-graph_view input.mri-control-target").fill(" capital")
+    page.locator(".mri-graph_view input.mri-control-target").press("Enter")
+    wait_for_python(jupyter_server, nb, "w.graph.graph['target']", " capital")
+    page.wait_for_function("() => document.querySelector('.mri-graph_view .mri-title').textContent.includes(\"rank of ' capital'\")")
+    assert page.locator(".mri-graph_view input.mri-control-target").input_value() == " capital"
+    # layers: a range typed in
+    page.locator(".mri-graph_view input.mri-control-layers").fill("0-2")
+    page.locator(".mri-graph_view input.mri-control-layers").press("Enter")
+    wait_for_python(jupyter_server, nb, "w.graph.graph['layers']", [0, 1, 2])
+    n = int(kernel_eval(jupyter_server, nb, "len(w.nodes)"))
+    page.wait_for_function(f"() => {CY}.nodes('.node').length === {n}")
+    assert page.locator(".mri-graph_view input.mri-control-layers").input_value() == "0-2"
+    # a bad target shows the error in the view and keeps the graph
+    page.locator(".mri-graph_view input.mri-control-target").fill(" capital city")
+    page.locator(".mri-graph_view input.mri-control-target").press("Enter")
+    page.wait_for_function("() => document.querySelector('.mri-graph_view .mri-notice')"
+                           " && document.querySelector('.mri-graph_view .mri-notice').textContent.includes('not one')")
+    assert kernel_eval(jupyter_server, nb, "w.graph.graph['target']") == "' capital'"
     assert list(page.console_errors) == []
