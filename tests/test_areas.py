@@ -176,6 +176,18 @@ def test_compare_labels_table(areas, corpus):
     assert list(areas.compare_labels(["fear", "joy"]).columns) == ["fear", "joy"]
 
 
+def test_with_options_reuses_the_pooled_vectors(gpt2, corpus, areas):
+    nd = areas.with_options(n_components=3, threshold=0.2)
+    assert nd.pooled is areas.pooled and nd.mode == "nd" and areas.mode == "2d"
+    fresh = ActivationAreas(gpt2, corpus, n_components=3, threshold=0.2, grid=4, batch_size=5, progress=False)
+    np.testing.assert_allclose(nd.coords, fresh.coords, atol=1e-4)
+    assert set(nd.graph().edges) == set(fresh.graph().edges)
+    coarse = areas.with_options(grid=2)
+    assert coarse.grid(1).shape == (2, 2) and coarse.grid(1).sum() == len(corpus)
+    with pytest.raises(ValueError, match="grid"):
+        areas.with_options(grid=0)
+
+
 def test_layer_subset_and_mlp_site(gpt2, corpus):
     a = ActivationAreas(gpt2, corpus, layers=[0, 2], grid=3, progress=False)
     assert a.layer_ids == [0, 2] and a.layers == ["embeddings", "layer 2"]

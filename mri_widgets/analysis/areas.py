@@ -8,7 +8,8 @@ vectors (n_docs, n_layers, d) are kept, never the per-token activations.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import importlib.util
+from typing import Optional
 
 import networkx as nx
 import numpy as np
@@ -58,6 +59,16 @@ def _check_choice(value, choices, what: str, hint: str = "") -> str:
     if not isinstance(value, str) or value.lower() not in choices:
         raise ValueError(f"unknown {what} {value!r}; choose one of {choices}{hint}")
     return value.lower()
+
+
+def _check_fit_args(reduction, grid, n_components) -> None:
+    if _check_choice(reduction, REDUCTIONS, "reduction") == "umap" and importlib.util.find_spec("umap") is None:
+        raise ImportError("reduction='umap' needs the optional package umap-learn: pip install umap-learn "
+                          "(or use reduction='pca')")
+    if not isinstance(grid, (int, np.integer)) or isinstance(grid, bool) or grid < 1:
+        raise ValueError(f"grid must be a positive integer (bins per axis), got {grid!r}")
+    if not isinstance(n_components, (int, np.integer)) or isinstance(n_components, bool) or n_components < 2:
+        raise ValueError(f"n_components must be an integer >= 2 (2 = regions, more = N-D mode), got {n_components!r}")
 
 
 class ActivationAreas:
@@ -116,20 +127,11 @@ class ActivationAreas:
             raise TypeError(f"model must be a LoadedModel from mri_widgets.load(), got {type(model).__name__}")
         self.site = _check_choice(site, AREA_SITES, "site")
         self.pool = _check_choice(pool, POOLS, "pool")
-        self.reduction = _check_choice(reduction, REDUCTIONS, "reduction")
-        if not isinstance(grid, (int, np.integer)) or isinstance(grid, bool) or grid < 1:
-            raise ValueError(f"grid must be a positive integer (bins per axis), got {grid!r}")
-        if not isinstance(n_components, (int, np.integer)) or isinstance(n_components, bool) or n_components < 2:
-            raise ValueError(f"n_components must be an integer >= 2 (2 = regions, more = N-D mode), got {n_components!r}")
+        _check_fit_args(reduction, grid, n_components)
         if len(corpus) < 3:
             raise ValueError(f"the corpus has {len(corpus)} texts; regions need at least 3")
         self.model = model
         self.corpus = corpus
-        self.grid_size = int(grid)
-        self.n_components = int(n_components)
-        self.seed = int(seed)
-        self.threshold = float(threshold)
-        self.mode = "2d" if self.n_components == 2 else "nd"
 
         n_docs = len(corpus)
         store: dict = {}
@@ -145,20 +147,51 @@ class ActivationAreas:
                       reducer=reducer, layers=layers, progress=progress)
         self.pooled: np.ndarray = store["x"]
         self.layer_ids: list[int] = [int(l) for l in store["layers"]]
+        self._fit(reduction, grid, n_components, seed, threshold, progress)
+
+    def _fit(self, reduction, grid, n_components, seed, threshold, progress=None) -> None:
+        """Reduce every layer's pooled vectors and bin them into regions."""
+        from tqdm.auto import tqdm
+
+        self.reduction = _check_choice(reduction, REDUCTIONS, "reduction")
+        self.grid_size = int(grid)
+        self.n_components = int(n_components)
+        self.seed = int(seed)
+        self.threshold = float(threshold)
+        self.mode = "2d" if self.n_components == 2 else "nd"
         self._pos = {l: i for i, l in enumerate(self.layer_ids)}
         if self.site == "resid":
             self.layers = ["embeddings" if l == 0 else f"layer {l}" for l in self.layer_ids]
         else:
             self.layers = [f"{self.site} {l}" for l in self.layer_ids]
-
-        from tqdm.auto import tqdm
-
         coords = []
         show = progress if progress is not None else len(self.layer_ids) > 8
         for i in tqdm(range(len(self.layer_ids)), desc="reduce", disable=not show, leave=False):
             coords.append(reduce(self.pooled[:, i, :], self.reduction, self.n_components, self.seed))
         self.coords: np.ndarray = np.stack(coords)
         self.region_ids: np.ndarray = np.stack([bin_regions(c[:, :2], self.grid_size) for c in self.coords])
+
+    def with_options(self, *, reduction: Optional[str] = None, grid: Optional[int] = None,
+                     n_components: Optional[int] = None, seed: Optional[int] = None,
+                     threshold: Optional[float] = None, progress: Optional[bool] = None) -> "ActivationAreas":
+        """The same pooled vectors reduced and binned differently, without running the model again.
+
+        Examples
+        --------
+        >>> nd = areas.with_options(n_components=4)     # N-D mode (correlation graph)
+        >>> coarse = areas.with_options(grid=5)
+        """
+        new = object.__new__(type(self))
+        new.model, new.corpus, new.site, new.pool = self.model, self.corpus, self.site, self.pool
+        new.pooled, new.layer_ids = self.pooled, list(self.layer_ids)
+        args = dict(reduction=self.reduction if reduction is None else reduction,
+                    grid=self.grid_size if grid is None else grid,
+                    n_components=self.n_components if n_components is None else n_components,
+                    seed=self.seed if seed is None else seed,
+                    threshold=self.threshold if threshold is None else threshold)
+        _check_fit_args(args["reduction"], args["grid"], args["n_components"])
+        new._fit(**args, progress=progress)
+        return new
 
     # ---- lookups -----------------------------------------------------------------------------
     def __repr__(self) -> str:

@@ -45,7 +45,7 @@ function nodeTip(ctx, i) {
   const hl = ctx.state.hl;
   if (hl && hl.nodes && hl.node_weight) {
     const r = Array.from(hl.nodes.data).indexOf(i);
-    if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected: ${fmtWeight(hl.node_weight.data[r])}`));
+    if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected ${data.weight_name || ""}: ${fmtWeight(hl.node_weight.data[r])}`));
   }
   return out;
 }
@@ -61,7 +61,7 @@ function edgeTip(ctx, j) {
   const hl = ctx.state.hl;
   if (hl && hl.edges && hl.edge_weight) {
     const r = Array.from(hl.edges.data).indexOf(j);
-    if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected: ${fmtWeight(hl.edge_weight.data[r])}`));
+    if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected ${data.weight_name || ""}: ${fmtWeight(hl.edge_weight.data[r])}`));
   }
   return out;
 }
@@ -157,13 +157,17 @@ function draw(ctx) {
     minInput.value = mw;
     minText.textContent = fmtWeight(mw);
     topInput.value = k;
+    const t0 = performance.now();
     graph.applyFilters(mw, k);
+    root.dataset.filterMs = (performance.now() - t0).toFixed(1);
     updateStatus();
   };
   const applyHighlight = () => {
     const hl = decodeTree(model.get("highlight") || {});
     ctx.state.hl = hl;
+    const t0 = performance.now();
     const r = graph.setHighlight(hl);
+    root.dataset.highlightMs = (performance.now() - t0).toFixed(1);
     root.dataset.highlightNodes = String(r.nodes);
     root.dataset.highlightEdges = String(r.edges);
     updateStatus();

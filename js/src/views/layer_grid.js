@@ -212,7 +212,7 @@ function showTip(ctx, tip, e, l, r, col, cache) {
     rpc(model, "region_examples", { layer: data.layer_ids[l], region: r, k: 3 }).then((ex) => {
       cache.set(key, Array.isArray(ex) ? ex : []);
       if (ctx.state.hover === key) tip.show(e.clientX, e.clientY, withExamples(cache.get(key)));
-    }).catch(() => {});
+    }).catch((err) => console.warn(`mri_widgets layer_grid: no examples (${err.message})`));
   }
 }
 
