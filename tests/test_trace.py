@@ -200,7 +200,12 @@ def test_graph_view_args_draw_in_graph_view(eager_gpt2):
     assert max(args["edges"]["source"] + args["edges"]["target"]) < n
     labels = args["nodes"]["label"]
     i0, i1 = labels.index("0 (GPT2Block)"), labels.index("1 (GPT2Block)")
-    assert args["nodes"]["y"][i0] < args["nodes"]["y"][i1]  # layered top to bottom
+    assert args["nodes"]["x"][i0] < args["nodes"]["x"][i1]  # execution order left to right
+    assert args["nodes"]["y"][i0] == args["nodes"]["y"][i1]  # the residual stream stays in its lane
+    tb = graph_view_args(G, collapse_depth=2, direction="TB")
+    assert tb["nodes"]["y"][i0] < tb["nodes"]["y"][i1]
+    pos = set(zip(args["nodes"]["x"], args["nodes"]["y"]))
+    assert len(pos) == n  # no two nodes on the same spot
     from mri_widgets.widgets.graph_view import GraphView
     view = GraphView(**args)
     assert view.data["x"].shape == (n,)
