@@ -176,3 +176,41 @@ describe("GraphView", () => {
     expect(cy.getElementById("n0").hasClass("hidden")).toBe(false);
   });
 });
+
+describe("GraphView controls", () => {
+  it("renders Python's controls and sets their traits", async () => {
+    const controls = [
+      { name: "position", label: "position", type: "select", value: 1, options: [[0, "0 'The'"], [1, "1 ' <b>cat</b>'"]] },
+      { name: "target", label: "target", type: "text", value: "", placeholder: "prediction" },
+      { name: "k", label: "k", type: "number", value: 3 },
+    ];
+    const { root, model } = await setup({ controls });
+    const sel = root.querySelector(".mri-controls select.mri-control-position");
+    expect(sel.value).toBe("1");
+    expect(sel.options[1].textContent).toBe("1 ' <b>cat</b>'");
+    sel.value = "0";
+    sel.dispatchEvent(new Event("change"));
+    expect(model.get("position")).toBe(0);
+    const text = root.querySelector("input.mri-control-target");
+    expect(text.placeholder).toBe("prediction");
+    text.value = " Paris";
+    text.dispatchEvent(new Event("change"));
+    expect(model.get("target")).toBe(" Paris");
+    text.value = " Rome";
+    const key = new KeyboardEvent("keydown", { key: "Enter", bubbles: true });
+    let leaked = false;
+    root.parentNode.addEventListener("keydown", () => { leaked = true; });
+    text.dispatchEvent(key);
+    expect(model.get("target")).toBe(" Rome");
+    expect(leaked).toBe(false); // notebook shortcuts never see keys typed in a control
+    const num = root.querySelector("input.mri-control-k");
+    num.value = "7";
+    num.dispatchEvent(new Event("change"));
+    expect(model.get("k")).toBe(7);
+    expect(root.querySelector("b")).toBe(null);
+  });
+  it("has no controls row without controls", async () => {
+    const { root } = await setup();
+    expect(root.querySelector(".mri-controls")).toBe(null);
+  });
+});

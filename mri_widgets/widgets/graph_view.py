@@ -188,6 +188,15 @@ class GraphView(MRIWidget):
         always shown.
     height : height of the drawing in px.
     selection : the shared :class:`Selection`.
+
+    Notes
+    -----
+    Subclasses can add a toolbar row by putting ``controls`` in the data (override
+    ``_encode``): a list of ``{"name", "label", "type", "value", "options", "placeholder"}``
+    where ``type`` is ``"select"`` (``options`` = ``[[value, text], ...]``), ``"text"`` or
+    ``"number"``; each control sets the synced trait ``name`` (a text field on Enter or blur),
+    so the subclass observes that trait and redraws. Elements get the class
+    ``mri-control-<name>``.
     """
 
     _view = "graph_view"
@@ -321,6 +330,7 @@ class GraphView(MRIWidget):
                 item["select"] = {kk: int(vv) for kk, vv in zip(k, v[0])}
             ann.append(item)
         out["annotations"] = ann
+        out["controls"] = []
         return out
 
     @classmethod

@@ -66,6 +66,39 @@ function edgeTip(ctx, j) {
   return out;
 }
 
+/**
+ * Controls asked for by Python (data.controls): each sets the synced trait `name`.
+ * {name, label, type: "select" | "text" | "number", value, options: [[value, label], ...], placeholder}
+ */
+function controls(ctx) {
+  const { data, model } = ctx;
+  const list = Array.isArray(data.controls) ? data.controls : [];
+  if (!list.length) return null;
+  const bar = h("div", { class: "mri-toolbar mri-controls" });
+  const send = (name, value) => { model.set(name, value); model.save_changes(); };
+  for (const c of list) {
+    const cls = `mri-control-${String(c.name).replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    let input;
+    if (c.type === "select") {
+      const opts = Array.isArray(c.options) ? c.options : [];
+      input = h("select", { class: cls, "aria-label": c.label || c.name,
+        onchange: (e) => { const o = opts[Number(e.target.value)]; if (o) send(c.name, o[0]); } },
+      ...opts.map((o, i) => h("option", { value: i, selected: o[0] === c.value }, String(o[1] ?? o[0]))));
+    } else {
+      const number = c.type === "number";
+      const commit = (e) => send(c.name, number ? Number(e.target.value) : e.target.value);
+      input = h("input", { type: number ? "number" : "text", class: cls, "aria-label": c.label || c.name,
+        placeholder: c.placeholder || null, value: c.value == null ? "" : String(c.value),
+        onchange: commit,
+        // Enter commits; keep the notebook's own shortcuts (Enter = edit cell) away from the field
+        onkeydown: (e) => { e.stopPropagation(); if (e.key === "Enter") commit(e); } });
+    }
+    bar.appendChild(h("label", {}, c.label || c.name));
+    bar.appendChild(input);
+  }
+  return bar;
+}
+
 function draw(ctx) {
   injectCss();
   const { data, root, model } = ctx;
@@ -73,6 +106,8 @@ function draw(ctx) {
   if (!data || !data.x) { root.appendChild(notice("No graph yet.")); return; }
   const m = data.source.data.length;
   if (data.title) root.appendChild(h("div", { class: "mri-title" }, data.title));
+  const ctl = controls(ctx);
+  if (ctl) root.appendChild(ctl);
 
   // toolbar: minimum weight, top-k, fit
   const maxW = (() => { let x = 0; for (const v of data.weight.data) x = Math.max(x, Math.abs(v)); return x; })();
