@@ -352,3 +352,97 @@ def test_demo_model_flow():
     assert G.graph["prediction_id"] == pred == lm.token_id(" Paris")
     assert G.nodes["L29/block_out"]["target_rank"] == 1
     assert len(_nodes(G, "query", 29)) == 9 and len(_nodes(G, "neuron_key", 29)) == 25
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("arch", ("gpt2", "llama", "gpt_neox"))
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+def test_flow_on_cuda_matches_cpu(arch, dtype):
+    from mri_widgets import load
+    from mri_widgets.testing import tiny_model
+    cpu = tiny_model(arch)
+    gpu = load(tiny_model(arch).model, cpu.tokenizer, device="cuda", dtype=dtype)
+    kw = dict(layers=[1, 2], top_heads=2, top_neurons=3, bottom_neurons=1)
+    Gc, Gg = flow_graph(cpu, PROMPT, **kw), flow_graph(gpu, PROMPT, **kw)
+    enc = gpu.encode(PROMPT)
+    with torch.inference_mode():
+        pred = int(gpu.model(**enc).logits[0, -1].argmax())
+    assert Gg.graph["prediction_id"] == pred
+    assert Gg.nodes["L2/block_out"]["top_ids"][0] == pred
+    tol = 1e-4 if dtype == torch.float32 else 0.1
+    for n in ("L1/attn_in", "L2/mlp_out", "L2/block_out"):
+        np.testing.assert_allclose(Gg.nodes[n]["vector"], Gc.nodes[n]["vector"], atol=tol, rtol=tol)
+    if dtype == torch.float32:
+        assert set(Gg) == set(Gc)
+        for n in Gc:
+            np.testing.assert_allclose(Gg.nodes[n]["vector"], Gc.nodes[n]["vector"], atol=1e-4, rtol=1e-3)
+
+
+# ---- the widget (Python side) ------------------------------------------------------------------------
+
+def test_flow_graph_widget_data_and_traits(tiny):
+    from mri_widgets import Selection
+    from mri_widgets.widgets.flow_graph import FlowGraph, rank_colors
+    lm = tiny("gpt2")
+    sel = Selection()
+    w = FlowGraph(lm, PROMPT, top_heads=2, top_neurons=3, bottom_neurons=1, selection=sel)
+    G, d = w.graph, w.data
+    assert w.layers == G.graph["layers"] == [1, 2] and w.position == -1 and w.target is None
+    assert len(w.nodes) == G.number_of_nodes() == d["x"].shape[0] and set(w.nodes) == set(G)
+    assert d["source"].shape[0] == G.number_of_edges()
+    assert (d["weight"] >= 0).all() and (d["weight"] <= 1).all()  # relative within each measure
+    # clicks: heads -> layer + head, neurons -> layer + neuron, residual stages -> layer
+    keys = d["select_keys"]
+    for i, n in enumerate(w.nodes):
+        a = G.nodes[n]
+        patch = {k: int(v) for k, v in zip(keys, d["select"][i]) if v != np.iinfo(np.int32).min}
+        if "head" in a:
+            assert patch == {"layer": a["layer"], "head": a["head"]}
+        elif "neuron" in a:
+            assert patch == {"layer": a["layer"], "neuron": a["neuron"]}
+        else:
+            assert patch == {"layer": a["layer"]}
+        assert f"rank {a['target_rank']}" in d["tooltip"][i] and a["top_tokens"][0].strip() in d["tooltip"][i]
+    # colours: by target rank, green for rank 1, red for the last
+    np.testing.assert_array_equal(d["color"], rank_colors([G.nodes[n]["target_rank"] for n in w.nodes], lm.vocab_size))
+    assert tuple(rank_colors([1], 100)[0]) == (26, 152, 80) and tuple(rank_colors([100], 100)[0]) == (215, 48, 39)
+    # left to right: every edge goes rightwards in the drawing
+    assert (d["x"][d["source"]] < d["x"][d["target"]]).all()
+    controls = {c["name"]: c for c in d["controls"]}
+    assert controls["layers"]["value"] == "1-2" and controls["target"]["value"] == ""
+    assert controls["position"]["value"] == G.graph["position"]
+    assert [o[0] for o in controls["position"]["options"]] == list(range(len(G.graph["tokens"])))
+
+    w.position = 2
+    assert w.graph.graph["position"] == 2 and w.data["controls"][1]["value"] == 2
+    w.target = " capital"
+    assert w.graph.graph["target"] == " capital" and w.data["controls"][2]["value"] == " capital"
+    w.layers = "0-1"  # also from the view's text field
+    assert w.layers == [0, 1] and w.graph.graph["layers"] == [0, 1]
+    assert w.graph.graph["position"] == 2 and w.graph.graph["target"] == " capital"
+    w.layers = "2,0"
+    assert w.layers == [0, 2]
+
+
+def test_flow_graph_widget_errors_keep_the_last_graph(tiny):
+    from mri_widgets.widgets.flow_graph import FlowGraph
+    lm = tiny("llama")
+    w = FlowGraph(lm, PROMPT, layers=[2], top_heads=1, top_neurons=1, bottom_neurons=0)
+    before = w.graph
+    with pytest.raises(ValueError, match="not one"):
+        w.target = " capital city"
+    assert w.target is None and w.graph is before and "not one" in w.error
+    with pytest.raises(IndexError, match="out of range"):
+        w.layers = "5"
+    assert w.layers == [2] and w.graph is before
+    with pytest.raises(ValueError, match="cannot read layers"):
+        w.layers = "a-b"
+    with pytest.raises(IndexError, match="position"):
+        w.position = 99
+    assert w.position == -1
+    w.position = 0  # a good change clears the notice
+    assert w.error == "" and w.graph.graph["position"] == 0
+    with pytest.raises(ValueError, match="causal LM"):
+        FlowGraph(tiny("bert"), PROMPT)
+    with pytest.raises(TypeError, match="top_neurons"):
+        FlowGraph(lm, PROMPT, top_neurons="many")
