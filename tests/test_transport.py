@@ -45,6 +45,11 @@ def test_nested_tree():
     assert np.array_equal(dec["b"][0], np.ones(3))
 
 
+def _from_front_end(w, content, buffers=()):
+    """Deliver a custom message the way ipywidgets does when the front end sends one."""
+    w._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)})
+
+
 class FakeComm:
     def __init__(self):
         self.sent = []
@@ -65,7 +70,7 @@ def test_request_state_resends_buffers():
     """Colab drops buffers sent with comm_open; the view asks and Python sends them again."""
     w = TokenHeat(["a", "b"], [0.5, 1.5])
     w.comm = FakeComm()
-    w._handle_custom_msg(w, {"type": "request_state", "keys": ["data"]}, [])
+    _from_front_end(w, {"type": "request_state", "keys": ["data"]})
     data, buffers = w.comm.sent[-1]
     assert data["method"] == "update" and "data" in data["state"]
     assert ["data", "values", "view"] in data["buffer_paths"]
@@ -85,14 +90,14 @@ def test_rpc_round_trip_and_errors():
 
     w = W(["a"], [0.0])
     w.comm = FakeComm()
-    w._handle_custom_msg(w, {"type": "rpc", "id": "1", "name": "double", "args": {"x": [1, 2]}}, [])
+    _from_front_end(w, {"type": "rpc", "id": "1", "name": "double", "args": {"x": [1, 2]}})
     data, buffers = w.comm.sent[-1]
     msg = data["content"]
     assert msg["type"] == "rpc_reply" and msg["id"] == "1" and msg["buffer_paths"] == [["result", "y", "view"]]
     assert np.frombuffer(buffers[0], np.float32).tolist() == [2, 4]
-    w._handle_custom_msg(w, {"type": "rpc", "id": "2", "name": "hidden"}, [])
+    _from_front_end(w, {"type": "rpc", "id": "2", "name": "hidden"})
     assert "unknown call" in w.comm.sent[-1][0]["content"]["error"]
-    w._handle_custom_msg(w, {"type": "rpc", "id": "3", "name": "double", "args": {"x": "zz"}}, [])
+    _from_front_end(w, {"type": "rpc", "id": "3", "name": "double", "args": {"x": "zz"}})
     assert "ValueError" in w.comm.sent[-1][0]["content"]["error"]
 
 

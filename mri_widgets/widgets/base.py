@@ -49,7 +49,7 @@ class MRIWidget(anywidget.AnyWidget):
         if selection is not None and not isinstance(selection, Selection):
             raise TypeError(f"selection must be a mri_widgets.Selection, got {type(selection).__name__}")
         super().__init__(selection=selection if selection is not None else Selection(), **kwargs)
-        self.on_msg(self._handle_custom_msg)
+        self.on_msg(self._on_custom_msg)
 
     def __init_subclass__(cls, **kwargs):
         if cls.__dict__.get("_view"):
@@ -80,7 +80,7 @@ class MRIWidget(anywidget.AnyWidget):
         self.selection.update(**values)
 
     # ---- messages from the front end -------------------------------------------------------
-    def _handle_custom_msg(self, widget, content, buffers):
+    def _on_custom_msg(self, widget, content, buffers):
         if not isinstance(content, dict):
             return
         kind = content.get("type")
