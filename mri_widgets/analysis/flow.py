@@ -86,11 +86,9 @@ def _position(position, seq: int) -> int:
 # ---- projection ---------------------------------------------------------------------------------
 
 def _project(lm, vectors: np.ndarray, target: Optional[int], top_k: int, chunk: int = 256):
-    """Final norm + unembedding of each row: top-k ids and probs, and the target's prob and rank.
+    """Final norm + unembedding of each row (in chunks): top-k ids and probs, the target's prob and rank.
 
     Returns (top_ids (n, k), top_probs (n, k), target_prob (n,), target_rank (n,), 1 = top).
-    ``target=None`` takes the model's prediction later: then the target columns are filled by
-    the caller via :func:`_target_stats` with the saved log-probs.
     """
     ids, probs, tprob, trank = [], [], [], []
     for s in range(0, vectors.shape[0], chunk):
