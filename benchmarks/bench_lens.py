@@ -105,6 +105,7 @@ def main(n_tokens: int = 128, k: int = 5) -> dict:
         "json_text_over_sent": full / total, "json_4digits_over_sent": short / total,
         "lens_s": t_lens, "unembed_matmul_s": t_mm, "forward_s": t_fwd,
         "lens_over_matmul": t_lens / t_mm, "lens_over_forward": t_lens / t_fwd,
+        "lens_minus_forward_over_matmul": (t_lens - t_fwd) / t_mm,
     }
     print(f"[lens] {lm.name}: {n} tokens x {lm.n_layers + 1} layers, k={k}")
     print(f"[lens] widget sends {total / 1024:.1f} KiB ({sent['buffers'] / 1024:.1f} KiB binary + "
@@ -112,7 +113,8 @@ def main(n_tokens: int = 128, k: int = 5) -> dict:
           f"({out['json_text_over_sent']:.1f}x), rounded to 4 digits {short / 1024:.1f} KiB "
           f"({out['json_4digits_over_sent']:.1f}x)")
     print(f"[lens] lens {t_lens:.3f}s = {out['lens_over_matmul']:.2f}x one unembedding matmul of all states "
-          f"({t_mm:.3f}s), {out['lens_over_forward']:.1f}x a plain forward pass")
+          f"({t_mm:.3f}s), {out['lens_over_forward']:.1f}x a plain forward pass; without the forward pass "
+          f"{out['lens_minus_forward_over_matmul']:.2f}x the matmul")
     return out
 
 
