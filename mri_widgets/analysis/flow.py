@@ -13,8 +13,7 @@ blocks) work without configuration.
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import networkx as nx
 import numpy as np

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Optional
 
-import numpy as np
 import torch
 
 from .adapters import Adapter, AdapterError
 from .capture import _eager_attention, _first
 
-__all__ = ["FlowCapture", "AttentionMaps", "capture_flow", "attention_maps"]
+__all__ = ["FlowCapture", "AttentionMaps", "FlowCaptureError", "capture_flow", "attention_maps"]
 
 
 class FlowCaptureError(AdapterError):
