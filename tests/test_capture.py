@@ -150,3 +150,27 @@ def test_too_long_text_needs_max_length(tiny):
         lm.capture([long], progress=False)
     cap = lm.capture([long], max_length=32, progress=False)
     assert cap.mask.sum() == 32
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bert"])
+def test_capture_inputs_equals_capture(tiny, arch):
+    lm = tiny(arch)
+    a = lm.capture([TEXTS[0]], sites=["resid", "mlp", "attn"], progress=False)
+    b = lm.capture_inputs(lm.encode(TEXTS[0]), sites=["resid", "mlp", "attn"])
+    for s in ("resid", "mlp", "attn"):
+        assert torch.allclose(a[s], b[s], atol=1e-6)
+    assert a.tokens == b.tokens
+
+
+def test_capture_inputs_with_image(tiny):
+    lm = tiny("llava")
+    img = (np.random.default_rng(1).random((30, 30, 3)) * 255).astype("uint8")
+    enc = lm.encode("What is this?", image=img)
+    cap = lm.capture_inputs(enc, sites=["resid"])
+    n = enc["input_ids"].shape[1]
+    assert cap["resid"].shape == (1, lm.n_layers + 1, n, lm.d_model)
+    with torch.no_grad():
+        logits = lm.model(**enc).logits[0]
+    assert torch.allclose(lm.unembed(cap["resid"][0, -1]), logits, atol=1e-4)
+    with pytest.raises(CaptureError, match="input_ids"):
+        lm.capture_inputs({"pixel_values": enc["pixel_values"]})

@@ -162,35 +162,6 @@ def _check_index(i, n: int, what: str) -> int:
 # ---------------------------------------------------------------------------------- states
 
 
-def _resid_states(lm, enc: dict) -> torch.Tensor:
-    """Residual states (n_layers + 1, seq, d_model) of one encoded input (e.g. text + image).
-
-    Same convention as ``lm.capture(..., sites=["resid"])``: the input of block 0 (the
-    embeddings, with image features merged in for LLaVA), then each block's output; the last
-    one is before the final norm. Uses only the adapter's block list.
-    """
-    blocks = lm.adapter.blocks
-    got: dict = {}
-
-    def pre(mod, args, kwargs):
-        got[0] = args[0] if args else kwargs.get("hidden_states")
-
-    def post(layer):
-        def hook(mod, inp, out):
-            got[layer] = out[0] if isinstance(out, (tuple, list)) else out
-        return hook
-
-    handles = [blocks[0].register_forward_pre_hook(pre, with_kwargs=True)]
-    handles += [b.register_forward_hook(post(i + 1)) for i, b in enumerate(blocks)]
-    try:
-        with torch.inference_mode():
-            lm.model(**enc)
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack([got[i][0] for i in range(len(blocks) + 1)], 0)
-
-
 def _model_view(image, size: tuple[int, int]) -> np.ndarray:
     """The image as CLIP-style processors show it to the model: shortest edge resized, centre crop."""
     from PIL import Image
@@ -338,7 +309,7 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
             raise LensError(f"{lm.name} is not a vision-language model; drop image= or load a LLaVA-style model")
         image = _check_image(image)
         enc = lm.encode(prompt, image=image)
-        states = _resid_states(lm, enc)
+        states = lm.capture_inputs(enc, sites=["resid"])["resid"][0]
         input_ids = enc["input_ids"][0].cpu().numpy().astype(np.int64)
         tokens = lm.token_str(input_ids)
         image_positions = lm.image_positions(input_ids).astype(np.int64)

@@ -11,7 +11,7 @@ import torch
 
 from .adapters import Adapter, AdapterError
 
-__all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "check_texts"]
+__all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", "check_texts"]
 
 #: site name -> (description, per-layer over blocks (True) or embeddings + blocks (False))
 SITES = {
@@ -246,24 +246,8 @@ def run_capture(
             inputs = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             if extra_inputs:
                 inputs.update(extra_inputs)
-            got = {}
-            handles = _install_hooks(adapter, sites, layer_sel, got)
-            try:
-                out = model(**inputs, **forward_kw)
-            finally:
-                for h in handles:
-                    h.remove()
-            if "attn" in sites:
-                atts = getattr(out, "attentions", None)
-                if not atts or atts[0] is None:
-                    raise AdapterError("the model returned no attention probabilities even with eager attention")
-                got["attn"] = {l: atts[l] for l in layer_sel["attn"]}
             mask_d = mask.to(device)
-            acts = {}
-            for s in sites:
-                per = [got[s][l].to(device) for l in layer_sel[s]]
-                t = torch.stack(per, dim=1)
-                acts[s] = _zero_padding(t, mask_d, s)
+            acts = _forward_batch(adapter, inputs, mask_d, sites, layer_sel, forward_kw)
             toks = None
             if token_str is not None:
                 toks = [token_str(row[m].tolist()) for row, m in zip(enc["input_ids"], mask)]
@@ -277,7 +261,7 @@ def run_capture(
                 masks.append(mask)
                 ids_all.append(enc["input_ids"])
                 tokens_all.extend(toks or [])
-            del out, got, acts
+            del acts
     if reducer is not None:
         return None
     seq = max(m.shape[1] for m in masks)
@@ -286,6 +270,51 @@ def run_capture(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.cat([torch.nn.functional.pad(i, (0, seq - i.shape[1]), value=pad_id) for i in ids_all], 0)
     return Capture(final, mask, ids, tokens_all, layer_sel, texts)
+
+
+def _forward_batch(adapter: Adapter, inputs: dict, mask: torch.Tensor, sites, layer_sel, forward_kw) -> dict:
+    """One hooked forward pass: site -> stacked activations (b, layers, ...) with padding zeroed."""
+    got: dict = {}
+    handles = _install_hooks(adapter, sites, layer_sel, got)
+    try:
+        out = adapter.model(**inputs, **forward_kw)
+    finally:
+        for h in handles:
+            h.remove()
+    if "attn" in sites:
+        atts = getattr(out, "attentions", None)
+        if not atts or atts[0] is None:
+            raise AdapterError("the model returned no attention probabilities even with eager attention")
+        got["attn"] = {l: atts[l] for l in layer_sel["attn"]}
+    device = mask.device
+    return {s: _zero_padding(torch.stack([got[s][l].to(device) for l in layer_sel[s]], dim=1), mask, s)
+            for s in sites}
+
+
+def capture_inputs(adapter: Adapter, inputs: dict, sites=("resid",), *, layers=None,
+                   token_str: Optional[Callable] = None) -> Capture:
+    """Capture one already-encoded batch (e.g. a processor's output with ``pixel_values``).
+
+    ``inputs`` must hold ``input_ids`` (and ``attention_mask`` when there is padding, which must
+    then be on the right). Returns a :class:`Capture` like :func:`run_capture`.
+    """
+    sites = normalise_sites(adapter, sites)
+    layer_sel = normalise_layers(adapter, sites, layers)
+    if "input_ids" not in inputs:
+        raise CaptureError("inputs must hold 'input_ids' (the output of a tokenizer or processor)")
+    ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
+    mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+    if bool((~mask[:, 0]).any()):
+        raise CaptureError("left-padded inputs: encode with padding_side='right'")
+    device = adapter.embed.weight.device
+    inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
+    forward_kw = {"output_attentions": True} if "attn" in sites else {}
+    ctx = _eager_attention(adapter.model) if "attn" in sites else contextlib.nullcontext()
+    with ctx, torch.inference_mode():
+        acts = _forward_batch(adapter, inputs, mask.to(device), sites, layer_sel, forward_kw)
+    tokens = [token_str(row[m].tolist()) for row, m in zip(ids.cpu(), mask.cpu())] if token_str else []
+    return Capture({s: a.float().cpu() for s, a in acts.items()}, mask.cpu(), ids.cpu(), tokens, layer_sel, None)
 
 
 def max_positions(adapter: Adapter) -> Optional[int]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .adapters import Adapter, AdapterError, resolve_adapter
-from .capture import Capture, CaptureError, check_texts, max_positions, run_capture
+from .capture import Capture, CaptureError, capture_inputs, check_texts, max_positions, run_capture
 
 __all__ = ["LoadedModel", "load", "ModelNotAvailable"]
 
@@ -173,6 +173,12 @@ class LoadedModel:
         return run_capture(self.adapter, self.tokenizer, texts, sites, batch_size=batch_size,
                            max_length=max_length, reducer=reducer, layers=layers, progress=progress,
                            token_str=self.token_str, extra_inputs=extra_inputs)
+
+    def capture_inputs(self, inputs: dict, sites=("resid",), *, layers=None) -> Capture:
+        """Capture one already-encoded batch, e.g. ``self.encode(prompt, image=img)`` for a
+        vision-language model (the processor expands the image placeholder into image tokens).
+        Same sites and conventions as :meth:`capture`."""
+        return capture_inputs(self.adapter, inputs, sites, layers=layers, token_str=self.token_str)
 
     # ---- lens helpers -------------------------------------------------------------------------
     def apply_final_norm(self, vectors):
