@@ -102,7 +102,7 @@ def test_coactivation_graph_matches_areas(areas):
         assert d["edge_parts"][j].sum() == d["weight"][j]
     # layers are columns, left to right
     for i, (l, r) in enumerate(w.nodes):
-        assert d["x"][i] == areas.layer_ids.index(l) * 140
+        assert d["x"][i] == pytest.approx(areas.layer_ids.index(l) * w._column_spacing)
         assert d["parts"][i].tolist() == [G.nodes[(l, r)]["counts"][n] for n in areas.corpus.label_names]
     assert d["select"][0].tolist() == [w.nodes[0][0], w.nodes[0][1]]
     assert [a["text"] for a in d["annotations"]] == areas.layers
@@ -160,7 +160,10 @@ def test_coactivation_graph_labels_and_details(areas):
 def test_coactivation_graph_nd_mode():
     a = ActivationAreas(tiny_model("gpt2"), emotions()[::20], n_components=3, progress=False)
     w = CoactivationGraph(a)
+    assert w.min_weight == 0  # every edge above the threshold is shown
     assert len(w.nodes) == len(a.layer_ids) * 3
+    assert w.nodes[:3] == [(0, 0), (0, 1), (0, 2)]  # components keep their order in a column
+    assert list(w.data["y"][:3]) == sorted(w.data["y"][:3])
     assert w.data["weight_name"] == "Spearman rho"
     assert (w.data["weight"] > a.threshold).all()
     w.selection.update(layer=1, region=0)
@@ -171,6 +174,18 @@ def test_coactivation_graph_nd_mode():
 def test_to_ipycytoscape_names_the_package(areas):
     with pytest.raises(ImportError, match="pip install ipycytoscape"):
         CoactivationGraph(areas).to_ipycytoscape()
+
+
+def test_spacing_keeps_a_wide_drawing(areas):
+    w = CoactivationGraph(areas)
+    assert 60 <= w._column_spacing <= 160
+    assert w.min_weight == 0
+    many = CoactivationGraph(areas, column_spacing=50, row_spacing=10)
+    assert many._column_spacing == 50 and many.data["x"].max() == pytest.approx(50 * (len(areas.layer_ids) - 1))
+    assert all(a["size"] >= 13 for a in many.data["annotations"])
+    assert [a["text"] for a in many.data["annotations"]] == ["emb", "1", "2", "3"]  # short names when narrow
+    with pytest.raises(ValueError, match="positive"):
+        CoactivationGraph(areas, column_spacing=-1)
 
 
 def test_layered_positions_untangle_a_crossing():

@@ -42,8 +42,8 @@ describe("LayerGrid colours", () => {
   });
   it("all labels: dominant label's colour", () => {
     const c = colourer(d, "all", null, null);
-    expect(c.fill(0, 0)).toBe(tint("#0072b2", 0.2 + 0.8 * (2 / 3)));
-    expect(c.fill(0, 3)).toBe(tint("#e69f00", 0.2 + 0.8 * (1 / 3)));
+    expect(c.fill(0, 0)).toBe(tint("#0072b2", 0.25 + 0.75 * Math.sqrt(2 / 3)));
+    expect(c.fill(0, 3)).toBe(tint("#e69f00", 0.25 + 0.75 * Math.sqrt(1 / 3)));
   });
   it("difference of shares", () => {
     const c = colourer(d, "diff", null, ["a", "<b>"]);

@@ -10,6 +10,7 @@ region (here, or in :class:`~mri_widgets.LayerGrid` through ``selection.layer`` 
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from typing import Optional
 
 import networkx as nx
@@ -71,10 +72,11 @@ class CoactivationGraph(GraphView):
     ----------
     areas : ActivationAreas
     labels : label name or list of names to draw (default: all labels of the corpus).
-    min_weight : initial minimum edge weight shown (documents; Spearman rho in N-D mode). Every
-        edge is sent to the view, so the toolbar can lower it again.
+    min_weight : initial minimum edge weight shown (documents; Spearman rho in N-D mode; default:
+        every edge). Every edge is sent to the view, so the toolbar can lower it again.
     top_k : initial number of heaviest edges shown (None or 0: all).
-    column_spacing, row_spacing : layout in px at zoom 1.
+    column_spacing, row_spacing : layout in px at zoom 1 (default: chosen so that the drawing is
+        about 1.7 times as wide as high).
     height : height of the drawing in px.
     selection : the shared :class:`Selection`; a click on a region sets ``layer`` and
         ``region``, a click on a column header sets ``layer``.
@@ -87,8 +89,8 @@ class CoactivationGraph(GraphView):
 
     _details_rpc = "node_details"
 
-    def __init__(self, areas, labels=None, *, min_weight: float = 1, top_k: Optional[int] = None,
-                 column_spacing: float = 140.0, row_spacing: float = 22.0, height: int = 560,
+    def __init__(self, areas, labels=None, *, min_weight: Optional[float] = None, top_k: Optional[int] = None,
+                 column_spacing: Optional[float] = None, row_spacing: Optional[float] = None, height: int = 560,
                  selection: Optional[Selection] = None):
         if not hasattr(areas, "graph") or not hasattr(areas, "paths"):
             raise TypeError(f"areas must be a mri_widgets.ActivationAreas, got {type(areas).__name__}")
@@ -105,20 +107,36 @@ class CoactivationGraph(GraphView):
             self.labels = [n for n in names if n in set(map(str, chosen))]
         self._label_cols = [names.index(n) for n in self.labels]
         self.graph = areas.graph(None if labels is None else self.labels, min_weight=1)
-        self._column_spacing, self._row_spacing = float(column_spacing), float(row_spacing)
+        self._spacing(column_spacing, row_spacing)
         nodes, edges, kw = self._drawing()
         self._updating = True
-        super().__init__(nodes, edges, min_weight=float(min_weight), top_k=int(top_k or 0), height=height,
+        super().__init__(nodes, edges, min_weight=float(min_weight or 0), top_k=int(top_k or 0), height=height,
                          selection=selection, **kw)
         self._updating = False
         self._follow_selection()
 
     # ---- drawing -----------------------------------------------------------------------------
+    def _spacing(self, column_spacing, row_spacing, aspect: float = 1.7):
+        """Column and row spacing: given, or chosen for a drawing about ``aspect`` times as wide as high."""
+        per_layer = Counter(n[0] for n in self.graph.nodes)
+        most = max(per_layer.values(), default=1)
+        gaps = max(1, len(self.areas.layer_ids) - 1)
+        row = 22.0 if row_spacing is None else float(row_spacing)
+        if column_spacing is None:
+            column_spacing = float(np.clip(aspect * most * row / gaps, 60.0, 160.0))
+        if row_spacing is None:  # few nodes per column (N-D mode): spread them out
+            row = float(np.clip(gaps * column_spacing / (aspect * most), 22.0, 80.0))
+        if column_spacing <= 0 or row <= 0:
+            raise ValueError("column_spacing and row_spacing must be positive")
+        self._column_spacing, self._row_spacing = float(column_spacing), row
+
     def _drawing(self):
         areas, G = self.areas, self.graph
         layer_ids = list(areas.layer_ids)
         names = dict(zip(layer_ids, areas.layers))
-        pos = layered_positions(G, layer_ids, column_spacing=self._column_spacing, row_spacing=self._row_spacing)
+        # regions: barycentre order keeps paths straight; components (N-D) stay in their order
+        pos = layered_positions(G, layer_ids, column_spacing=self._column_spacing, row_spacing=self._row_spacing,
+                                sweeps=2 if areas.mode == "2d" else 0)
         self.nodes = sorted(G.nodes, key=lambda n: (layer_ids.index(n[0]), pos[n][1]))
         self._node_index = {n: i for i, n in enumerate(self.nodes)}
         E = list(G.edges(data=True))
@@ -157,7 +175,11 @@ class CoactivationGraph(GraphView):
             kw = dict(weight_name="Spearman rho")
             title = f"Component correlation graph (rho > {areas.threshold:g})"
         top_y = float(xy[:, 1].min()) if xy.size else 0.0
-        kw["annotations"] = [{"x": i * self._column_spacing, "y": top_y - 36, "text": names[l], "select": {"layer": int(l)}}
+        wide = self._column_spacing >= 100
+        font = 13.0 if wide else max(13.0, 0.3 * self._column_spacing)
+        short = {l: ("emb" if areas.site == "resid" and l == 0 else str(l)) for l in layer_ids}
+        kw["annotations"] = [{"x": i * self._column_spacing, "y": top_y - 2.5 * font, "size": font,
+                              "text": names[l] if wide else short[l], "select": {"layer": int(l)}}
                              for i, l in enumerate(layer_ids)]
         kw["title"] = title
         kw["directed"] = False

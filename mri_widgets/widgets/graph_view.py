@@ -177,8 +177,8 @@ class GraphView(MRIWidget):
         ``parts`` ((m, K) breakdown shown in the tooltip), ``tooltip``.
     groups : list of ``{"label": str}``: compound parent boxes around the nodes that name them in
         ``parent``; double-click a box to collapse / expand it.
-    annotations : list of ``{"x", "y", "text"}`` (and optional ``"select"``): free text, e.g.
-        column headers.
+    annotations : list of ``{"x", "y", "text"}`` (optional ``"select"``, and ``"size"``: font size
+        in px at zoom 1, default 13): free text, e.g. column headers.
     part_names, part_colors : names and colours of the ``parts`` columns (labels, ...).
     title : text above the graph.
     directed : draw arrows (slower for thousands of edges).
@@ -324,7 +324,7 @@ class GraphView(MRIWidget):
         for i, a in enumerate(annotations or []):
             if not isinstance(a, Mapping) or "x" not in a or "y" not in a or "text" not in a:
                 raise GraphError(f"annotations[{i}] must be a dict with 'x', 'y' and 'text'")
-            item = {"x": float(a["x"]), "y": float(a["y"]), "text": str(a["text"])}
+            item = {"x": float(a["x"]), "y": float(a["y"]), "text": str(a["text"]), "size": float(a.get("size", 13.0))}
             if a.get("select") is not None:
                 k, v = encode_select([a["select"]], 1)
                 item["select"] = {kk: int(vv) for kk, vv in zip(k, v[0])}

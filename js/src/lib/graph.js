@@ -105,7 +105,7 @@ export function buildElements(data) {
   }
   (data.annotations || []).forEach((a, i) => {
     els.push({
-      group: "nodes", data: { id: `a${i}`, label: a.text, kind: "annotation" },
+      group: "nodes", data: { id: `a${i}`, label: a.text, kind: "annotation", fs: a.size || 13 },
       position: { x: a.x, y: a.y }, classes: a.select ? "annot selectable" : "annot",
     });
   });
@@ -137,7 +137,7 @@ export function graphStyle(data, big) {
       color: "#333", "border-width": 0.5, "border-color": "#fff" } },
     { selector: "node.pie", style: pie },
     { selector: "node.annot", style: {
-      "background-opacity": 0, width: 1, height: 1, label: "data(label)", "font-size": 13, "font-weight": "bold",
+      "background-opacity": 0, width: 1, height: 1, label: "data(label)", "font-size": "data(fs)", "font-weight": "bold",
       color: "#444", "text-valign": "center", "text-halign": "center", "min-zoomed-font-size": 4 } },
     { selector: "node.annot.selectable", style: { color: "#0b5394" } },
     { selector: "node.group", style: {
@@ -154,7 +154,8 @@ export function graphStyle(data, big) {
     { selector: ".dim", style: { opacity: 0.12 } },
     { selector: "edge.hl", style: { opacity: 0.95, width: "data(hw)", "z-index": 10 } },
     { selector: "node.hl", style: { opacity: 1, "border-width": 2, "border-color": "#222", "z-index": 10 } },
-    { selector: "node.sel", style: { opacity: 1, "border-width": 4, "border-color": ACCENT, "z-index": 20 } },
+    { selector: "node.sel", style: { opacity: 1, "border-width": 4, "border-color": ACCENT, "z-index": 20,
+      "overlay-color": ACCENT, "overlay-opacity": 0.25, "overlay-padding": 6 } },
   ];
 }
 

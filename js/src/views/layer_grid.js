@@ -69,8 +69,8 @@ export function colourer(data, mode, label, labels) {
       tot[l * R + r] = s; dom[l * R + r] = bk; max = Math.max(max, s);
     }
     return {
-      fill: (l, r) => (tot[l * R + r] > 0 ? tint(cols[dom[l * R + r]], 0.2 + 0.8 * (tot[l * R + r] / max)) : EMPTY),
-      legend: ["colour = dominant label, intensity = documents:", ...names.map((n, k) => [n, cols[k]])],
+      fill: (l, r) => (tot[l * R + r] > 0 ? tint(cols[dom[l * R + r]], 0.25 + 0.75 * Math.sqrt(tot[l * R + r] / max)) : EMPTY),
+      legend: ["colour = dominant label, intensity = documents (square root):", ...names.map((n, k) => [n, cols[k]])],
     };
   }
   if (mode === "diff") {
@@ -100,8 +100,8 @@ export function colourer(data, mode, label, labels) {
     v[l * R + r] = s; max = Math.max(max, s);
   }
   return {
-    fill: (l, r) => (v[l * R + r] > 0 ? tint(colour, 0.15 + 0.85 * (v[l * R + r] / max)) : EMPTY),
-    legend: [`documents${k >= 0 ? ` of ${label}` : ""} per region (max ${max}):`, [k >= 0 ? label : "all", colour]],
+    fill: (l, r) => (v[l * R + r] > 0 ? tint(colour, 0.2 + 0.8 * Math.sqrt(v[l * R + r] / max)) : EMPTY),
+    legend: [`documents${k >= 0 ? ` of ${label}` : ""} per region (square-root scale, max ${max}):`, [k >= 0 ? label : "all", colour]],
   };
 }
 
