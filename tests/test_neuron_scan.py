@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mri_widgets.analysis.neurons import (
-    HIST_EDGES, HIST_HI, HIST_LO, N_BINS, SIGN_CASES, NeuronScan, NeuronScanError, _merge_k,
+    HIST_EDGES, HIST_HI, HIST_LO, N_BINS, SIGN_CASES, NeuronScan, NeuronScanError, _decode_key, _order_key,
     neuron_logit_effect, neuron_output_logits)
 
 WORDS = ("the cat sat on mat fox dog happy sad capital France Paris Rome neurons fire layer model "
@@ -120,17 +120,27 @@ def test_histogram_bins_hand_computed():
     assert HIST_EDGES[c] == -(2.0 ** HIST_LO) and HIST_EDGES[c + 1] == 2.0 ** HIST_LO
 
 
-def test_merge_k_tie_break():
-    # running lists hold texts 0..2; a batch brings texts 3, 4 with tied values
-    run_v = torch.tensor([[[5.0, 3.0, 3.0]]])
-    run_t = torch.tensor([[[1, 0, 2]]])
-    run_p = torch.tensor([[[9, 8, 7]]])
-    new_v = torch.tensor([[[5.0]], [[3.0]]])  # (b, L, d)
-    new_p = torch.tensor([[[1]], [[2]]])
-    v, t, p = _merge_k(run_v, run_t, run_p, new_v, torch.tensor([3, 4]), new_p, 4, descending=True)
-    assert v.tolist() == [[[5.0, 5.0, 3.0, 3.0]]] and t.tolist() == [[[1, 3, 0, 2]]] and p.tolist() == [[[9, 1, 8, 7]]]
-    v, t, p = _merge_k(-run_v, run_t, run_p, -new_v, torch.tensor([3, 4]), new_p, 4, descending=False)
-    assert t.tolist() == [[[1, 3, 0, 2]]]
+def test_order_keys_rank_by_value_then_lower_text():
+    values = torch.tensor([5.0, 3.0, 3.0, -1.0, -0.0, 0.0, 5.0, -1e-30, float("inf"), -2.5])
+    texts = torch.tensor([1, 0, 2, 3, 4, 5, 3, 6, 7, 2 ** 31 - 1])
+    keys = _order_key(values, texts)
+    order = torch.argsort(keys, descending=True).tolist()
+    want = sorted(range(len(values)), key=lambda i: (-float(values[i]), int(texts[i])))
+    assert order == want
+    v, t = _decode_key(keys)
+    assert t.tolist() == texts.tolist() and v.tolist() == [x + 0.0 for x in values.tolist()]
+    # a running list merged with a batch: the k largest keys, positions carried along
+    from mri_widgets.analysis.neurons import _EMPTY, _Reducer
+
+    red = _Reducer(1, 1, 4, False, "cpu")
+    k0, p0 = red._merge(red.top_key, red.top_p, _order_key(torch.tensor([[[3.0]], [[5.0]], [[3.0]]]),
+                                                          torch.tensor([0, 1, 2]).view(3, 1, 1)),
+                        torch.tensor([[[8]], [[9]], [[7]]]))
+    assert k0[0, 0, 3].item() == _EMPTY
+    k1, p1 = red._merge(k0, p0, _order_key(torch.tensor([[[5.0]], [[3.0]]]), torch.tensor([3, 4]).view(2, 1, 1)),
+                        torch.tensor([[[1]], [[2]]]))
+    v, t = _decode_key(k1)
+    assert v.tolist() == [[[5.0, 5.0, 3.0, 3.0]]] and t.tolist() == [[[1, 3, 0, 2]]] and p1.tolist() == [[[9, 1, 8, 7]]]
 
 
 def test_ties_resolved_by_lower_text_index_and_merge_keeps_them(tiny):

@@ -82,32 +82,57 @@ class NeuronScanError(ValueError):
 
 
 # ---- the streaming reducer ----------------------------------------------------------------------
+_EMPTY = torch.iinfo(torch.int64).min  # key of an empty slot: below every real key
+_TEXT_MASK = 0x7FFFFFFF
+
+
+def _order_key(values: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    """int64 keys whose order is (value descending, then text index ascending), for float32 values.
+
+    The float's bits, flipped for negatives, sort like the float (``-0.0`` is made ``+0.0``
+    first); the text index goes in the low 32 bits, reversed so that lower indices rank higher.
+    One ``topk`` over such unique keys gives the exact, deterministic top-k.
+    """
+    bits = (values.float() + 0.0).view(torch.int32)
+    ordered = bits ^ ((bits >> 31) & _TEXT_MASK)
+    return (ordered.to(torch.int64) << 32) | (_TEXT_MASK - texts.to(torch.int64))
+
+
+def _decode_key(keys: torch.Tensor):
+    """Values (float32) and text indices (int64, -1 for empty slots) of :func:`_order_key` keys."""
+    ordered = (keys >> 32).to(torch.int32)
+    bits = ordered ^ ((ordered >> 31) & _TEXT_MASK)
+    values = bits.view(torch.float32)
+    texts = _TEXT_MASK - (keys & 0xFFFFFFFF)
+    empty = keys == _EMPTY
+    return values.masked_fill(empty, math.nan), texts.masked_fill(empty, -1)
+
+
 class _Reducer:
     """Running top-k / bottom-k and statistics, kept on the model's device.
 
     Per batch: the maximum (minimum) of each text over its real tokens, with its position,
-    becomes one candidate per (layer, neuron); candidates are merged into the running lists with
-    one stable sort over ``k + batch`` entries. Ties are broken by the lower text index: the
-    running list is ordered by (value, text index) and every new text has a higher index, so a
-    stable sort keeps that order.
+    becomes one candidate per (layer, neuron). Candidates carry an int64 key that orders them by
+    value and then by lower text index (:func:`_order_key`); one ``topk`` over the running
+    ``k`` keys and the batch's keys gives the new lists, exactly and deterministically (the
+    bottom list uses the keys of the negated values). Reductions run over the sequence axis first
+    (``sum(2).sum(0)``), which is much faster than reducing two strided axes at once.
     """
 
     def __init__(self, n_layers: int, d_mlp: int, k: int, gated: bool, device):
         self.k, self.gated, self.device = k, gated, device
         L, d = n_layers, d_mlp
         acc = torch.float32 if torch.device(device).type == "mps" else torch.float64
-        self.top_v = torch.full((L, d, k), -math.inf, device=device)
-        self.top_t = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
-        self.top_p = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
-        self.bot_v = torch.full((L, d, k), math.inf, device=device)
-        self.bot_t = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
-        self.bot_p = torch.full((L, d, k), -1, dtype=torch.int64, device=device)
+        self.top_key = torch.full((L, d, k), _EMPTY, dtype=torch.int64, device=device)
+        self.top_p = torch.full((L, d, k), -1, dtype=torch.int32, device=device)
+        self.bot_key = torch.full((L, d, k), _EMPTY, dtype=torch.int64, device=device)
+        self.bot_p = torch.full((L, d, k), -1, dtype=torch.int32, device=device)
         self.n_pos = torch.zeros((L, d), dtype=torch.int64, device=device)
         self.act_sum = torch.zeros((L, d), dtype=acc, device=device)
         self.hist = torch.zeros((L * d * N_BINS,), dtype=torch.int64, device=device)
         self.case_n = torch.zeros((L, d, 4), dtype=torch.int64, device=device)
         self.case_sum = torch.zeros((L, d, 4), dtype=acc, device=device)
-        self.n_tokens = torch.zeros((), dtype=torch.int64, device=device)
+        self.n_tokens = 0
         self.n_texts = 0
         self.lut = _exponent_lut().to(device)
         self.bin_offset = (torch.arange(L * d, dtype=torch.int32, device=device) * N_BINS).view(L, 1, d)
@@ -115,53 +140,60 @@ class _Reducer:
     def __call__(self, batch) -> None:
         x = batch.acts["mlp"]  # (b, L, seq, d), padding zeroed
         mask = batch.mask  # (b, seq)
-        b = x.shape[0]
-        n_real = mask.sum()
-        n_pad = mask.numel() - n_real
+        b, seq = mask.shape
+        # lengths from the token strings (on the host: no device sync), else from the mask
+        lengths = [len(t) for t in batch.tokens] if len(batch.tokens) == b else mask.sum(1).tolist()
+        n_real = sum(lengths)
         self.n_tokens += n_real
         self.n_texts += b
 
         # statistics over real tokens: padding holds exact zeros, which add nothing to sums or
         # to the count of positive values, and fall into the central histogram bin (corrected).
-        self.n_pos += (x > 0).sum((0, 2), dtype=torch.int32)
-        self.act_sum += x.sum((0, 2), dtype=torch.float32).to(self.act_sum.dtype)
-        self._histogram(x, n_pad)
+        self.n_pos += (x > 0).sum(2, dtype=torch.int32).sum(0)
+        s_all = x.sum(2, dtype=torch.float32).sum(0)
+        self.act_sum += s_all.to(self.act_sum.dtype)
+        self._histogram(x, b * seq - n_real)
         if self.gated:
-            self._sign_cases(x, batch.acts["mlp_gate"], batch.acts["mlp_up"], n_real)
+            self._sign_cases(x, batch.acts["mlp_gate"], batch.acts["mlp_up"], n_real, s_all)
 
-        # one candidate per text: its max (min) over real tokens and where it is
-        pad = ~mask[:, None, :, None]
-        vmax, pmax = x.masked_fill(pad, -math.inf).max(dim=2)  # (b, L, d)
-        vmin, pmin = x.masked_fill(pad, math.inf).min(dim=2)
-        texts = torch.arange(batch.start, batch.start + b, device=x.device)
-        self.top_v, self.top_t, self.top_p = _merge_k(
-            self.top_v, self.top_t, self.top_p, vmax, texts, pmax, self.k, descending=True)
-        self.bot_v, self.bot_t, self.bot_p = _merge_k(
-            self.bot_v, self.bot_t, self.bot_p, vmin, texts, pmin, self.k, descending=False)
+        # one candidate per text: its max (min) over its real tokens and where it is
+        if min(lengths) == seq:
+            vmax, pmax = x.max(dim=2)  # (b, L, d)
+            vmin, pmin = x.min(dim=2)
+        else:
+            pad = ~mask[:, None, :, None]
+            vmax, pmax = x.masked_fill(pad, -math.inf).max(dim=2)
+            vmin, pmin = x.masked_fill(pad, math.inf).min(dim=2)
+        texts = torch.arange(batch.start, batch.start + b, device=x.device).view(b, 1, 1)
+        self.top_key, self.top_p = self._merge(self.top_key, self.top_p, _order_key(vmax, texts), pmax)
+        self.bot_key, self.bot_p = self._merge(self.bot_key, self.bot_p, _order_key(-vmin.float(), texts), pmin)
 
-    def _histogram(self, x: torch.Tensor, n_pad) -> None:
+    def _merge(self, run_key, run_p, new_key, new_p):
+        """Keep the k largest keys of the running lists (L, d, k) and a batch's (b, L, d)."""
+        keys = torch.cat([run_key, new_key.permute(1, 2, 0)], dim=-1)
+        pos = torch.cat([run_p, new_p.permute(1, 2, 0).to(run_p.dtype)], dim=-1)
+        top = torch.topk(keys, self.k, dim=-1, sorted=True)
+        return top.values, pos.gather(-1, top.indices)
+
+    def _histogram(self, x: torch.Tensor, n_pad: int) -> None:
         if x.dtype == torch.bfloat16:  # bf16 shares float32's sign and exponent bits
             code = (x.view(torch.int16) >> 7).to(torch.int32)
         else:
             code = (x if x.dtype == torch.float32 else x.float()).view(torch.int32) >> 23
         idx = self.lut[code]  # negative codes (negative values) wrap to the second half
         idx += self.bin_offset  # (b, L, seq, d) + (L, 1, d)
-        self.hist += torch.bincount(idx.reshape(-1), minlength=self.hist.numel())
-        # padding zeros were counted in each neuron's central bin
-        self.hist.view(-1, N_BINS)[:, _CENTER] -= n_pad
+        self.hist += torch.bincount(idx.view(-1), minlength=self.hist.numel())
+        if n_pad:  # padding zeros were counted in each neuron's central bin
+            self.hist.view(-1, N_BINS)[:, _CENTER] -= n_pad
 
-    def _sign_cases(self, x, gate, up, n_real) -> None:
+    def _sign_cases(self, x, gate, up, n_real: int, s_all) -> None:
         g = gate > 0
         u = up > 0
         gu = g & u
-        n_gu = gu.sum((0, 2), dtype=torch.int32)
-        n_g = g.sum((0, 2), dtype=torch.int32)
-        n_u = u.sum((0, 2), dtype=torch.int32)
-        zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        s_gu = torch.where(gu, x, zero).sum((0, 2), dtype=torch.float32)
-        s_g = torch.where(g, x, zero).sum((0, 2), dtype=torch.float32)
-        s_u = torch.where(u, x, zero).sum((0, 2), dtype=torch.float32)
-        s_all = x.sum((0, 2), dtype=torch.float32)
+        count = lambda m: m.sum(2, dtype=torch.int32).sum(0)  # noqa: E731
+        total = lambda m: (x * m).sum(2, dtype=torch.float32).sum(0)  # noqa: E731
+        n_gu, n_g, n_u = count(gu), count(g), count(u)
+        s_gu, s_g, s_u = total(gu), total(g), total(u)
         # padding (gate = up = 0) is in no counted case; the last case is the rest of the real tokens
         n = torch.stack([n_gu, n_g - n_gu, n_u - n_gu], -1).to(torch.int64)
         self.case_n[..., :3] += n
@@ -170,37 +202,28 @@ class _Reducer:
         self.case_sum += s.to(self.case_sum.dtype)
 
     def result(self) -> dict:
-        cpu = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        cpu = lambda t: t.detach().cpu()  # noqa: E731
         L, d = self.n_pos.shape
+        top_v, top_t = _decode_key(cpu(self.top_key))
+        bot_v, bot_t = _decode_key(cpu(self.bot_key))
+        top_v = top_v.masked_fill(top_t < 0, -math.inf)
+        bot_v = (-bot_v).masked_fill(bot_t < 0, math.inf)
         return dict(
-            top_values=cpu(self.top_v).astype(np.float32), top_texts=cpu(self.top_t),
-            top_positions=cpu(self.top_p).astype(np.int32),
-            bottom_values=cpu(self.bot_v).astype(np.float32), bottom_texts=cpu(self.bot_t),
-            bottom_positions=cpu(self.bot_p).astype(np.int32),
-            n_positive=cpu(self.n_pos), act_sum=cpu(self.act_sum).astype(np.float64),
-            hist=cpu(self.hist).reshape(L, d, N_BINS),
-            case_counts=cpu(self.case_n), case_sums=cpu(self.case_sum).astype(np.float64),
-            n_tokens=int(self.n_tokens.item()),
+            top_values=top_v.numpy(), top_texts=top_t.numpy(), top_positions=cpu(self.top_p).numpy(),
+            bottom_values=bot_v.numpy(), bottom_texts=bot_t.numpy(), bottom_positions=cpu(self.bot_p).numpy(),
+            n_positive=cpu(self.n_pos).numpy(), act_sum=cpu(self.act_sum).double().numpy(),
+            hist=cpu(self.hist).reshape(L, d, N_BINS).numpy(),
+            case_counts=cpu(self.case_n).numpy(), case_sums=cpu(self.case_sum).double().numpy(),
+            n_tokens=int(self.n_tokens),
         )
 
 
-def _merge_k(run_v, run_t, run_p, new_v, new_t, new_p, k: int, *, descending: bool):
-    """Merge running (L, d, k) lists with one candidate per text of a batch.
-
-    ``new_v``/``new_p`` are (b, L, d), ``new_t`` (b,). The result is sorted by value (descending
-    for the top list) and then by text index, because the running lists are already in that
-    order, every new text index is higher, and the sort is stable.
-    """
-    b, L, d = new_v.shape
-    v = torch.cat([run_v, new_v.permute(1, 2, 0).to(run_v.dtype)], dim=-1)
-    t = torch.cat([run_t, new_t.view(1, 1, b).expand(L, d, b)], dim=-1)
-    p = torch.cat([run_p, new_p.permute(1, 2, 0)], dim=-1)
-    order = torch.sort(v, dim=-1, descending=descending, stable=True).indices[..., :k]
-    return v.gather(-1, order), t.gather(-1, order), p.gather(-1, order)
-
-
 def _merge_k_np(va, ta, pa, vb, tb, pb, k: int, *, descending: bool):
-    """numpy version of :func:`_merge_k` for two finished lists (b's texts come after a's)."""
+    """Merge two finished (L, d, k) lists, b's texts coming after a's.
+
+    A stable sort by value keeps a's entries before b's on ties and each list's own
+    (value, text index) order, so the result is ordered by value, then lower text index.
+    """
     v = np.concatenate([va, vb], -1)
     t = np.concatenate([ta, tb], -1)
     p = np.concatenate([pa, pb], -1)
