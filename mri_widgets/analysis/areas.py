@@ -356,7 +356,8 @@ class ActivationAreas:
         Returns
         -------
         pandas.DataFrame, one column per label, one row per metric. Layers are counted by
-        position among the captured layers.
+        position among the captured layers. In N-D mode each label's graph correlates the
+        components over that label's documents only.
         """
         names = self.label_names if labels is None else [self.corpus.label_names[i] for i in self._label_ids(labels)]
         return compare_graphs({n: self._graph_positional([n]) for n in names})
