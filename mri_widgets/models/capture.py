@@ -272,12 +272,43 @@ def run_capture(
     return Capture(final, mask, ids, tokens_all, layer_sel, texts)
 
 
+class _StopForward(Exception):
+    """Raised by a hook once every requested activation is recorded: the rest of the model is skipped."""
+
+
+def _last_block_needed(adapter: Adapter, sites, layer_sel) -> Optional[int]:
+    """Index of the last block whose activations are needed, or None when the whole model must run."""
+    if "attn" in sites:  # attention probabilities come from the model's outputs
+        return None
+    last = -1
+    for s in sites:
+        for l in layer_sel[s]:
+            last = max(last, l - 1 if s == "resid" else l)
+    return max(last, 0)
+
+
 def _forward_batch(adapter: Adapter, inputs: dict, mask: torch.Tensor, sites, layer_sel, forward_kw) -> dict:
-    """One hooked forward pass: site -> stacked activations (b, layers, ...) with padding zeroed."""
+    """One hooked forward pass: site -> stacked activations (b, layers, ...) with padding zeroed.
+
+    The pass stops after the last block that holds a requested activation (so ``layers=[3]``
+    costs four blocks, not the whole model), and a causal LM computes logits for one position
+    only, since capture never needs them.
+    """
     got: dict = {}
     handles = _install_hooks(adapter, sites, layer_sel, got)
+    last = _last_block_needed(adapter, sites, layer_sel)
+    if last is not None and last < adapter.n_layers - 1:
+        def stop(mod, inp, out):
+            raise _StopForward
+        handles.append(adapter.blocks[last].register_forward_hook(stop))
+    kw = dict(forward_kw)
+    if _accepts(adapter.model.forward, "logits_to_keep"):
+        kw["logits_to_keep"] = 1
+    out = None
     try:
-        out = adapter.model(**inputs, **forward_kw)
+        out = adapter.model(**inputs, **kw)
+    except _StopForward:
+        pass
     finally:
         for h in handles:
             h.remove()
