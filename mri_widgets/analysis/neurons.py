@@ -108,6 +108,17 @@ def _decode_key(keys: torch.Tensor):
     return values.masked_fill(empty, math.nan), texts.masked_fill(empty, -1)
 
 
+def _count(m: torch.Tensor) -> torch.Tensor:
+    """Per (layer, neuron) count of a (b, L, seq, d) mask (bool or 0/1 float), as int64.
+
+    Bool masks are summed as float32 (exact below 2**24 per batch): summing bools directly
+    converts the whole mask to int64 first, which is several times slower.
+    """
+    if m.dtype == torch.bool:
+        m = m.float()
+    return m.sum(2, dtype=torch.float32).sum(0).round_().to(torch.int64)
+
+
 class _Reducer:
     """Running top-k / bottom-k and statistics, kept on the model's device.
 
@@ -138,6 +149,10 @@ class _Reducer:
         self.bin_offset = (torch.arange(L * d, dtype=torch.int32, device=device) * N_BINS).view(L, 1, d)
 
     def __call__(self, batch) -> None:
+        with torch.inference_mode():  # the capture's tensors are inference tensors: update in place
+            self._update(batch)
+
+    def _update(self, batch) -> None:
         x = batch.acts["mlp"]  # (b, L, seq, d), padding zeroed
         mask = batch.mask  # (b, seq)
         b, seq = mask.shape
@@ -149,7 +164,7 @@ class _Reducer:
 
         # statistics over real tokens: padding holds exact zeros, which add nothing to sums or
         # to the count of positive values, and fall into the central histogram bin (corrected).
-        self.n_pos += (x > 0).sum(2, dtype=torch.int32).sum(0)
+        self.n_pos += _count(x > 0)
         s_all = x.sum(2, dtype=torch.float32).sum(0)
         self.act_sum += s_all.to(self.act_sum.dtype)
         self._histogram(x, b * seq - n_real)
@@ -160,10 +175,11 @@ class _Reducer:
         if min(lengths) == seq:
             vmax, pmax = x.max(dim=2)  # (b, L, d)
             vmin, pmin = x.min(dim=2)
-        else:
+        else:  # fill the padding in place (no copy of the batch), then zero it again
             pad = ~mask[:, None, :, None]
-            vmax, pmax = x.masked_fill(pad, -math.inf).max(dim=2)
-            vmin, pmin = x.masked_fill(pad, math.inf).min(dim=2)
+            vmax, pmax = x.masked_fill_(pad, -math.inf).max(dim=2)
+            vmin, pmin = x.masked_fill_(pad, math.inf).min(dim=2)
+            x.masked_fill_(pad, 0)
         texts = torch.arange(batch.start, batch.start + b, device=x.device).view(b, 1, 1)
         self.top_key, self.top_p = self._merge(self.top_key, self.top_p, _order_key(vmax, texts), pmax)
         self.bot_key, self.bot_p = self._merge(self.bot_key, self.bot_p, _order_key(-vmin.float(), texts), pmin)
@@ -187,15 +203,14 @@ class _Reducer:
             self.hist.view(-1, N_BINS)[:, _CENTER] -= n_pad
 
     def _sign_cases(self, x, gate, up, n_real: int, s_all) -> None:
-        g = gate > 0
-        u = up > 0
-        gu = g & u
-        count = lambda m: m.sum(2, dtype=torch.int32).sum(0)  # noqa: E731
+        g = (gate > 0).float()  # float masks: counting and masked sums need no conversions
+        u = (up > 0).float()
+        gu = g * u
+        n_gu, n_g, n_u = _count(gu), _count(g), _count(u)
         total = lambda m: (x * m).sum(2, dtype=torch.float32).sum(0)  # noqa: E731
-        n_gu, n_g, n_u = count(gu), count(g), count(u)
         s_gu, s_g, s_u = total(gu), total(g), total(u)
         # padding (gate = up = 0) is in no counted case; the last case is the rest of the real tokens
-        n = torch.stack([n_gu, n_g - n_gu, n_u - n_gu], -1).to(torch.int64)
+        n = torch.stack([n_gu, n_g - n_gu, n_u - n_gu], -1)
         self.case_n[..., :3] += n
         self.case_n[..., 3] += n_real - n.sum(-1)
         s = torch.stack([s_gu, s_g - s_gu, s_u - s_gu, s_all - s_g - s_u + s_gu], -1)
