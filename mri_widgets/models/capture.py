@@ -371,7 +371,7 @@ def _zero_padding(t: torch.Tensor, mask: torch.Tensor, site: str) -> torch.Tenso
         m = mask[:, None, None, :, None]
     else:  # (b, L, seq, d)
         m = mask[:, None, :, None]
-    return torch.where(m, t, torch.zeros((), dtype=t.dtype, device=t.device))
+    return t.masked_fill_(~m, 0)  # in place: ``t`` is the freshly stacked copy
 
 
 def _pad_seq(t: torch.Tensor, seq: int, site: str) -> torch.Tensor:
