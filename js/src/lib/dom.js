@@ -24,6 +24,12 @@ export function showToken(s) {
   return String(s).replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5").replace(/^ /, "\u2423");
 }
 
+/** A token inside running text: spaces stay spaces (the element keeps white-space: pre), control characters show. */
+export function showText(s) {
+  if (s == null) return "";
+  return String(s).replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
+}
+
 /** A floating tooltip attached to `root`. Content is built with h(), never innerHTML. */
 export function tooltip(root) {
   const tip = h("div", { class: "mri-tooltip", role: "tooltip", style: { display: "none" } });

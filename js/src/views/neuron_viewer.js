@@ -4,7 +4,7 @@
 // output tokens, and prev / next / random / go-to navigation. Per-token activations come from
 // Python on demand (rpc "examples"). Token strings and texts are always set as text.
 import { defineView } from "../lib/widget.js";
-import { h, showToken, tooltip, notice, fmt } from "../lib/dom.js";
+import { h, showToken, showText, tooltip, notice, fmt } from "../lib/dom.js";
 import { diverging, textOn } from "../lib/colors.js";
 import { rpc } from "../lib/rpc.js";
 
@@ -207,7 +207,7 @@ function exampleTokens(ctx, tip, side, rank, info, ex, channel, scale) {
         ctx.selection.set({ layer: d.layer, neuron: d.neuron, position: i });
         markSelected(ctx, ctx.sel && { ...ctx.sel, position: i });
       },
-    }, showToken(tokens[i]));
+    }, showText(tokens[i]));
     span.dataset.key = key;
     line.appendChild(span);
   }

@@ -1,6 +1,6 @@
 // TokenHeat: a text's tokens coloured by one value each; click a token to select its position.
 import { defineView } from "../lib/widget.js";
-import { h, showToken, tooltip, fmt } from "../lib/dom.js";
+import { h, showText, tooltip, fmt } from "../lib/dom.js";
 import { diverging, sequential, textOn } from "../lib/colors.js";
 
 function draw(ctx) {
@@ -21,7 +21,7 @@ function draw(ctx) {
       onmouseenter: (e) => tip.show(e.clientX, e.clientY, `#${i} ${JSON.stringify(tok)}\n${data.value_name || "value"}: ${fmt(v)}`),
       onmouseleave: () => tip.hide(),
       onclick: () => ctx.selection.set({ position: i }),
-    }, showToken(tok));
+    }, showText(tok));
     line.appendChild(span);
     return span;
   });
