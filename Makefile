@@ -19,7 +19,7 @@ setup-browser:
 
 ## test: everything: JS bundles match their sources, JS unit tests, Python + browser tests
 test: setup setup-browser test-js
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 test-js:
 	cd js && npm run --silent check && npx vitest run
