@@ -66,6 +66,33 @@ def test_graph_view_rejects_bad_input():
     assert isinstance(GraphError("x"), ValueError)
 
 
+def test_graph_view_label_and_view_options():
+    d = small_graph().data  # defaults: labels under the nodes, the first view fits the graph
+    assert (d["label_size"], d["label_position"], d["label_width"], d["min_zoom"]) == (8.0, "bottom", None, 0.0)
+    g = small_graph(label_size=12, label_position="right", label_width=100, min_zoom=0.8, height=300.0,
+                    annotations=[{"x": 0, "y": -10, "text": "a", "align": "left", "color": "#777", "bold": False},
+                                 {"x": 5, "y": -10, "text": "b", "select": {"layer": 1}}])
+    d = g.data
+    assert (d["label_size"], d["label_position"], d["label_width"], d["min_zoom"], d["height"]) == \
+        (12.0, "right", 100.0, 0.8, 300)
+    assert d["annotations"][0] == {"x": 0.0, "y": -10.0, "text": "a", "size": 13.0, "align": "left", "bold": False,
+                                   "color": "#777777"}
+    assert d["annotations"][1]["align"] == "center" and d["annotations"][1]["bold"] is True
+    assert d["annotations"][1]["select"] == {"layer": 1}
+    with pytest.raises(GraphError, match="label_position"):
+        small_graph(label_position="left")
+    with pytest.raises(GraphError, match="min_zoom"):
+        small_graph(min_zoom=-1)
+    with pytest.raises(GraphError, match="label_size"):
+        small_graph(label_size=0)
+    with pytest.raises(GraphError, match="height"):
+        small_graph(height=float("nan"))
+    with pytest.raises(GraphError, match="align"):
+        small_graph(annotations=[{"x": 0, "y": 0, "text": "a", "align": "right"}])
+    with pytest.raises(GraphError, match="colour"):
+        small_graph(annotations=[{"x": 0, "y": 0, "text": "a", "color": "nope"}])
+
+
 def test_colour_helpers():
     np.testing.assert_array_equal(to_rgb(["#ff0000", "#0f0"], 2), [[255, 0, 0], [0, 255, 0]])
     np.testing.assert_array_equal(to_rgb("#000000", 2), np.zeros((2, 3)))

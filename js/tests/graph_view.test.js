@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import graphView from "../src/views/graph_view.js";
-import { patchIndex, patchOf, edgeWidths, buildElements, NO_VALUE } from "../src/lib/graph.js";
+import { patchIndex, patchOf, edgeWidths, buildElements, graphStyle, homeView, NO_VALUE } from "../src/lib/graph.js";
 import { MockModel, enc, mount } from "./mock_model.js";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -69,6 +69,58 @@ describe("graph lib", () => {
     expect(n0.data.color).toBe("rgb(255,0,0)");
     expect(n0.classes).toContain("pie");
     expect(els.find((e) => e.data.id === "e2").data.source).toBe("n1");
+  });
+});
+
+describe("readable first view", () => {
+  it("fits when the fit keeps the minimum zoom, else starts at the top at that zoom", () => {
+    const bb = { x1: -10, y1: -50, w: 1000, h: 3000 };
+    // fit zoom = min(952/1000, 672/3000) = 0.224
+    expect(homeView(bb, 1000, 720, 0)).toBe(null); // no minimum: plain fit
+    expect(homeView(bb, 1000, 720, 0.2)).toBe(null); // the fit is readable enough
+    expect(homeView(bb, 0, 0, 0.85)).toBe(null); // hidden canvas: nothing to compute
+    const v = homeView(bb, 1000, 720, 0.85);
+    expect(v.zoom).toBe(0.85);
+    // 850 px wide < 1000 - 48: centred horizontally; the top of the graph 24 px under the canvas top
+    expect(v.pan.x).toBeCloseTo((1000 - 850) / 2 + 10 * 0.85);
+    expect(v.pan.y).toBeCloseTo(24 + 50 * 0.85);
+    // wider than the canvas: from the left edge
+    const wide = homeView({ x1: 0, y1: 0, w: 2000, h: 3000 }, 1000, 720, 0.85);
+    expect(wide.pan).toEqual({ x: 24, y: 24 });
+  });
+
+  it("styles labels beside the nodes, cut with an ellipsis, and left-aligned plain headers", () => {
+    const base = graphStyle({ directed: false }, false).find((r) => r.selector === "node.node").style;
+    expect(base["font-size"]).toBe(8);
+    expect(base["text-valign"]).toBe("bottom");
+    const st = graphStyle({ directed: true, label_size: 12, label_position: "right", label_width: 120 }, false);
+    const node = st.find((r) => r.selector === "node.node").style;
+    expect(node["font-size"]).toBe(12);
+    expect([node["text-halign"], node["text-valign"]]).toEqual(["right", "center"]);
+    expect([node["text-wrap"], node["text-max-width"]]).toEqual(["ellipsis", "120px"]);
+    expect(node["text-background-opacity"]).toBeGreaterThan(0.5);
+    expect(st.find((r) => r.selector === "node.annot.left").style["text-halign"]).toBe("right");
+    const els = buildElements({
+      x: { data: new Float32Array([0]) }, y: { data: new Float32Array([0]) }, label: ["a"],
+      source: { data: new Int32Array(0) }, target: { data: new Int32Array(0) }, weight: { data: new Float32Array(0) },
+      annotations: [{ x: 0, y: 0, text: "layer 3", align: "left", select: { layer: 3 } },
+        { x: 0, y: 9, text: "note", align: "left", bold: false, color: "#777777" }],
+    });
+    const [h3, note] = els.filter((e) => e.data.kind === "annotation");
+    expect(h3.classes.split(" ").sort()).toEqual(["annot", "left", "selectable"]);
+    expect(note.classes.split(" ").sort()).toEqual(["annot", "colored", "left", "plain"]);
+    expect(note.data.color).toBe("#777777");
+  });
+
+  it("a 'start' button comes back to the first view only where the graph has a minimum zoom", async () => {
+    const { root } = await setup();
+    expect(root.querySelector("button.mri-home")).toBe(null);
+    expect(root.querySelector("button.mri-fit").textContent).toBe("fit");
+    const zoomed = await setup({ min_zoom: 0.9, label_position: "right", label_size: 12 });
+    const btn = zoomed.root.querySelector("button.mri-home");
+    expect(btn.textContent).toBe("start");
+    btn.click(); // headless cytoscape: runs the fit without a canvas, must not throw
+    expect(zoomed.cy.nodes(".node").length).toBe(4);
   });
 });
 

@@ -37,6 +37,7 @@ _NAMED = {"black": "#000000", "white": "#ffffff", "grey": "#888888", "gray": "#8
 NODE_COLUMNS = ("x", "y", "size", "color", "label", "tooltip", "parts", "select", "parent", "shape")
 EDGE_COLUMNS = ("source", "target", "weight", "color", "width", "parts", "tooltip")
 SHAPES = ("ellipse", "rectangle", "round-rectangle", "triangle", "diamond", "hexagon")
+LABEL_POSITIONS = ("bottom", "right")
 
 
 class GraphError(ValueError):
@@ -113,6 +114,20 @@ def _floats(v, n: int, name: str) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def _positive(v, name: str, kind=float, zero: bool = False):
+    """A finite number > 0 (>= 0 with ``zero``) as ``kind``, else a GraphError naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+            or v < 0 or (v == 0 and not zero):
+        raise GraphError(f"{name} must be a {'non-negative' if zero else 'positive'} number, got {v!r}")
+    return kind(v)
+
+
+def _choice(v, name: str, options) -> str:
+    if v not in options:
+        raise GraphError(f"{name} must be one of {options}, got {v!r}")
+    return str(v)
+
+
 def _strings(v, n: int, name: str) -> list[str]:
     if isinstance(v, str):
         return [v] * n
@@ -177,8 +192,10 @@ class GraphView(MRIWidget):
         ``parts`` ((m, K) breakdown shown in the tooltip), ``tooltip``.
     groups : list of ``{"label": str}``: compound parent boxes around the nodes that name them in
         ``parent``; double-click a box to collapse / expand it.
-    annotations : list of ``{"x", "y", "text"}`` (optional ``"select"``, and ``"size"``: font size
-        in px at zoom 1, default 13): free text, e.g. column headers.
+    annotations : list of ``{"x", "y", "text"}`` (optional ``"select"``, ``"size"``: font size
+        in px at zoom 1, default 13, ``"align"``: ``"center"`` (default: centred on x, y) or
+        ``"left"`` (starting at x), ``"color"``: a colour for text that is not clickable,
+        ``"bold"``: default True): free text, e.g. column headers.
     part_names, part_colors : names and colours of the ``parts`` columns (labels, ...).
     title : text above the graph.
     directed : draw arrows (slower for thousands of edges).
@@ -187,6 +204,15 @@ class GraphView(MRIWidget):
         ``min_weight``, and only the ``top_k`` heaviest when ``top_k`` > 0). Highlighted edges are
         always shown.
     height : height of the drawing in px.
+    label_size : font size of node labels in px at zoom 1 (default 8).
+    label_position : ``"bottom"`` (default: under the node, centred) or ``"right"`` (beside the
+        node, on a light background: suits rows of nodes with long labels).
+    label_width : longest node label in layout units; longer labels end with an ellipsis
+        (default None: no limit).
+    min_zoom : the first view fits the whole graph, but never zooms out further than this
+        (default 0: no limit); a larger graph then starts at its top (centred when it is
+        narrower than the canvas, else from its left edge) and the user pans; the toolbar's
+        "fit" shows it all, "start" comes back.
     selection : the shared :class:`Selection`.
 
     Notes
@@ -209,21 +235,29 @@ class GraphView(MRIWidget):
 
     def __init__(self, nodes, edges=None, *, groups=None, annotations=None, part_names=None, part_colors=None,
                  title: str = "", directed: bool = False, weight_name: str = "weight", min_weight: float = 0.0,
-                 top_k: int = 0, height: int = 520, selection: Optional[Selection] = None):
+                 top_k: int = 0, height: int = 520, label_size: float = 8.0, label_position: str = "bottom",
+                 label_width: Optional[float] = None, min_zoom: float = 0.0, selection: Optional[Selection] = None):
         super().__init__(selection=selection)
         self.set_graph(nodes, edges, groups=groups, annotations=annotations, part_names=part_names,
                        part_colors=part_colors, title=title, directed=directed, weight_name=weight_name,
-                       height=height)
+                       height=height, label_size=label_size, label_position=label_position,
+                       label_width=label_width, min_zoom=min_zoom)
         self.min_weight = float(min_weight)
         self.top_k = int(top_k)
 
     # ---- building ----------------------------------------------------------------------------
     def set_graph(self, nodes, edges=None, *, groups=None, annotations=None, part_names=None, part_colors=None,
-                  title: str = "", directed: bool = False, weight_name: str = "weight", height: int = 520) -> None:
+                  title: str = "", directed: bool = False, weight_name: str = "weight", height: int = 520,
+                  label_size: float = 8.0, label_position: str = "bottom", label_width: Optional[float] = None,
+                  min_zoom: float = 0.0) -> None:
         """Replace the graph drawn (same arguments as the constructor); clears the highlight."""
         data = self._encode(nodes, edges, groups, annotations, part_names, part_colors)
-        data.update(title=str(title), directed=bool(directed), weight_name=str(weight_name), height=int(height),
-                    details_rpc=self._details_rpc)
+        data.update(title=str(title), directed=bool(directed), weight_name=str(weight_name),
+                    height=_positive(height, "height", int), details_rpc=self._details_rpc,
+                    label_size=_positive(label_size, "label_size"),
+                    label_position=_choice(label_position, "label_position", LABEL_POSITIONS),
+                    label_width=None if label_width is None else _positive(label_width, "label_width"),
+                    min_zoom=_positive(min_zoom, "min_zoom", zero=True))
         self._n_nodes = int(data["x"].shape[0])
         self._n_edges = int(data["source"].shape[0])
         self.highlight = {}
@@ -324,7 +358,12 @@ class GraphView(MRIWidget):
         for i, a in enumerate(annotations or []):
             if not isinstance(a, Mapping) or "x" not in a or "y" not in a or "text" not in a:
                 raise GraphError(f"annotations[{i}] must be a dict with 'x', 'y' and 'text'")
-            item = {"x": float(a["x"]), "y": float(a["y"]), "text": str(a["text"]), "size": float(a.get("size", 13.0))}
+            item = {"x": float(a["x"]), "y": float(a["y"]), "text": str(a["text"]),
+                    "size": _positive(a.get("size", 13.0), f"annotations[{i}]['size']"),
+                    "align": _choice(a.get("align", "center"), f"annotations[{i}]['align']", ("center", "left")),
+                    "bold": bool(a.get("bold", True))}
+            if a.get("color") is not None:
+                item["color"] = "#%02x%02x%02x" % _hex_to_rgb(a["color"])
             if a.get("select") is not None:
                 k, v = encode_select([a["select"]], 1)
                 item["select"] = {kk: int(vv) for kk, vv in zip(k, v[0])}

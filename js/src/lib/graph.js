@@ -104,10 +104,12 @@ export function buildElements(data) {
     els.push({ group: "nodes", data: d, position: { x: data.x.data[i], y: data.y.data[i] }, classes });
   }
   (data.annotations || []).forEach((a, i) => {
-    els.push({
-      group: "nodes", data: { id: `a${i}`, label: a.text, kind: "annotation", fs: a.size || 13 },
-      position: { x: a.x, y: a.y }, classes: a.select ? "annot selectable" : "annot",
-    });
+    let classes = a.select ? "annot selectable" : "annot";
+    if (a.align === "left") classes += " left";
+    if (a.bold === false) classes += " plain";
+    const d = { id: `a${i}`, label: a.text, kind: "annotation", fs: a.size || 13 };
+    if (a.color && !a.select) { d.color = a.color; classes += " colored"; }
+    els.push({ group: "nodes", data: d, position: { x: a.x, y: a.y }, classes });
   });
   const widths = edgeWidths(data);
   const src = data.source.data, dst = data.target.data, w = data.weight.data;
@@ -130,15 +132,27 @@ export function graphStyle(data, big) {
     pie[`pie-${k}-background-size`] = `data(p${k})`;
   }
   const directed = !!data.directed;
+  const labels = { "font-size": data.label_size > 0 ? data.label_size : 8 };
+  if (data.label_position === "right") {
+    Object.assign(labels, { "text-valign": "center", "text-halign": "right", "text-margin-x": 4,
+      "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": 1,
+      "text-background-shape": "roundrectangle" });
+  } else {
+    Object.assign(labels, { "text-valign": "bottom", "text-margin-y": 2 });
+  }
+  if (data.label_width > 0) Object.assign(labels, { "text-wrap": "ellipsis", "text-max-width": `${data.label_width}px` });
   return [
     { selector: "node.node", style: {
       "background-color": "data(color)", width: "data(size)", height: "data(size)", shape: "data(shape)",
-      label: "data(label)", "font-size": 8, "min-zoomed-font-size": 7, "text-valign": "bottom", "text-margin-y": 2,
+      label: "data(label)", "min-zoomed-font-size": 7, ...labels,
       color: "#333", "border-width": 0.5, "border-color": "#fff" } },
     { selector: "node.pie", style: pie },
     { selector: "node.annot", style: {
       "background-opacity": 0, width: 1, height: 1, label: "data(label)", "font-size": "data(fs)", "font-weight": "bold",
       color: "#444", "text-valign": "center", "text-halign": "center", "min-zoomed-font-size": 4 } },
+    { selector: "node.annot.left", style: { "text-halign": "right" } },
+    { selector: "node.annot.plain", style: { "font-weight": "normal", "min-zoomed-font-size": 7 } },
+    { selector: "node.annot.colored", style: { color: "data(color)" } },
     { selector: "node.annot.selectable", style: { color: "#0b5394" } },
     { selector: "node.group", style: {
       "background-color": "#888", "background-opacity": 0.05, "border-width": 1, "border-style": "dashed",
@@ -156,12 +170,33 @@ export function graphStyle(data, big) {
     { selector: "node.hl", style: { opacity: 1, "border-width": 2, "border-color": "#222", "z-index": 10 } },
     { selector: "node.sel", style: { opacity: 1, "border-width": 4, "border-color": ACCENT, "z-index": 20,
       "overlay-color": ACCENT, "overlay-opacity": 0.25, "overlay-padding": 6 } },
+    // a selected header: its text marked (the 1 px anchor node may sit at the text's start)
+    { selector: "node.annot.sel", style: { "border-width": 0, "overlay-opacity": 0, color: ACCENT,
+      "text-background-color": "#fde3df", "text-background-opacity": 1, "text-background-padding": 3,
+      "text-background-shape": "roundrectangle" } },
   ];
 }
 
 /**
+ * The first view of a graph whose bounding box is `bb` ({x1, y1, w, h}, model units) in a canvas of
+ * `width` x `height` px: null when fitting it all (with `pad` px around) keeps the zoom >= `minZoom`
+ * (then cy.fit is the view), else {zoom: minZoom, pan} showing the top of the graph, centred when it
+ * is narrower than the canvas, else from its left edge.
+ */
+export function homeView(bb, width, height, minZoom, pad = 24) {
+  if (!(minZoom > 0) || !(width > 0) || !(height > 0) || !bb) return null;
+  const fit = Math.min((width - 2 * pad) / Math.max(bb.w, 1e-9), (height - 2 * pad) / Math.max(bb.h, 1e-9));
+  if (fit >= minZoom) return null;
+  const zoom = minZoom;
+  const gw = bb.w * zoom;
+  const x = gw + 2 * pad <= width ? (width - gw) / 2 - bb.x1 * zoom : pad - bb.x1 * zoom;
+  return { zoom, pan: { x, y: pad - bb.y1 * zoom } };
+}
+
+/**
  * Draw a graph in `container`. Returns an object with the cytoscape core (`cy`) and methods:
- *   applyFilters(minWeight, topK), setHighlight(hl), setSelected(sel) -> ids, destroy().
+ *   applyFilters(minWeight, topK), setHighlight(hl), setSelected(sel) -> ids, home() (the first
+ *   view: fit, or data.min_zoom at the top of the graph, see homeView), destroy().
  * `on` = {tap(ele, evt), over(ele, evt), out(ele, evt)} handlers.
  */
 export function createGraph(container, data, on = {}) {
@@ -185,7 +220,30 @@ export function createGraph(container, data, on = {}) {
     pixelRatio: big ? 1 : "auto",
   });
   cy.batch(() => { cy.add(buildElements(data)); });
-  cy.fit(undefined, 24);
+  let homed = false;
+  function home() {
+    cy.fit(undefined, 24);
+    const v = homeView(cy.elements().boundingBox(), cy.width(), cy.height(), data.min_zoom, 24);
+    if (v) cy.viewport(v);
+    homed = cy.width() > 0 && cy.height() > 0;
+  }
+  home();
+  // cytoscape caches where its canvas is on the page and refreshes that on scroll and resize only; the
+  // canvas also moves when something above it changes height (a toolbar line, a notice), so refresh
+  // it before every pointer event it handles
+  const fresh = () => { const r = cy.renderer(); if (r && r.invalidateContainerClientCoordsCache) r.invalidateContainerClientCoordsCache(); };
+  if (!headless) for (const t of ["pointerenter", "pointerdown", "pointermove", "wheel"]) container.addEventListener(t, fresh, { capture: true, passive: true });
+  // drawn while hidden (zero size, e.g. a closed tab): take the first view once it is shown
+  let resize = null;
+  if (!homed && !headless && typeof ResizeObserver !== "undefined") {
+    resize = new ResizeObserver(() => {
+      if (homed || !container.clientWidth || !container.clientHeight) return;
+      cy.resize();
+      home();
+      resize.disconnect();
+    });
+    resize.observe(container);
+  }
   const timing = { start: t0, built: (typeof performance !== "undefined" ? performance.now() : Date.now()) - t0, firstRender: null };
   cy.one("render", () => { timing.firstRender = (typeof performance !== "undefined" ? performance.now() : Date.now()) - t0; });
 
@@ -276,10 +334,10 @@ export function createGraph(container, data, on = {}) {
   cy.on("mouseout", "node, edge", (evt) => { if (on.out) on.out(evt.target, evt); });
 
   return {
-    cy, timing, applyFilters, setHighlight, setSelected,
+    cy, timing, applyFilters, setHighlight, setSelected, home,
     nodeEl: (i) => nodeEls[i], edgeEl: (j) => edgeEls[j],
     get visibleEdges() { return visibleCount; },
     maxWeight: m ? Math.abs(w[order[0]]) : 0,
-    destroy() { cy.destroy(); },
+    destroy() { if (resize) resize.disconnect(); cy.destroy(); },
   };
 }

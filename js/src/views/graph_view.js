@@ -11,7 +11,8 @@ const CSS = `
 .mri-graph_view .mri-graph-canvas { width: 100%; height: 100%; }
 .mri-graph_view .mri-toolbar input[type=range] { width: 140px; vertical-align: middle; }
 .mri-graph_view .mri-toolbar input[type=number] { width: 64px; }
-.mri-graph_view .mri-status { color: var(--mri-muted); margin-left: auto; }
+.mri-graph_view .mri-status { color: var(--mri-muted); margin-left: auto; flex: 1 1 160px; min-width: 0; text-align: right;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .mri-graph_view .mri-legend { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0; }
 .mri-graph_view .mri-legend span.sw { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; vertical-align: -1px; }
 `;
@@ -118,7 +119,11 @@ function draw(ctx) {
   const topInput = h("input", { type: "number", min: 0, step: 1, value: model.get("top_k") || 0, class: "mri-top-k",
     "aria-label": "show only the k heaviest edges (0: all)" });
   const status = h("span", { class: "mri-status" });
-  const fit = h("button", { onclick: () => ctx.state.graph && ctx.state.graph.cy.fit(undefined, 24) }, "fit");
+  const fit = h("button", { class: "mri-fit", title: "show the whole graph",
+    onclick: () => ctx.state.graph && ctx.state.graph.cy.fit(undefined, 24) }, "fit");
+  // graphs that start zoomed in (data.min_zoom) get a button back to that first view
+  const start = data.min_zoom > 0 ? h("button", { class: "mri-home", title: "back to the first view: readable zoom, top of the graph",
+    onclick: () => ctx.state.graph && ctx.state.graph.home() }, "start") : null;
   minInput.addEventListener("input", () => {
     model.set("min_weight", Number(minInput.value));
     model.save_changes();
@@ -129,7 +134,7 @@ function draw(ctx) {
   });
   root.appendChild(h("div", { class: "mri-toolbar" },
     h("label", {}, `min ${data.weight_name || "weight"} `), minInput, minText,
-    h("label", {}, " top-k edges "), topInput, fit, status));
+    h("label", {}, " top-k edges "), topInput, fit, start, status));
   if (data.part_names && data.part_names.length) {
     root.appendChild(h("div", { class: "mri-legend" }, data.part_names.map((name, k) =>
       h("span", {}, h("span", { class: "sw", style: { background: data.part_colors[k] } }), name))));
@@ -186,6 +191,7 @@ function draw(ctx) {
     const shown = graph.visibleEdges;
     const sel = root.dataset.selected ? ` · selected ${root.dataset.selected}` : "";
     status.textContent = `${data.x.data.length} nodes · ${shown}/${m} edges${sel}`;
+    status.title = status.textContent; // the line is cut to its space (a long selection would move the canvas)
   };
   const applyFilters = () => {
     const mw = Number(model.get("min_weight") || 0), k = Number(model.get("top_k") || 0);
@@ -239,6 +245,7 @@ function onSelection(ctx, sel) {
   if (status) {
     const base = status.textContent.replace(/ · selected .*$/, "");
     status.textContent = ids.length ? `${base} · selected ${ids.join(" ")}` : base;
+    status.title = status.textContent;
   }
 }
 
