@@ -300,20 +300,88 @@ def test_node_readings_are_brute_force_unembeddings(tiny):
 
 # ---- layout and errors ------------------------------------------------------------------------------
 
-def test_layout_is_layered_left_to_right(graphs):
-    lm, G = graphs("gpt2")
-    pos = flow_layout(G)
+def _edge_kinds_ok(x, y, src, dst, names):
+    """Every edge goes right into a branch, straight down the spine (x = 0), or writes back left on one row."""
+    for a, b in zip(src, dst):
+        right = x[a] < x[b]
+        spine = x[a] == x[b] == 0 and y[a] < y[b]
+        back = y[a] == y[b] and x[a] > x[b] and names[b].split("/")[-1] in ("resid_mid", "block_out")
+        assert right or spine or back, (names[a], names[b])
+
+
+@pytest.mark.parametrize("arch", ("gpt2", "gptj"))
+def test_layout_stacks_layers_heads_above_neurons(graphs, arch):
+    lm, G = graphs(arch)
+    pos = flow_layout(G, dx=2.0, dy=4.0)  # powers of two: exact rows
     assert set(pos) == set(G)
-    for a, b in G.edges():
-        assert pos[a][0] < pos[b][0], (a, b)
-    assert len(set(pos.values())) == len(pos)  # no two nodes on the same spot
-    for n, a in G.nodes(data=True):
-        if a["kind"] in RESIDUAL_KINDS:
-            assert pos[n][1] == 0
-        elif "head" in a:
-            assert pos[n][1] < 0
-        else:
-            assert pos[n][1] > 0
+    names = list(G)
+    x = {n: pos[n][0] / 2.0 for n in G}
+    y = {n: pos[n][1] / 4.0 for n in G}
+    # brute force: two nodes less than a row apart are at least a column apart (labels right of nodes fit)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert abs(y[a] - y[b]) >= 1 - 1e-9 or abs(x[a] - x[b]) >= 1 - 1e-9, (a, b)
+    assert {x[n] for n in G} <= set(range(7))  # narrow: 7 columns whatever the counts
+    _edge_kinds_ok(x, y, [a for a, _ in G.edges()], [b for _, b in G.edges()], {n: n for n in G})
+    layers = G.graph["layers"]
+    for l, nxt in zip(layers, layers[1:]):  # one layer below the other
+        assert max(y[n] for n in G if G.nodes[n]["layer"] == l) < min(y[n] for n in G if G.nodes[n]["layer"] == nxt)
+    for l in layers:
+        L = f"L{l}"
+        heads = [n for n in G if G.nodes[n]["layer"] == l and "head" in G.nodes[n]]
+        neurons = [n for n in G if G.nodes[n]["layer"] == l and "neuron" in G.nodes[n]]
+        assert x[f"{L}/block_in"] == x[f"{L}/resid_mid"] == x[f"{L}/block_out"] == 0  # the spine
+        assert y[f"{L}/block_in"] == y[f"{L}/attn_in"] <= min(y[n] for n in heads)
+        assert max(y[n] for n in heads) < y[f"{L}/resid_mid"] == y[f"{L}/attn_out"]
+        assert y[f"{L}/resid_mid"] < y[f"{L}/mlp_in"] == min(y[n] for n in neurons)
+        assert max(y[n] for n in neurons) < y[f"{L}/block_out"] == y[f"{L}/mlp_out"]
+        # heads in rank order, one block each; keys in attention order; query and output centred on them
+        blocks = sorted({G.nodes[n]["head"] for n in heads}, key=lambda h: G.nodes[f"{L}/h{h}/q"]["rank"])
+        spans = []
+        for h in blocks:
+            members = [n for n in heads if G.nodes[n]["head"] == h]
+            keys = sorted((n for n in members if G.nodes[n]["kind"] == "key"), key=lambda n: G.nodes[n]["key_rank"])
+            assert [y[k] for k in keys] == [y[keys[0]] + i for i in range(len(keys))]
+            for k in keys:
+                assert y[k.replace("/k", "/v")] == y[k]
+            centre = (y[keys[0]] + y[keys[-1]]) / 2
+            assert y[f"{L}/h{h}/q"] == y[f"{L}/h{h}/out"] == pytest.approx(centre)
+            spans.append((min(y[n] for n in members), max(y[n] for n in members)))
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+        # neurons: top ones in rank order, then the most negative ones
+        keys = [n for n in neurons if G.nodes[n]["kind"] == "neuron_key"]
+        order = sorted(keys, key=lambda n: (G.nodes[n]["group"] != "top", G.nodes[n]["rank"]))
+        assert sorted(keys, key=lambda n: y[n]) == order
+        for k in keys:
+            assert y[k.replace("/key", "/value")] == y[k]
+
+
+def test_layout_rows_by_hand(graphs):
+    lm, G = graphs("gpt2")  # 3 heads with 3 keys each, 5 top + 2 bottom neurons per layer
+    pos = flow_layout(G)
+    # heads on rows 0-2, 3.6-5.6, 7.2-9.2; the write-back line 1.4 rows lower
+    assert pos["L0/resid_mid"] == (0, pytest.approx(10.6)) and pos["L0/attn_out"] == (6, pytest.approx(10.6))
+    # neurons from 2.2 rows lower: top ones on 12.8-16.8, the bottom ones after a 0.8 gap: 18.6, 19.6
+    assert pos["L0/mlp_in"] == (1, pytest.approx(12.8))
+    assert sorted(p[1] for n, p in pos.items() if G.nodes[n]["kind"] == "neuron_key" and G.nodes[n]["layer"] == 0) \
+        == pytest.approx([12.8, 13.8, 14.8, 15.8, 16.8, 18.6, 19.6])
+    assert pos["L0/block_out"] == (0, pytest.approx(21.0)) and pos["L0/mlp_out"] == (4, pytest.approx(21.0))
+    assert pos["L1/block_in"] == (0, pytest.approx(25.0))  # the next layer 4 rows lower
+
+
+def test_layout_without_heads_or_neurons(tiny):
+    lm = tiny("llama")
+    G = flow_graph(lm, "The cat", layers=[1, 2], top_heads=0, top_neurons=0, bottom_neurons=0)
+    pos = flow_layout(G)
+    assert set(pos) == set(G) and len(set(pos.values())) == len(pos)
+    assert pos["L1/resid_mid"][1] < pos["L1/mlp_in"][1] < pos["L1/block_out"][1] < pos["L2/block_in"][1]
+    G1 = flow_graph(lm, "The cat", layers=[2], position=0, top_heads=2, top_neurons=1, bottom_neurons=0)
+    pos = flow_layout(G1)  # one key per head (position 0)
+    assert len(set(pos.values())) == len(pos)
+    with pytest.raises(TypeError, match="DiGraph"):
+        flow_layout({"a": 1})
+    with pytest.raises(ValueError, match="flow_graph node"):
+        flow_layout(nx.DiGraph([(1, 2)]))
 
 
 def test_bad_input_gives_clear_errors(tiny):
@@ -406,8 +474,15 @@ def test_flow_graph_widget_data_and_traits(tiny):
     # colours: by target rank, green for rank 1, red for the last
     np.testing.assert_array_equal(d["color"], rank_colors([G.nodes[n]["target_rank"] for n in w.nodes], lm.vocab_size))
     assert tuple(rank_colors([1], 100)[0]) == (26, 152, 80) and tuple(rank_colors([100], 100)[0]) == (215, 48, 39)
-    # left to right: every edge goes rightwards in the drawing
-    assert (d["x"][d["source"]] < d["x"][d["target"]]).all()
+    # drawn with flow_layout: edges go right, down the spine, or write back left on one row
+    _edge_kinds_ok(d["x"], d["y"], d["source"], d["target"], w.nodes)
+    # readable first view: labels beside the nodes, a minimum zoom, layer headers that select the layer
+    assert d["label_position"] == "right" and d["label_size"] >= 11 and d["min_zoom"] >= 0.8
+    assert all(len(lab) <= 24 for lab in d["label"])
+    headers = [a for a in d["annotations"] if "select" in a]
+    assert [(a["text"], a["select"]) for a in headers] == [("layer 1", {"layer": 1}), ("layer 2", {"layer": 2})]
+    assert all(a["size"] >= 18 for a in headers)
+    assert 360 <= d["height"] <= 720
     controls = {c["name"]: c for c in d["controls"]}
     assert controls["layers"]["value"] == "1-2" and controls["target"]["value"] == ""
     assert controls["position"]["value"] == G.graph["position"]
@@ -422,6 +497,8 @@ def test_flow_graph_widget_data_and_traits(tiny):
     assert w.graph.graph["position"] == 2 and w.graph.graph["target"] == " capital"
     w.layers = "2,0"
     assert w.layers == [0, 2]
+    texts = [a["text"] for a in w.data["annotations"]]
+    assert "layer 0" in texts and "layer 2" in texts and "(layer 1 not shown)" in texts
 
 
 def test_flow_graph_widget_errors_keep_the_last_graph(tiny):
@@ -446,3 +523,9 @@ def test_flow_graph_widget_errors_keep_the_last_graph(tiny):
         FlowGraph(tiny("bert"), PROMPT)
     with pytest.raises(TypeError, match="top_neurons"):
         FlowGraph(lm, PROMPT, top_neurons="many")
+    with pytest.raises(ValueError, match="height"):
+        FlowGraph(lm, PROMPT, layers=[2], height=0)
+    fixed = FlowGraph(lm, PROMPT, layers=[2], top_heads=1, top_neurons=1, bottom_neurons=0, height=500)
+    assert fixed.data["height"] == 500
+    fixed.position = 0  # a redraw keeps the height asked for
+    assert fixed.data["height"] == 500

@@ -3,7 +3,8 @@
 :func:`flow_graph` returns a :class:`networkx.DiGraph` whose nodes are vectors in the residual
 basis (residual stages, per-head queries, keys, values and outputs, MLP neuron keys and values),
 each read through the final norm and the unembedding, and whose edges say how much flows from one
-to the next. :func:`flow_layout` places it in layered columns, left to right.
+to the next. :func:`flow_layout` places it compactly: the residual stream as a vertical spine, each
+layer's heads and then its neurons branching off to the right.
 
 Unlike the original (a hand-written JSON of module paths per architecture, GPT-2/GPT-J/GPT-Neo/
 Llama-2, the Llama gate ignored), everything comes from the architecture adapters: GPT-2,
@@ -19,7 +20,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-__all__ = ["flow_graph", "flow_layout", "RESIDUAL_KINDS", "NODE_KINDS", "DEFAULT_LAYERS"]
+__all__ = ["flow_graph", "flow_layout", "RESIDUAL_KINDS", "NODE_KINDS", "LAYOUT_COLUMNS", "DEFAULT_LAYERS"]
 
 #: how many of the last layers ``layers=None`` shows (a readable graph has ~140 nodes per layer)
 DEFAULT_LAYERS = 2
@@ -27,7 +28,7 @@ DEFAULT_LAYERS = 2
 #: residual stages of one block, in flow order
 RESIDUAL_KINDS = ("block_in", "attn_in", "attn_out", "resid_mid", "mlp_in", "mlp_out", "block_out")
 
-#: every node kind, in left-to-right column order within one layer
+#: every node kind, in flow order within one layer
 NODE_KINDS = ("block_in", "attn_in", "query", "key", "value", "head_out", "attn_out", "resid_mid",
               "mlp_in", "neuron_key", "neuron_value", "mlp_out", "block_out")
 
@@ -368,45 +369,95 @@ def build_flow_graph(lm, cap, maps, *, position: int, target_id: Optional[int], 
 
 # ---- layout -------------------------------------------------------------------------------------
 
-def flow_layout(G: nx.DiGraph, *, dx: float = 1.0, dy: float = 1.0) -> dict:
-    """Layered left-to-right positions ``{node: (x, y)}`` for a :func:`flow_graph` graph.
+#: column (in units of ``dx``) of each node kind in :func:`flow_layout`
+LAYOUT_COLUMNS = {"block_in": 0, "resid_mid": 0, "block_out": 0, "attn_in": 1, "mlp_in": 1, "query": 2, "key": 3,
+                  "value": 4, "head_out": 5, "attn_out": 6, "neuron_key": 2, "neuron_value": 3, "mlp_out": 4}
 
-    Columns follow :data:`NODE_KINDS` within a layer and layers follow each other. The residual
-    stages lie on ``y = 0``; heads are stacked above (largest output first, one row per key),
-    neurons below (top neurons first, then, after a gap, the most negative ones).
+# vertical gaps of flow_layout, in rows (units of dy)
+_HEAD_GAP = 0.6     # between two heads
+_RETURN_GAP = 1.4   # last head / neuron row -> the line that writes back to the residual stream
+_MLP_GAP = 2.2      # attn_out / resid_mid line -> first neuron row (room for a sub-header)
+_GROUP_GAP = 0.8    # top neurons -> most negative neurons
+_LAYER_GAP = 4.0    # block_out of one layer -> block_in of the next (room for the layer header)
+
+
+def flow_layout(G: nx.DiGraph, *, dx: float = 1.0, dy: float = 1.0) -> dict:
+    """Compact top-to-bottom positions ``{node: (x, y)}`` for a :func:`flow_graph` graph (y grows downwards).
+
+    The residual stream is a vertical spine at ``x = 0`` running through all layers, one layer
+    below the other: ``block_in``, then ``resid_mid``, then ``block_out``. Each sub-block
+    branches off to the right and writes back on a horizontal line: the attention heads under
+    ``block_in`` (``attn_in`` -> query -> keys -> values -> head output, one head after the
+    other, largest output first, one row per key; ``attn_out`` on the line of ``resid_mid``),
+    then the MLP neurons under ``resid_mid`` (``mlp_in`` -> neuron key -> neuron value, top
+    neurons first, then, after a gap, the most negative ones; ``mlp_out`` on the line of
+    ``block_out``). Columns are :data:`LAYOUT_COLUMNS` (7 at most), so the drawing stays narrow
+    and its height grows with the number of heads, keys and neurons.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph
+        A graph of :func:`flow_graph`.
+    dx, dy : float
+        Column and row spacing.
+
+    Returns
+    -------
+    dict
+        ``{node: (x, y)}``; ``(0, 0)`` is the first layer's ``block_in``.
     """
-    layers = sorted({a["layer"] for _, a in G.nodes(data=True)})
-    col = {k: i for i, k in enumerate(NODE_KINDS)}
-    width = len(NODE_KINDS) + 1
-    pos = {}
-    for li, l in enumerate(layers):
-        x0 = li * width
+    if not isinstance(G, nx.DiGraph):
+        raise TypeError(f"G must be a networkx.DiGraph from flow_graph, got {type(G).__name__}")
+    by_layer: dict = {}
+    for n, a in G.nodes(data=True):
+        if "layer" not in a or a.get("kind") not in LAYOUT_COLUMNS:
+            raise ValueError(f"node {n!r} is not a flow_graph node (needs 'layer' and a 'kind' of {NODE_KINDS})")
+        by_layer.setdefault(a["layer"], []).append(n)
+    pos: dict = {}
+
+    def put(n, row):
+        pos[n] = (LAYOUT_COLUMNS[G.nodes[n]["kind"]] * dx, round(row, 6) * dy)  # rows: no float drift
+
+    y = 0.0
+    for l in sorted(by_layer):
+        members = by_layer[l]
+        kinds = {G.nodes[n]["kind"]: n for n in members if G.nodes[n]["kind"] in RESIDUAL_KINDS}
+        # attention: block_in and attn_in on the first row, the heads below it
+        top = y
+        for k in ("block_in", "attn_in"):
+            if k in kinds:
+                put(kinds[k], top)
         heads: dict = {}
-        for n, a in G.nodes(data=True):
-            if a["layer"] != l:
-                continue
-            if a["kind"] in RESIDUAL_KINDS:
-                pos[n] = ((x0 + col[a["kind"]]) * dx, 0.0)
-            elif "head" in a:
-                heads.setdefault(a["head"], []).append(n)
-        # heads: blocks of rows above the residual line, largest head nearest to it
-        y = -1.0
-        for h in sorted(heads, key=lambda h: G.nodes[heads[h][0]]["rank"]):
-            members = heads[h]
-            keys = sorted((n for n in members if G.nodes[n]["kind"] == "key"), key=lambda n: G.nodes[n]["key_rank"])
-            rows = max(1, len(keys))
-            centre = y - (rows - 1) / 2
-            for n in members:
+        for n in members:
+            if "head" in G.nodes[n]:
+                heads.setdefault(G.nodes[n]["head"], []).append(n)
+        last = top
+        for i, h in enumerate(sorted(heads, key=lambda h: (G.nodes[heads[h][0]]["rank"], h))):
+            row0 = top if i == 0 else last + 1 + _HEAD_GAP
+            rows = 1 + max([G.nodes[n]["key_rank"] for n in heads[h] if "key_rank" in G.nodes[n]], default=0)
+            for n in heads[h]:
                 a = G.nodes[n]
-                if a["kind"] in ("key", "value"):
-                    pos[n] = ((x0 + col[a["kind"]]) * dx, (y - a["key_rank"]) * dy)
-                else:
-                    pos[n] = ((x0 + col[a["kind"]]) * dx, centre * dy)
-            y -= rows + 0.5
-        # neurons: rows below
-        neurons = [(n, a) for n, a in G.nodes(data=True) if a["layer"] == l and "neuron" in a]
-        n_top = sum(1 for _, a in neurons if a["group"] == "top" and a["kind"] == "neuron_key")
-        for n, a in neurons:
-            r = a["rank"] + (n_top + 0.5 if a["group"] == "bottom" else 0)
-            pos[n] = ((x0 + col[a["kind"]]) * dx, (1.0 + r) * dy)
+                put(n, row0 + a["key_rank"] if "key_rank" in a else row0 + (rows - 1) / 2)
+            last = row0 + rows - 1
+        mid = last + _RETURN_GAP
+        for k in ("resid_mid", "attn_out"):
+            if k in kinds:
+                put(kinds[k], mid)
+        # MLP: mlp_in on the first neuron row, top neurons, then the most negative ones
+        first = mid + _MLP_GAP
+        if "mlp_in" in kinds:
+            put(kinds["mlp_in"], first)
+        neurons = [n for n in members if "neuron" in G.nodes[n]]
+        n_top = 1 + max([G.nodes[n]["rank"] for n in neurons if G.nodes[n]["group"] == "top"], default=-1)
+        last = first
+        for n in neurons:
+            a = G.nodes[n]
+            row = first + a["rank"] + (n_top + _GROUP_GAP if a["group"] == "bottom" and n_top else 0)
+            put(n, row)
+            last = max(last, row)
+        bottom = last + _RETURN_GAP
+        for k in ("mlp_out", "block_out"):
+            if k in kinds:
+                put(kinds[k], bottom)
+        y = bottom + _LAYER_GAP
     return pos

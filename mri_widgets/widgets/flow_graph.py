@@ -1,7 +1,10 @@
 """FlowGraph: the semantic information-flow graph of a prompt (VISIT) in the shared graph view.
 
-The graph of :func:`mri_widgets.flow_graph` drawn left to right (positions from
-:func:`~mri_widgets.analysis.flow.flow_layout`), each node coloured by the rank of the target
+The graph of :func:`mri_widgets.flow_graph` drawn top to bottom (positions from
+:func:`~mri_widgets.analysis.flow.flow_layout`: the residual stream as a vertical spine on the left,
+each layer's heads and then its neurons branching off to the right, labels beside the nodes; the
+first view is readable, at the top of the graph, and the toolbar's "fit" shows it all), each node
+coloured by the rank of the target
 token in its reading through the final norm and unembedding (green: rank 1, red: last), its
 tooltip listing the top tokens. Clicking a head node (query, key, value, output) sets
 ``selection.layer`` and ``selection.head``; clicking a neuron node sets ``selection.layer`` and
@@ -20,6 +23,7 @@ import traitlets as t
 
 from ..analysis.flow import (RESIDUAL_KINDS, _count, _layers, _position, _target_id, build_flow_graph,
                              flow_layout)
+from .graph_view import GraphError
 from .graph_view import CATEGORICAL, GraphView
 from .selection import Selection
 
@@ -38,6 +42,22 @@ _SHAPES = {"block_in": "round-rectangle", "attn_in": "round-rectangle", "attn_ou
 _SHORT = {"block_in": "in", "attn_in": "attn in", "attn_out": "attn out", "resid_mid": "mid",
           "mlp_in": "mlp in", "mlp_out": "mlp out", "block_out": "out"}
 
+# ---- drawing sizes (layout units = px at zoom 1) --------------------------------------------------
+#: node label font size; labels sit right of their node
+LABEL_SIZE = 12.0
+#: column and row spacing of flow_layout: a label of ~20 characters fits between two columns
+DX, DY = 150.0, 20.0
+#: the first view never zooms out further: labels stay >= ~10 px on screen (the "fit" button shows all)
+MIN_ZOOM = 0.85
+#: node diameters: residual stages, head nodes, neuron nodes
+_SIZES = {"residual": 16.0, "head": 14.0, "neuron": 12.0}
+#: layer headers and sub-block headers (font px at zoom 1)
+_HEADER_SIZE, _SUBHEADER_SIZE = 20.0, 12.0
+#: automatic canvas height: the graph at MIN_ZOOM, within these bounds (px)
+_AUTO_HEIGHT = (360, 720)
+#: longest token shown in a label (the tooltip has it whole)
+_LABEL_TOKEN = 10
+
 
 def rank_colors(ranks, vocab_size: int) -> np.ndarray:
     """(n, 3) uint8 colours of target ranks (1 = top) on a log scale: green -> yellow -> red."""
@@ -52,6 +72,12 @@ def rank_colors(ranks, vocab_size: int) -> np.ndarray:
 def _tok(s: str) -> str:
     """A token as visible text: quotes keep leading spaces visible, newlines and tabs escaped."""
     return "'" + s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r") + "'"
+
+
+def _label_tok(s: str) -> str:
+    """A token for a node label: visible as :func:`_tok`, cut to ``_LABEL_TOKEN`` characters."""
+    s = s.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    return "'" + (s if len(s) <= _LABEL_TOKEN else s[:_LABEL_TOKEN - 1] + "\u2026") + "'"
 
 
 def _parse_layers(value):
@@ -90,7 +116,8 @@ class FlowGraph(GraphView):
     prompt : str
     layers, position, target, top_heads, top_neurons, bottom_neurons, top_keys :
         as in :func:`mri_widgets.flow_graph` (``layers=None``: the last 2 layers).
-    height : height of the drawing in px.
+    height : height of the drawing in px; None (default): the graph's height at a readable zoom,
+        between 360 and 720 px.
     selection : the shared :class:`Selection`.
 
     Attributes (synced traits; set them from Python, or from the view's toolbar, to redraw)
@@ -111,7 +138,7 @@ class FlowGraph(GraphView):
     target = t.Any(None).tag(sync=True)
 
     def __init__(self, model, prompt: str, *, layers=None, position: int = -1, target=None, top_heads: int = 10,
-                 top_neurons: int = 18, bottom_neurons: int = 7, top_keys: int = 3, height: int = 640,
+                 top_neurons: int = 18, bottom_neurons: int = 7, top_keys: int = 3, height: Optional[int] = None,
                  selection: Optional[Selection] = None):
         from ..models.loading import load
 
@@ -125,11 +152,14 @@ class FlowGraph(GraphView):
                             bottom_neurons=_count(bottom_neurons, "bottom_neurons"),
                             top_keys=_count(top_keys, "top_keys"))
         self._cache: dict = {}
-        self._height = int(height)
+        if height is not None and (isinstance(height, bool) or not isinstance(height, (int, np.integer))
+                                   or height <= 0):
+            raise GraphError(f"height must be a positive number of px or None (automatic), got {height!r}")
+        self._height = None if height is None else int(height)
         self._updating = True
         state = self._compute(prompt, _parse_layers(layers), position, target)
         nodes, edges, kw = self._drawing(state)
-        super().__init__(nodes, edges, height=self._height, selection=selection, **kw)
+        super().__init__(nodes, edges, selection=selection, **kw)
         self._commit(state)
         self._updating = False
 
@@ -179,7 +209,7 @@ class FlowGraph(GraphView):
             raise
         nodes, edges, kw = self._drawing(state)
         self._commit(state)
-        self.set_graph(nodes, edges, height=self._height, **kw)
+        self.set_graph(nodes, edges, **kw)
 
     # ---- drawing -----------------------------------------------------------------------------
     def _drawing(self, state):
@@ -187,8 +217,8 @@ class FlowGraph(GraphView):
         self.graph = G
         self._requested_target = state["target"]
         lm = self.lm
-        pos = flow_layout(G, dx=120.0, dy=26.0)
-        order = sorted(G.nodes, key=lambda n: (pos[n][0], pos[n][1]))
+        pos = flow_layout(G, dx=DX, dy=DY)
+        order = sorted(G.nodes, key=lambda n: (pos[n][1], pos[n][0]))  # reading order: rows, then columns
         self.nodes = order
         index = {n: i for i, n in enumerate(order)}
         A = [G.nodes[n] for n in order]
@@ -197,22 +227,22 @@ class FlowGraph(GraphView):
         labels, tips, select, sizes = [], [], [], []
         for a in A:
             kind = a["kind"]
-            top1 = _tok(a["top_tokens"][0])
+            top1 = _label_tok(a["top_tokens"][0])
             if kind in RESIDUAL_KINDS:
                 labels.append(f"{_SHORT[kind]} {top1}")
                 select.append({"layer": a["layer"]})
-                sizes.append(18.0)
+                sizes.append(_SIZES["residual"])
             elif "head" in a:
                 if kind in ("key", "value"):
-                    labels.append(f"h{a['head']} {kind[0]} {_tok(a['token'])}")
+                    labels.append(f"{kind[0]}@{a['position']} {_label_tok(a['token'])}")
                 else:
                     labels.append(f"h{a['head']} {'q' if kind == 'query' else 'out'} {top1}")
                 select.append({"layer": a["layer"], "head": a["head"]})
-                sizes.append(13.0)
+                sizes.append(_SIZES["head"])
             else:
-                labels.append(f"n{a['neuron']} {'key' if kind == 'neuron_key' else 'val'} {top1}")
+                labels.append(f"n{a['neuron']} key {top1}" if kind == "neuron_key" else f"val {top1}")
                 select.append({"layer": a["layer"], "neuron": a["neuron"]})
-                sizes.append(11.0)
+                sizes.append(_SIZES["neuron"])
             tips.append(self._tooltip(a, target))
         nodes = {
             "x": xy[:, 0], "y": xy[:, 1], "label": labels, "tooltip": tips, "select": select,
@@ -240,17 +270,56 @@ class FlowGraph(GraphView):
             "weight": rel, "width": 0.6 + 5.0 * rel, "tooltip": etips,
             "color": [_MEASURE_COLORS[m] for m in measures],
         }
-        top_y = float(xy[:, 1].min()) if len(xy) else 0.0
-        layers = G.graph["layers"]
-        xs = {a["layer"]: p for a, p in zip(A, xy[:, 0]) if a["kind"] == "block_in"}
-        annotations = [{"x": xs[l] + 6 * 120.0, "y": top_y - 40.0, "text": f"layer {l}", "select": {"layer": int(l)}}
-                       for l in layers]
+        annotations = self._headers(G, pos)
         g = G.graph
         title = (f"{g['prompt']!r} \u2014 position {g['position']} {_tok(g['tokens'][g['position']])} \u2192 "
                  f"prediction {_tok(g['prediction'])} ({g['prediction_prob']:.1%}) \u00b7 colour: rank of "
                  f"{_tok(target)} (green = 1, red = last) \u00b7 edges: grey norm, blue attention, orange activation")
-        kw = dict(title=title, directed=True, weight_name="relative weight", annotations=annotations)
+        ys = [p[1] for p in pos.values()] + [a["y"] for a in annotations]
+        height = self._height
+        if height is None:  # the whole graph at the first view's zoom, within bounds
+            span = (max(ys) - min(ys) + 2 * DY) * MIN_ZOOM + 48
+            height = int(min(max(span, _AUTO_HEIGHT[0]), _AUTO_HEIGHT[1]))
+        kw = dict(title=title, directed=True, weight_name="relative weight", annotations=annotations, height=height,
+                  label_size=LABEL_SIZE, label_position="right", label_width=DX - 24.0, min_zoom=MIN_ZOOM)
         return nodes, edges, kw
+
+    @staticmethod
+    def _headers(G, pos) -> list:
+        """Layer headers (click: select the layer) above each layer, sub-block headers above heads and neurons."""
+        g = G.graph
+        counts = g.get("counts", {})
+        out = []
+        prev = None
+        for l in g["layers"]:
+            nodes = [n for n, a in G.nodes(data=True) if a["layer"] == l]
+            top = min(pos[n][1] for n in nodes)
+            x0 = 0.12 * DX
+            head = {"x": x0, "y": top - 2.5 * DY, "text": f"layer {l}", "select": {"layer": int(l)},
+                    "size": _HEADER_SIZE, "align": "left"}
+            out.append(head)
+            if prev is not None and l > prev + 1:
+                skipped = f"{prev + 1}" if l == prev + 2 else f"{prev + 1}\u2013{l - 1}"
+                out.append({"x": x0 + 0.62 * _HEADER_SIZE * len(head["text"]) + 12, "y": head["y"],
+                            "text": f"(layer{'s' if l > prev + 2 else ''} {skipped} not shown)",
+                            "size": _SUBHEADER_SIZE, "align": "left", "bold": False, "color": "#777777"})
+            prev = l
+            heads = {a["head"] for n, a in G.nodes(data=True) if a["layer"] == l and "head" in a}
+            if heads:
+                y = min(pos[n][1] for n in nodes if "head" in G.nodes[n])
+                out.append({"x": 2 * DX - 8, "y": y - 1.2 * DY, "size": _SUBHEADER_SIZE, "align": "left",
+                            "bold": False, "color": "#666666",
+                            "text": f"attention: {len(heads)} head{'s' if len(heads) != 1 else ''} with the largest "
+                                    f"output (query \u25c6 \u2192 keys \u25b2 \u2192 values \u25b2 \u2192 output \u2b22)"})
+            neurons = [n for n in nodes if G.nodes[n]["kind"] == "neuron_key"]
+            if neurons:
+                y = min(pos[n][1] for n in neurons)
+                n_top = sum(1 for n in neurons if G.nodes[n]["group"] == "top")
+                what = f"top {n_top}" + (f", bottom {len(neurons) - n_top}" if len(neurons) > n_top else "")
+                out.append({"x": 2 * DX - 8, "y": y - 1.1 * DY, "size": _SUBHEADER_SIZE, "align": "left",
+                            "bold": False, "color": "#666666",
+                            "text": f"MLP: {what} neurons by activation \u00d7 |W_out| (key \u25cf \u2192 value \u25cf)"})
+        return out
 
     def _encode(self, nodes, edges, groups, annotations, part_names, part_colors) -> dict:
         out = super()._encode(nodes, edges, groups, annotations, part_names, part_colors)

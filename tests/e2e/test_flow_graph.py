@@ -22,15 +22,27 @@ CELLS = [
     "lm = tiny_model('gpt2')\n"
     "sel = mw.Selection()\n"
     "w = mw.FlowGraph(lm, 'The capital of France is', top_heads=3, top_neurons=4, bottom_neurons=1,\n"
-    "                 selection=sel, height=520)\n"
+    "                 selection=sel)\n"
     "w",
 ]
 
 CY = "document.querySelector('.mri-graph_view').__cy"
 
 
+def _settled(page):
+    """Wait until the notebook has stopped scrolling (JupyterLab scrolls to a clicked cell's output)."""
+    top = None
+    for _ in range(50):
+        now = page.evaluate(f"() => {CY}.container().getBoundingClientRect().top")
+        if now == top:
+            return
+        top = now
+        page.wait_for_timeout(100)
+
+
 def _focus(page, node_id):
     """Zoom onto a cytoscape node and return its client coordinates."""
+    _settled(page)
     return page.evaluate(
         f"""(id) => {{
           const cy = {CY};
@@ -53,6 +65,27 @@ def test_flow_graph_click_head_and_neuron_sets_selection(jupyter_server, page):
     n_nodes = int(kernel_eval(jupyter_server, NB, "len(w.nodes)"))
     page.wait_for_function(f"() => {CY} && {CY}.nodes('.node').length === {n_nodes}")
     assert "prediction" in page.locator(".mri-graph_view .mri-title").inner_text()
+
+    # readable at first sight: the canvas has the automatic height, the first view keeps labels >= ~10 px
+    # and starts at the top with the first layer's header in sight; the gallery shows that first view
+    height = int(kernel_eval(jupyter_server, NB, "w.data['height']"))
+    min_zoom = float(kernel_eval(jupyter_server, NB, "w.data['min_zoom']"))
+    label_size = float(kernel_eval(jupyter_server, NB, "w.data['label_size']"))
+    page.locator(".mri-graph_view").scroll_into_view_if_needed()
+    view = page.evaluate(f"""() => {{
+      const cy = {CY};
+      const a = cy.getElementById('a0'), p = a.renderedPosition();
+      return {{zoom: cy.zoom(), h: cy.height(), w: cy.width(), header: a.data('label'), x: p.x, y: p.y,
+               fit: Math.min((cy.width() - 48) / cy.elements().boundingBox().w,
+                             (cy.height() - 48) / cy.elements().boundingBox().h)}};
+    }}""")
+    assert abs(view["h"] - height) <= 2 and 360 <= height <= 720
+    assert view["zoom"] >= min_zoom - 1e-6 and label_size * view["zoom"] >= 10
+    assert view["fit"] < min_zoom  # the whole graph would be too small to read: it starts zoomed in
+    assert view["header"] == "layer 1" and 0 <= view["x"] < view["w"] and 0 <= view["y"] < 60
+    page.mouse.move(5, 5)
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.locator(".mri-graph_view").screenshot(path=str(ARTIFACTS_DIR / "flow_graph.png"))
 
     # the largest head of the last layer: hover shows its top tokens and the target rank
     head = int(kernel_eval(jupyter_server, NB,
@@ -85,6 +118,16 @@ def test_flow_graph_click_head_and_neuron_sets_selection(jupyter_server, page):
     page.mouse.click(x, y)
     wait_for_python(jupyter_server, NB, "(sel.layer, sel.neuron)", (1, neuron))
 
+    # the canvas moved down by something above it (no scroll, no resize): clicks still land on their node
+    kernel_exec(jupyter_server, NB, "sel.update(layer=None, head=None, neuron=None)")
+    page.evaluate("() => { const b = document.querySelector('.mri-graph_view .mri-graph-box');"
+                  " b.parentNode.insertBefore(Object.assign(document.createElement('div'),"
+                  " {className: 'shift', style: 'height: 45px'}), b); }")
+    x, y = _focus(page, f"n{idx}")
+    page.mouse.click(x, y)
+    wait_for_python(jupyter_server, NB, "(sel.layer, sel.head)", (2, head))
+    page.evaluate("() => document.querySelector('.mri-graph_view .shift').remove()")
+
     # selection set in Python outlines the matching head nodes in the view
     kernel_exec(jupyter_server, NB, f"sel.update(layer=2, head={head}, neuron=None)")
     page.wait_for_function(f"() => {CY}.getElementById('n{idx}').hasClass('sel')")
@@ -97,10 +140,11 @@ def test_flow_graph_click_head_and_neuron_sets_selection(jupyter_server, page):
     kernel_exec(jupyter_server, NB, "w.target = ' capital'; w.position = -1")
     page.wait_for_function("() => document.querySelector('.mri-graph_view .mri-title').textContent.includes(\"rank of ' capital'\")")
 
-    page.evaluate(f"() => {CY}.fit(undefined, 24)")
-    page.mouse.move(5, 5)
-    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
-    page.locator(".mri-graph_view").screenshot(path=str(ARTIFACTS_DIR / "flow_graph.png"))
+    # "fit" shows the whole graph (too small to read), "start" comes back to the first view
+    page.locator(".mri-graph_view button.mri-fit").click()
+    page.wait_for_function(f"() => {CY}.zoom() < {min_zoom - 0.05}")
+    page.locator(".mri-graph_view button.mri-home").click()
+    page.wait_for_function(f"() => Math.abs({CY}.zoom() - {view['zoom']}) < 1e-6")
     assert list(page.console_errors) == []
 
 
