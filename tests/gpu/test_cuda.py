@@ -65,3 +65,28 @@ def test_device_map_auto_keeps_hooks_working(tmp_path):
     with torch.no_grad():
         own = lm.model(**lm.encode(TEXTS[0])).logits[0].float().cpu()
     assert torch.allclose(lm.unembed(cap["resid"][0, -1, :n]).float().cpu(), own, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_analyses_on_cuda_match_cpu(arch):
+    """Neuron scan, logit lens and head distances give the CPU's answers on the GPU."""
+    import numpy as np
+
+    from mri_widgets import load
+    from mri_widgets.analysis.heads import head_distances
+    from mri_widgets.analysis.lens import logit_lens
+    from mri_widgets.analysis.neurons import NeuronScan
+    from mri_widgets.testing import SAMPLE_TEXTS, tiny_model
+
+    cpu = tiny_model(arch)
+    gpu = load(tiny_model(arch).model, cpu.tokenizer, device="cuda")
+    a = NeuronScan.run(cpu, SAMPLE_TEXTS, k=4, progress=False)
+    b = NeuronScan.run(gpu, SAMPLE_TEXTS, k=4, progress=False)
+    for layer in range(cpu.n_layers):
+        for n in (0, 5, cpu.d_mlp - 1):
+            assert [t[1:] for t in a.top(layer, n)] == [t[1:] for t in b.top(layer, n)]
+            assert np.allclose([t[0] for t in a.top(layer, n)], [t[0] for t in b.top(layer, n)], atol=1e-4)
+    la, lb = logit_lens(cpu, SAMPLE_TEXTS[0]), logit_lens(gpu, SAMPLE_TEXTS[0])
+    assert np.array_equal(la.top_ids, lb.top_ids)
+    assert np.allclose(la.top_probs, lb.top_probs, atol=1e-4)
+    assert np.allclose(head_distances(cpu, SAMPLE_TEXTS[:3]), head_distances(gpu, SAMPLE_TEXTS[:3]), atol=1e-3)
