@@ -51,7 +51,7 @@ const EMPTY = "#f6f6f6";
 
 /**
  * Fill colours of every cell for the current mode: returns {fill(l, r) -> css, legend: [nodes]}.
- * counts: (L, K, g, g) decoded int32.
+ * counts: (L, K, g, g) decoded uint16 (int32 for huge corpora).
  */
 export function colourer(data, mode, label, labels) {
   const [L, K, g] = data.counts.shape;
