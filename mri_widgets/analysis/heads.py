@@ -19,6 +19,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..models.loading import as_loaded_model
+
 __all__ = [
     "JS_SMOOTHING",
     "SCORE_NAMES",
@@ -313,7 +315,7 @@ def head_stats(model, texts, *, batch_size: int = 8, max_length: Optional[int] =
     -------
     HeadStats
     """
-    lm = _loaded(model)
+    lm = as_loaded_model(model)
     red = _HeadReducer(lm.n_layers, lm.n_heads, eps)
     lm.capture(texts, ("attn",), batch_size=batch_size, max_length=max_length, reducer=red, progress=progress)
     return red.result()
@@ -359,12 +361,3 @@ def head_scores(model, texts, *, batch_size: int = 8, max_length: Optional[int] 
     """
     return head_stats(model, texts, batch_size=batch_size, max_length=max_length).scores
 
-
-def _loaded(model):
-    from ..models.loading import LoadedModel, load
-
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, str):
-        return load(model)
-    raise TypeError(f"model must be a LoadedModel (mri_widgets.load(...)) or a model name, got {type(model).__name__}")

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..models.loading import as_loaded_model
 from .neurons import neuron_logit_effect
 
 __all__ = ["neuron_memory"]
@@ -56,7 +57,7 @@ def neuron_memory(model, layer: int, neuron: int, scan=None, k: int = 10, *,
     >>> m["promotes"][:3]
     [(' Paris', 0.71), ...]
     """
-    lm = _loaded(model)
+    lm = as_loaded_model(model)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise NeuronMemoryError(f"k must be a positive integer, got {k!r}")
     effect = neuron_logit_effect(lm, layer, neuron, k=int(k))
@@ -95,12 +96,3 @@ def _keys(lm, scan, layer, neuron, k, texts, context) -> list:
                     "prefix": ("…" if pos - context + 1 > 0 else "") + "".join(toks), "text": text})
     return out
 
-
-def _loaded(model):
-    from ..models.loading import LoadedModel, load
-
-    if isinstance(model, LoadedModel):
-        return model
-    if isinstance(model, str):
-        return load(model)
-    raise TypeError(f"model must be a LoadedModel (mri_widgets.load(...)), got {type(model).__name__}")

@@ -12,7 +12,7 @@ import torch
 from .adapters import Adapter, AdapterError, resolve_adapter
 from .capture import Capture, CaptureError, capture_inputs, check_texts, max_positions, run_capture
 
-__all__ = ["LoadedModel", "load", "ModelNotAvailable"]
+__all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable"]
 
 
 def exec_device_dtype(module: torch.nn.Module):
@@ -215,6 +215,15 @@ class LoadedModel:
         if head is None:
             raise AdapterError(f"{self.name} is an encoder without an unembedding")
         return head.weight
+
+
+def as_loaded_model(model) -> LoadedModel:
+    """``model`` itself when it is a :class:`LoadedModel`, ``load(model)`` for a name or folder."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    raise TypeError(f"model must be a LoadedModel (mri_widgets.load(...)) or a model name, got {type(model).__name__}")
 
 
 def _load_pretrained(name: str, tokenizer, kwargs):
