@@ -49,17 +49,9 @@ def _count(value, name: str) -> int:
 
 
 def _layers(lm, layers) -> list[int]:
+    from .._checks import parse_layers
     n = lm.n_layers
-    if layers is None:
-        return list(range(max(0, n - DEFAULT_LAYERS), n))
-    if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
-        layers = [layers]
-    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise TypeError(f"layers must be None, an integer or a list of integers, got {layers!r}")
-    sel = [lm.adapter.check_layer(l) for l in layers]
-    if not sel:
-        raise ValueError("layers is empty: pass None for the last layers or a list such as [10, 11]")
-    return sorted(set(sel))
+    return parse_layers(layers, n, default=range(max(0, n - DEFAULT_LAYERS), n), sort=True)
 
 
 def _target_id(lm, target) -> Optional[int]:

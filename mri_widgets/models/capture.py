@@ -172,17 +172,16 @@ def normalise_sites(adapter: Adapter, sites) -> list[str]:
 
 
 def normalise_layers(adapter: Adapter, sites, layers) -> dict:
+    """Per site, the layer indices to capture (see :func:`mri_widgets._checks.parse_layers`).
+
+    ``layers`` is None (all), an int, a list of ints or a string such as ``"20-21"``; indices count
+    the site's own layers (``resid`` has ``n_layers + 1``: 0 is the embeddings)."""
+    from .._checks import parse_layers
     out = {}
     for s in sites:
         n = adapter.n_layers + 1 if s == "resid" else adapter.n_layers
-        if layers is None:
-            out[s] = list(range(n))
-        else:
-            sel = [layers] if isinstance(layers, int) else list(layers)
-            if not sel:
-                raise CaptureError("layers is empty: pass None for all layers")
-            what = "resid layer (0 = embeddings)" if s == "resid" else "layer"
-            out[s] = [adapter.check_layer(l, n=n, what=what) for l in sel]
+        what = "resid layer (0 = embeddings)" if s == "resid" else "layer"
+        out[s] = parse_layers(layers, n, what=what, error=CaptureError, unique=False)
     return out
 
 

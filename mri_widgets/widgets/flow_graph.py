@@ -15,7 +15,6 @@ follow); clicking a residual node or a layer header sets ``selection.layer``.
 from __future__ import annotations
 
 import math
-import re
 from typing import Optional
 
 import numpy as np
@@ -81,30 +80,11 @@ def _label_tok(s: str) -> str:
 
 
 def _parse_layers(value):
-    """``"10,11"``, ``"8-11"``, ``"8:12"`` or a list -> list (None stays None)."""
-    if value is None or isinstance(value, (list, tuple)):
-        return None if value is None else list(value)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return [int(value)]
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        out = []
-        for part in re.split(r"[,\s]+", text):
-            if not part:
-                continue
-            m = re.fullmatch(r"(-?\d+)\s*[-:]\s*(-?\d+)", part)
-            try:
-                if m:
-                    a, b = int(m.group(1)), int(m.group(2))
-                    out.extend(range(a, b + 1) if "-" in part[1:] else range(a, b))
-                else:
-                    out.append(int(part))
-            except ValueError:
-                raise ValueError(f"cannot read layers {value!r}: write e.g. '10,11' or '8-11'") from None
-        return out
-    raise TypeError(f"layers must be None, an integer, a list of integers or a string such as '8-11', got {value!r}")
+    """The layers box as typed: an empty string means the default; anything else is read by
+    :func:`mri_widgets._checks.parse_layers` ("10,11", "8-11", "8:12", a list)."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
 
 
 class FlowGraph(GraphView):
