@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 import traitlets as t
 
-from .base import rpc
+from .base import command
 from .graph_view import CATEGORICAL, GraphView, blend
 from .selection import Selection
 
@@ -214,7 +214,7 @@ class CoactivationGraph(GraphView):
                 "nodes": {self._node_index[k]: c for k, c in p["nodes"].items() if k in self._node_index},
                 "edges": {self._edge_index[k]: c for k, c in p["edges"].items() if k in self._edge_index}}
 
-    @rpc
+    @command
     def node_details(self, index: int) -> list:
         """Tooltip lines for node ``index``: a few example texts of the region."""
         if self.areas.mode != "2d":
