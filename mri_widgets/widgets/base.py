@@ -17,7 +17,7 @@ from ipywidgets.widgets.widget import _remove_buffers
 from .selection import SELECTION_KEYS, Selection
 from .transport import NDArray, array_serialization, encode_tree
 
-__all__ = ["MRIWidget", "STATIC", "command", "rpc", "NDArray", "array_serialization"]
+__all__ = ["MRIWidget", "STATIC", "command", "rpc", "NDArray", "array_serialization", "reject_unknown_keywords"]
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 
@@ -68,14 +68,18 @@ def _keyword_names(init) -> tuple[list, list] | None:
     return names, [n for n in names if not n.startswith("_")]
 
 
-def _reject_unknown_keywords(cls) -> None:
-    """Wrap ``cls.__init__`` so that unknown keyword arguments raise a TypeError listing the valid ones."""
-    init = cls.__dict__["__init__"]
-    if getattr(init, "_mri_checked", False):
-        return
+def reject_unknown_keywords(cls):
+    """Class decorator: unknown keyword arguments to ``cls(...)`` raise a TypeError listing the valid ones.
+
+    Every :class:`MRIWidget` subclass gets it automatically; other widgets (the Explorer) use it
+    as a decorator. Constructors that take ``**kwargs`` are left alone.
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_mri_checked", False):
+        return cls
     names = _keyword_names(init)
     if names is None:
-        return
+        return cls
     accepted, public = names
     accepted = frozenset(accepted)
 
@@ -89,6 +93,7 @@ def _reject_unknown_keywords(cls) -> None:
 
     __init__._mri_checked = True
     cls.__init__ = __init__
+    return cls
 
 
 class MRIWidget(anywidget.AnyWidget):
@@ -129,8 +134,7 @@ class MRIWidget(anywidget.AnyWidget):
     def __init_subclass__(cls, **kwargs):
         if cls.__dict__.get("_view"):
             cls._esm = STATIC / f"{cls._view}.js"  # anywidget reads the file in its __init_subclass__
-        if "__init__" in cls.__dict__:
-            _reject_unknown_keywords(cls)
+        reject_unknown_keywords(cls)
         super().__init_subclass__(**kwargs)
 
     # ---- the contract ------------------------------------------------------------------------
