@@ -95,3 +95,16 @@ def test_lanes_keep_chains_straight():
                          layer_gap=1, node_gap=1)
     assert [pos[n] for n in "abcd"] == [(0, 0), (1, 0), (2, 0), (3, 0)]
     assert [pos[n] for n in "ef"] == [(1, 1), (2, 1)]
+
+
+def test_edges_from_one_node_share_one_corridor():
+    """Like rotary cos/sin read by every block: a node read by every step of a chain takes one
+    extra lane, not one per edge."""
+    chain = [f"c{i}" for i in range(8)]
+    edges = [("s", "c0")] + list(zip(chain, chain[1:])) + [("s", c) for c in chain[1:]]
+    pos = layered_layout(["s"] + chain, edges, order={n: i for i, n in enumerate(["s"] + chain)}, align="start")
+    assert [pos[c][0] for c in chain] == list(range(1, 9))
+    assert max(p[1] for p in pos.values()) <= 1
+    per_edge = layered_layout(["s"] + chain, edges, order={n: i for i, n in enumerate(["s"] + chain)},
+                              align="start", dummies=False)
+    assert max(p[1] for p in per_edge.values()) == 0  # without placeholders: one lane, edges over nodes

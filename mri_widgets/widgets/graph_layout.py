@@ -3,7 +3,7 @@
 :func:`layered_layout` places any layered graph (Sugiyama style): each node in a layer (a column
 for ``direction="LR"``, a row for ``"TB"``), given or computed as the longest path from the
 sources; an edge that skips layers gets a placeholder in every layer it crosses, so that it runs
-in a free corridor; within each layer nodes are ordered by weighted barycentre sweeps, which
+in a free corridor (edges leaving one node share it); within each layer nodes are ordered by weighted barycentre sweeps, which
 keeps paths straight and crossings few. The region graph of
 :class:`~mri_widgets.CoactivationGraph` (layers = model layers) and traced computation graphs
 (:func:`graph_view_args`, layers = steps of the execution) both use it.
@@ -53,7 +53,8 @@ def layered_layout(nodes: Sequence[Hashable], edges: Iterable, *, layer: Optiona
     align : ``"center"``: each layer centred on 0; ``"start"``: lanes from 0 on, a node in the
         lane of its first predecessor when that lane is free (chains run straight).
     direction : ``"LR"``: layers are columns (x = layer), ``"TB"``: layers are rows (y = layer).
-    dummies : give an edge that skips layers a placeholder slot in each layer it crosses.
+    dummies : give an edge that skips layers a placeholder slot in each layer it crosses (one
+        per source node and layer: edges from one node share their corridor).
 
     Returns
     -------
@@ -104,11 +105,13 @@ def layered_layout(nodes: Sequence[Hashable], edges: Iterable, *, layer: Optiona
         prev = a
         if dummies:
             for k in range(la + 1, lb):
-                d = ("__dummy__", j, k)
-                key[d] = key[a] + (k,)  # next to its source at first
-                lay[d] = k
-                members[k].append(d)
-                link(prev, d, w[(u, v)])
+                # edges leaving the same node share their placeholders: one corridor per source
+                d = ("__dummy__", a, k)
+                if d not in lay:
+                    key[d] = key[a] + (k,)  # next to its source at first
+                    lay[d] = k
+                    members[k].append(d)
+                    link(prev, d, w[(u, v)])
                 prev = d
         link(prev, b, w[(u, v)])
     L = len(values)
