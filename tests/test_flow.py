@@ -517,6 +517,17 @@ def test_flow_graph_widget_errors_keep_the_last_graph(tiny):
     with pytest.raises(IndexError, match="position"):
         w.position = 99
     assert w.position == -1
+    # typed traits: layers hold integers (a range or numpy ints are read as such), target a token
+    import traitlets
+    with pytest.raises(traitlets.TraitError, match="integers"):
+        w.layers = [1.7]
+    with pytest.raises(traitlets.TraitError):
+        w.target = 3.5
+    assert w.layers == [2] and w.target is None and w.graph is before
+    w.layers = range(1, 3)
+    assert w.layers == [1, 2] and w.graph.graph["layers"] == [1, 2]
+    w.layers = np.array([2])
+    assert w.layers == [2]
     w.position = 0  # a good change clears the notice
     assert w.error == "" and w.graph.graph["position"] == 0
     with pytest.raises(ValueError, match="causal LM"):
