@@ -279,7 +279,6 @@ def _sent(widget):
 
 
 def test_lens_table_payload_is_binary_and_consistent(tiny):
-    from mri_widgets.widgets.transport import decode_tree
     lm = tiny("gpt_neox")
     w = mw.LensTable(lm, PROMPT, k=4)
     res = w.result
@@ -341,7 +340,6 @@ def test_lens_table_from_result_and_selection(tiny):
 
 def test_lens_table_image_mode_and_patch_mask(tiny, tmp_path):
     from PIL import Image
-    from mri_widgets.widgets.transport import decode_tree
     lm = tiny("llava")
     img = _image(2, (30, 30, 3))
     w = mw.LensTable(lm, "What is it?", image=Image.fromarray(img))
@@ -382,7 +380,6 @@ def test_lens_table_tokens_are_data_not_markup(tiny):
 def test_lens_table_rejects_bad_parameters_and_keeps_old_values(tiny):
     """Issue 16: LensTable(height=-5) is rejected; after a failed target, the trait, the result
     and what the view was sent all still agree on the old value."""
-    from ipywidgets.widgets.widget import _remove_buffers
     lm = tiny("gpt2")
     for bad in (-5, 0):
         with pytest.raises(LensError, match="height must be >= 1"):

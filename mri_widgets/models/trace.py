@@ -47,7 +47,6 @@ __all__ = [
     "find_attention",
     "to_dot",
     "to_cytoscape",
-    "graph_view_args",
     "METHODS",
 ]
 
@@ -869,7 +868,8 @@ def to_cytoscape(G: TraceGraph, collapse_depth: Optional[int] = None, expanded: 
 
 
 def __getattr__(name):
-    # the drawing of traced graphs is presentation: it lives in widgets/graph_layout.py
+    # the drawing of traced graphs is presentation: it lives in widgets/graph_layout.py; the old
+    # import path (``from mri_widgets.models.trace import graph_view_args``) still works
     if name == "graph_view_args":
         from ..widgets.graph_layout import graph_view_args
 

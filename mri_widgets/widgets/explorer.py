@@ -6,7 +6,6 @@ import html
 from typing import Callable, Optional, Sequence
 
 import ipywidgets as ipw
-import traitlets as t
 
 from .base import reject_unknown_keywords
 from .selection import SELECTION_KEYS, Selection

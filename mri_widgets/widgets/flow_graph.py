@@ -294,7 +294,6 @@ class FlowGraph(GraphView):
     def _headers(G, pos) -> list:
         """Layer headers (click: select the layer) above each layer, sub-block headers above heads and neurons."""
         g = G.graph
-        counts = g.get("counts", {})
         out = []
         prev = None
         for l in g["layers"]:

@@ -358,7 +358,7 @@ class GraphView(MRIWidget):
         if parent is not None:
             p = np.asarray(parent).reshape(-1)
             if p.shape != (n,) or p.dtype.kind not in "iu":
-                raise GraphError(f"nodes['parent'] must hold one integer per node (group index or -1)")
+                raise GraphError("nodes['parent'] must hold one integer per node (group index or -1)")
             if p.size and (p.min() < -1 or p.max() >= len(groups)):
                 raise GraphError(f"nodes['parent'] must lie in -1..{len(groups) - 1} (indices into groups)")
             out["parent"] = p.astype(np.int32)

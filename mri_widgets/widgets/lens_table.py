@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import traitlets as t

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import traitlets as t
 
-from ..analysis.neurons import HIST_EDGES, NeuronScan, NeuronScanError, neuron_logit_effect
+from ..analysis.neurons import HIST_EDGES, NeuronScan, neuron_logit_effect
 from .base import MRIWidget, NDArray, array_serialization, command
 from .selection import Selection
 
