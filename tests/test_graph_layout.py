@@ -108,3 +108,12 @@ def test_edges_from_one_node_share_one_corridor():
     per_edge = layered_layout(["s"] + chain, edges, order={n: i for i, n in enumerate(["s"] + chain)},
                               align="start", dummies=False)
     assert max(p[1] for p in per_edge.values()) == 0  # without placeholders: one lane, edges over nodes
+
+
+def test_lanes_put_the_longest_chain_in_lane_zero():
+    """A mask built first and read at the end must not push the residual stream off lane 0."""
+    names = ["mask", "a", "b", "c", "d", "z"]
+    edges = [("mask", "z"), ("a", "b"), ("b", "c"), ("c", "d"), ("d", "z")]
+    pos = layered_layout(names, edges, order={n: i for i, n in enumerate(names)}, align="start")
+    assert [pos[n][1] for n in "abcdz"] == [0, 0, 0, 0, 0]
+    assert pos["mask"] == (0, 1)

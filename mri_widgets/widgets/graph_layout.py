@@ -50,8 +50,9 @@ def layered_layout(nodes: Sequence[Hashable], edges: Iterable, *, layer: Optiona
     sweeps : forward-and-backward barycentre passes: a node moves to the weighted mean slot of
         its neighbours in the previous layer (forward), then of the next layer (backward).
     layer_gap, node_gap : distance between layers, and between neighbours in a layer.
-    align : ``"center"``: each layer centred on 0; ``"start"``: lanes from 0 on, a node in the
-        lane of its first predecessor when that lane is free (chains run straight).
+    align : ``"center"``: each layer centred on 0; ``"start"``: lanes from 0 on: the path that
+        spans the most layers runs straight in lane 0, and every other node takes the lane of
+        its first predecessor when that lane is free (chains run straight).
     direction : ``"LR"``: layers are columns (x = layer), ``"TB"``: layers are rows (y = layer).
     dummies : give an edge that skips layers a placeholder slot in each layer it crosses (one
         per source node and layer: edges from one node share their corridor).
@@ -115,14 +116,17 @@ def layered_layout(nodes: Sequence[Hashable], edges: Iterable, *, layer: Optiona
                 prev = d
         link(prev, b, w[(u, v)])
     L = len(values)
-    rows = [sorted(members[i], key=lambda n: _sortable(key[n])) for i in range(L)]
+    # lanes: the path through the most layers is the spine, first in every layer (lane 0)
+    spine = _spine(nodes, edges, lay, key) if align == "start" else set()
+    first = lambda n: (n not in spine, _sortable(key[n]))  # noqa: E731
+    rows = [sorted(members[i], key=first) for i in range(L)]
     rank = {n: i for r in rows for i, n in enumerate(r)}
 
     def reorder(i, neighbours):
         def bary(n):
             nb = [(m, wt) for m, wt in neighbours[n] if lay[m] != i]
             tot = sum(wt for _, wt in nb)
-            return (sum(rank[m] * wt for m, wt in nb) / tot if tot else rank[n], rank[n])
+            return (n not in spine, sum(rank[m] * wt for m, wt in nb) / tot if tot else rank[n], rank[n])
         rows[i] = sorted(rows[i], key=bary)
         for s, n in enumerate(rows[i]):
             rank[n] = s
@@ -159,6 +163,28 @@ def _sortable(k):
     if isinstance(k, (int, float)) and not isinstance(k, bool):
         return (0, k)
     return (1, str(k))
+
+
+def _spine(nodes, edges, lay, key) -> set:
+    """Nodes of the path with the most nodes, then spanning the most layers (ties: the earliest
+    predecessors by ``key``): e.g. the residual stream of a traced model."""
+    best: dict = {}  # node -> ((nodes, layers) of the best path ending here, its predecessor)
+    into: dict = defaultdict(list)
+    for u, v in edges:
+        if lay[u] < lay[v]:
+            into[v].append(u)
+    for n in sorted(nodes, key=lambda n: (lay[n], _sortable(key[n]))):
+        preds = sorted(into[n], key=lambda u: _sortable(key[u]))
+        cands = [((best[u][0][0] + 1, best[u][0][1] + lay[n] - lay[u]), -i, u) for i, u in enumerate(preds)]
+        best[n] = (max(cands)[0], max(cands)[2]) if cands else ((1, 0), None)
+    if not best:
+        return set()
+    end = max(nodes, key=lambda n: (best[n][0], -lay[n]))
+    out = set()
+    while end is not None:
+        out.add(end)
+        end = best[end][1]
+    return out
 
 
 def _longest_path_layers(nodes, edges, order) -> dict:
