@@ -91,14 +91,14 @@ def _dumps_len(obj) -> int:
 
 
 def sent_bytes(widget) -> dict:
-    """What the widget sends: its ``data`` trait (JSON part, buffer paths, binary buffers) and the rest.
+    """What the widget sends: its view traits (JSON part, buffer paths, binary buffers) and the rest.
 
     ``rest`` is every other synced trait of the state (selection reference, options, the view's
     JavaScript bundle ``_esm`` and the CSS), sent once when the widget is created.
     """
     from ipywidgets.widgets.widget import _remove_buffers
 
-    state, paths, buffers = _remove_buffers(widget.get_state(["data"]))
+    state, paths, buffers = _remove_buffers(widget.get_state(widget.view_traits()))
     js, bufs = _dumps_len(state) + _dumps_len(paths), int(sum(memoryview(b).nbytes for b in buffers))
     full, fpaths, fbuffers = _remove_buffers(widget.get_state())
     whole = _dumps_len(full) + _dumps_len(fpaths) + int(sum(memoryview(b).nbytes for b in fbuffers))

@@ -457,8 +457,8 @@ def test_flow_graph_widget_data_and_traits(tiny):
     G, d = w.graph, w.data
     assert w.layers == G.graph["layers"] == [1, 2] and w.position == -1 and w.target is None
     assert len(w.nodes) == G.number_of_nodes() == d["x"].shape[0] and set(w.nodes) == set(G)
-    assert d["source"].shape[0] == G.number_of_edges()
-    assert (d["weight"] >= 0).all() and (d["weight"] <= 1).all()  # relative within each measure
+    assert d["edge_source"].shape[0] == G.number_of_edges()
+    assert (d["edge_weight"] >= 0).all() and (d["edge_weight"] <= 1).all()  # relative within each measure
     # clicks: heads -> layer + head, neurons -> layer + neuron, residual stages -> layer
     keys = d["select_keys"]
     for i, n in enumerate(w.nodes):
@@ -470,12 +470,12 @@ def test_flow_graph_widget_data_and_traits(tiny):
             assert patch == {"layer": a["layer"], "neuron": a["neuron"]}
         else:
             assert patch == {"layer": a["layer"]}
-        assert f"rank {a['target_rank']}" in d["tooltip"][i] and a["top_tokens"][0].strip() in d["tooltip"][i]
+        assert f"rank {a['target_rank']}" in d["node_tooltip"][i] and a["top_tokens"][0].strip() in d["node_tooltip"][i]
     # colours: by target rank, green for rank 1, red for the last
     np.testing.assert_array_equal(d["color"], rank_colors([G.nodes[n]["target_rank"] for n in w.nodes], lm.vocab_size))
     assert tuple(rank_colors([1], 100)[0]) == (26, 152, 80) and tuple(rank_colors([100], 100)[0]) == (215, 48, 39)
     # drawn with flow_layout: edges go right, down the spine, or write back left on one row
-    _edge_kinds_ok(d["x"], d["y"], d["source"], d["target"], w.nodes)
+    _edge_kinds_ok(d["x"], d["y"], d["edge_source"], d["edge_target"], w.nodes)
     # readable first view: labels beside the nodes, a minimum zoom, layer headers that select the layer
     assert d["label_position"] == "right" and d["label_size"] >= 11 and d["min_zoom"] >= 0.8
     assert all(len(lab) <= 24 for lab in d["label"])
@@ -517,6 +517,17 @@ def test_flow_graph_widget_errors_keep_the_last_graph(tiny):
     with pytest.raises(IndexError, match="position"):
         w.position = 99
     assert w.position == -1
+    # typed traits: layers hold integers (a range or numpy ints are read as such), target a token
+    import traitlets
+    with pytest.raises(traitlets.TraitError, match="integers"):
+        w.layers = [1.7]
+    with pytest.raises(traitlets.TraitError):
+        w.target = 3.5
+    assert w.layers == [2] and w.target is None and w.graph is before
+    w.layers = range(1, 3)
+    assert w.layers == [1, 2] and w.graph.graph["layers"] == [1, 2]
+    w.layers = np.array([2])
+    assert w.layers == [2]
     w.position = 0  # a good change clears the notice
     assert w.error == "" and w.graph.graph["position"] == 0
     with pytest.raises(ValueError, match="causal LM"):

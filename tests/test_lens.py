@@ -268,20 +268,26 @@ def test_demo_paris_rises_through_the_layers():
 
 def _buffers(widget):
     from ipywidgets.widgets.widget import _remove_buffers
-    state, paths, bufs = _remove_buffers(widget.get_state(["data"]))
-    return state["data"], paths, bufs
+    state, paths, bufs = _remove_buffers(widget.get_state(widget.view_traits()))
+    return state, paths, bufs
+
+
+def _sent(widget):
+    """The view's traits as the front end receives them, decoded again."""
+    from mri_widgets.widgets.transport import decode_tree
+    return {k: decode_tree(v) for k, v in widget.get_state(widget.view_traits()).items()}
 
 
 def test_lens_table_payload_is_binary_and_consistent(tiny):
-    from mri_widgets.widgets.transport import decode_tree
     lm = tiny("gpt_neox")
     w = mw.LensTable(lm, PROMPT, k=4)
     res = w.result
     assert isinstance(res, LensResult) and res.k == 4
     state, paths, bufs = _buffers(w)
-    sent = {p[1] for p in paths}
+    sent = {p[0] for p in paths}
     assert {"top_idx", "top_probs", "entropy", "target_ranks", "target_probs", "best_layer"} <= sent
-    d = decode_tree(w.get_state(["data"])["data"])
+    assert all(p[-1] == "view" for p in paths)  # every array is a binary buffer, none a JSON list
+    d = _sent(w)
     # every cell's top-k strings come back through the vocab table
     strs = np.array(d["vocab"], dtype=object)[d["top_idx"]]
     np.testing.assert_array_equal(strs, res.top_tokens)
@@ -334,11 +340,10 @@ def test_lens_table_from_result_and_selection(tiny):
 
 def test_lens_table_image_mode_and_patch_mask(tiny, tmp_path):
     from PIL import Image
-    from mri_widgets.widgets.transport import decode_tree
     lm = tiny("llava")
     img = _image(2, (30, 30, 3))
     w = mw.LensTable(lm, "What is it?", image=Image.fromarray(img))
-    d = decode_tree(w.get_state(["data"])["data"])
+    d = _sent(w)
     assert d["image"]["grid"] == [4, 4] and (d["image"]["width"], d["image"]["height"]) == (28, 28)
     np.testing.assert_array_equal(d["image"]["positions"], w.result.image_positions)
     png = Image.open(__import__("io").BytesIO(d["image"]["png"].tobytes()))
@@ -370,3 +375,53 @@ def test_lens_table_tokens_are_data_not_markup(tiny):
     lm = tiny("gpt2")
     w = mw.LensTable(lm, "x <img src=x onerror=alert(1)> y")
     assert "".join(w.data["tokens"]).find("<img src=x onerror=alert(1)>") >= 0
+
+
+def test_lens_table_rejects_bad_parameters_and_keeps_old_values(tiny):
+    """Issue 16: LensTable(height=-5) is rejected; after a failed target, the trait, the result
+    and what the view was sent all still agree on the old value."""
+    lm = tiny("gpt2")
+    for bad in (-5, 0):
+        with pytest.raises(LensError, match="height must be >= 1"):
+            mw.LensTable(lm, PROMPT, height=bad)
+    import traitlets
+    with pytest.raises(traitlets.TraitError, match="'height' trait .* expected an int"):
+        mw.LensTable(lm, PROMPT, height=2.5)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        mw.LensTable(lm, PROMPT, k=True)
+    with pytest.raises(TypeError, match="norm must be True or False"):
+        mw.LensTable(lm, PROMPT, norm="no")
+    w = mw.LensTable(lm, PROMPT, target=" capital")
+    with pytest.raises(LensError, match="height"):
+        w.height = -5
+    assert w.height == 480
+    good = w.result
+    sent = []
+    w.comm = _FakeComm(sent)
+    with pytest.raises(ValueError):
+        w.target = "not one token at all"
+    assert w.target == " capital" and w.result is good and w.result.target == " capital"
+    assert w.error  # the view says why
+    # the old value went back to the front end, so the view's box shows it again
+    states = [d["state"] for d, _ in sent if d.get("method") == "update"]
+    assert any(st.get("target") == " capital" for st in states)
+    # the same for a change coming from the view (the toolbar), through ipywidgets' set_state
+    with pytest.raises(ValueError):
+        w.set_state({"target": "still not one token"})
+    assert w.target == " capital" and w.result is good
+    w.k = 3  # a good change still recomputes
+    assert w.result.k == 3 and w.result.target == " capital" and w.error == ""
+
+
+class _FakeComm:
+    def __init__(self, sent):
+        self.sent, self.comm_id, self.kernel = sent, "fake", True
+
+    def send(self, data=None, metadata=None, buffers=None):
+        self.sent.append((data, buffers))
+
+    def on_msg(self, cb):
+        pass
+
+    def close(self, *a, **k):
+        pass

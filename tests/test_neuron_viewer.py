@@ -47,12 +47,12 @@ def test_navigation_and_validation(gated):
     w = NeuronViewer(scan, lm)
     assert (w.layer, w.neuron) == (1, 0)
     w.next()
-    assert (w.neuron, w.data["neuron"]) == (1, 1)
+    assert (w.neuron, w.data["shown_neuron"]) == (1, 1)
     w.previous()
     w.previous()
     assert w.neuron == lm.d_mlp - 1
     w.go(2, 7)
-    assert (w.data["layer"], w.data["neuron"]) == (2, 7)
+    assert (w.data["shown_layer"], w.data["shown_neuron"]) == (2, 7)
     w.random(seed=3)
     assert w.layer in (1, 2) and 0 <= w.neuron < lm.d_mlp
     with pytest.raises(ValueError, match="not scanned"):
@@ -71,9 +71,9 @@ def test_follows_and_sets_the_shared_selection(gated):
     sel = mw.Selection()
     w = NeuronViewer(scan, lm, selection=sel)
     sel.neuron = 5
-    assert (w.layer, w.neuron, w.data["neuron"]) == (1, 5, 5)
+    assert (w.layer, w.neuron, w.data["shown_neuron"]) == (1, 5, 5)
     sel.update(layer=2, neuron=9)
-    assert (w.layer, w.neuron, w.data["layer"], w.data["neuron"]) == (2, 9, 2, 9)
+    assert (w.layer, w.neuron, w.data["shown_layer"], w.data["shown_neuron"]) == (2, 9, 2, 9)
     sel.layer = 0  # not scanned: the viewer stays where it is
     assert (w.layer, w.neuron) == (2, 9)
     sel.neuron = lm.d_mlp + 3  # out of range for this scan: stays
@@ -111,7 +111,7 @@ def test_examples_rpc_recomputes_activations(gated):
     n_cached = len(w._acts_cache)
     w.examples(2, 6)
     assert len(w._acts_cache) == n_cached  # served from the cache
-    # the rpc is reachable from the front end (through ipywidgets' own comm-message handler) and
+    # the command is reachable from the front end (through ipywidgets' own comm-message handler) and
     # errors come back as messages
     sent = []
     w.send = lambda msg, buffers=None: sent.append((msg, buffers))
@@ -119,10 +119,10 @@ def test_examples_rpc_recomputes_activations(gated):
     def from_front_end(content):
         w._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
 
-    from_front_end({"type": "rpc", "id": "1", "name": "examples", "args": {"layer": 2, "neuron": 6}})
-    assert sent and sent[-1][0]["id"] == "1" and "error" not in sent[-1][0] and sent[-1][1]
-    from_front_end({"type": "rpc", "id": "2", "name": "examples", "args": {"layer": 0, "neuron": 6}})
-    assert "not scanned" in sent[-1][0]["error"]
+    from_front_end({"kind": "anywidget-command", "id": "1", "name": "examples", "msg": {"layer": 2, "neuron": 6}})
+    assert sent and sent[-1][0]["id"] == "1" and "error" not in sent[-1][0]["response"] and sent[-1][1]
+    from_front_end({"kind": "anywidget-command", "id": "2", "name": "examples", "msg": {"layer": 0, "neuron": 6}})
+    assert "not scanned" in sent[-1][0]["response"]["error"]
 
 
 def test_mismatched_model_is_flagged(gated):

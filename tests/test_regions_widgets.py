@@ -31,7 +31,7 @@ def small_graph(**kw):
 def test_graph_view_encodes_arrays():
     g = small_graph(title="t", min_weight=2, top_k=1)
     d = g.data
-    assert d["x"].dtype == np.float32 and d["source"].dtype == np.int32 and d["weight"].dtype == np.float32
+    assert d["x"].dtype == np.float32 and d["edge_source"].dtype == np.int32 and d["edge_weight"].dtype == np.float32
     assert d["color"].shape == (3, 3) and d["color"].dtype == np.uint8
     assert d["select_keys"] == ["layer", "region"]
     np.testing.assert_array_equal(d["select"], [[0, 1], [0, 2], [NO_VALUE, NO_VALUE]])
@@ -109,11 +109,11 @@ def test_graph_view_from_networkx():
     G.add_node("b", x=10, y=5, select={"layer": 2})
     G.add_edge("a", "b", weight=2.5)
     g = GraphView.from_networkx(G)
-    assert g.data["label"] == ["a", "b"] and g.data["weight"].tolist() == [2.5] and g.data["directed"]
+    assert g.data["label"] == ["a", "b"] and g.data["edge_weight"].tolist() == [2.5] and g.data["directed"]
     with pytest.raises(GraphError, match="pos="):
         GraphView.from_networkx(nx.path_graph(3))
     g2 = GraphView.from_networkx(nx.path_graph(3), pos={0: (0, 0), 1: (1, 0), 2: (2, 0)})
-    assert g2.data["source"].tolist() == [0, 1]
+    assert g2.data["edge_source"].tolist() == [0, 1]
 
 
 # ---- CoactivationGraph ---------------------------------------------------------------------------
@@ -122,11 +122,11 @@ def test_coactivation_graph_matches_areas(areas):
     G = areas.graph()
     d = w.data
     assert len(w.nodes) == G.number_of_nodes() == d["x"].shape[0]
-    assert d["source"].shape[0] == G.number_of_edges()
-    for j in range(d["source"].shape[0]):
-        u, v = w.nodes[d["source"][j]], w.nodes[d["target"][j]]
-        assert G.edges[u, v]["weight"] == d["weight"][j]
-        assert d["edge_parts"][j].sum() == d["weight"][j]
+    assert d["edge_source"].shape[0] == G.number_of_edges()
+    for j in range(d["edge_source"].shape[0]):
+        u, v = w.nodes[d["edge_source"][j]], w.nodes[d["edge_target"][j]]
+        assert G.edges[u, v]["weight"] == d["edge_weight"][j]
+        assert d["edge_parts"][j].sum() == d["edge_weight"][j]
     # layers are columns, left to right
     for i, (l, r) in enumerate(w.nodes):
         assert d["x"][i] == pytest.approx(areas.layer_ids.index(l) * w._column_spacing)
@@ -154,7 +154,7 @@ def test_coactivation_graph_highlights_document_paths(areas):
     assert hl_nodes == want
     counts = dict(zip((w.nodes[i] for i in w.highlight["nodes"]), w.highlight["node_weight"]))
     assert counts[(layer, region)] == len(docs)
-    src, dst = w.data["source"], w.data["target"]
+    src, dst = w.data["edge_source"], w.data["edge_target"]
     hl_edges = {(w.nodes[src[j]], w.nodes[dst[j]]) for j in w.highlight["edges"]}
     want_edges = {((l, int(areas.regions(l)[d])), (l + 1, int(areas.regions(l + 1)[d])))
                   for l in areas.layer_ids[:-1] for d in docs}
@@ -174,8 +174,8 @@ def test_coactivation_graph_labels_and_details(areas):
     assert w.labels == ["joy", "fear"]  # corpus order keeps the colours stable
     assert w.data["part_colors"] == ["#0072b2", "#d55e00"]
     n_docs = 22
-    assert sum(w.data["weight"][j] for j in range(len(w.data["weight"]))
-               if w.nodes[w.data["source"][j]][0] == 0) == n_docs
+    assert sum(w.data["edge_weight"][j] for j in range(len(w.data["edge_weight"]))
+               if w.nodes[w.data["edge_source"][j]][0] == 0) == n_docs
     lines = w.node_details(0)
     assert 1 <= len(lines) <= 3 and all(isinstance(s, str) for s in lines)
     with pytest.raises(KeyError, match="love"):
@@ -192,7 +192,7 @@ def test_coactivation_graph_nd_mode():
     assert w.nodes[:3] == [(0, 0), (0, 1), (0, 2)]  # components keep their order in a column
     assert list(w.data["y"][:3]) == sorted(w.data["y"][:3])
     assert w.data["weight_name"] == "Spearman rho"
-    assert (w.data["weight"] > a.threshold).all()
+    assert (w.data["edge_weight"] > a.threshold).all()
     w.selection.update(layer=1, region=0)
     assert w.highlight == {}
 

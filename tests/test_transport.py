@@ -32,9 +32,9 @@ def test_conversions_and_errors():
 def test_no_array_travels_as_json_numbers():
     w = TokenHeat(["a", "b", "c"], [1.0, -2.0, 3.0])
     state, paths, buffers = _remove_buffers(w.get_state())
-    assert ["data", "values", "view"] in paths
-    assert np.frombuffer(buffers[paths.index(["data", "values", "view"])], np.float32).tolist() == [1, -2, 3]
-    assert "view" not in state["data"]["values"]
+    assert ["values", "view"] in paths
+    assert np.frombuffer(buffers[paths.index(["values", "view"])], np.float32).tolist() == [1, -2, 3]
+    assert "view" not in state["values"] and state["values"]["shape"] == [3]
 
 
 def test_nested_tree():
@@ -70,35 +70,46 @@ def test_request_state_resends_buffers():
     """Colab drops buffers sent with comm_open; the view asks and Python sends them again."""
     w = TokenHeat(["a", "b"], [0.5, 1.5])
     w.comm = FakeComm()
-    _from_front_end(w, {"type": "request_state", "keys": ["data"]})
+    _from_front_end(w, {"type": "request_state", "keys": ["values", "not_a_trait"]})
     data, buffers = w.comm.sent[-1]
-    assert data["method"] == "update" and "data" in data["state"]
-    assert ["data", "values", "view"] in data["buffer_paths"]
+    assert data["method"] == "update" and set(data["state"]) == {"values"}
+    assert data["buffer_paths"] == [["values", "view"]]
     assert np.frombuffer(buffers[0], np.float32).tolist() == [0.5, 1.5]
 
 
-def test_rpc_round_trip_and_errors():
-    from mri_widgets.widgets.base import rpc
+def test_command_round_trip_and_errors():
+    """Calls from the view go through anywidget's own command protocol (experimental.invoke)."""
+    from mri_widgets.widgets.base import command
 
     class W(TokenHeat):
-        @rpc
+        @command
         def double(self, x):
+            """Twice x."""
             return {"y": np.asarray(x, np.float32) * 2}
 
         def hidden(self):
             return 1
 
     w = W(["a"], [0.0])
+    assert w.double([1, 2])["y"].tolist() == [2, 4]  # still an ordinary method for Python callers
+    assert W.double.__doc__ == "Twice x."
+    assert set(W._anywidget_commands) == {"double"}  # registered with anywidget, nothing else
     w.comm = FakeComm()
-    _from_front_end(w, {"type": "rpc", "id": "1", "name": "double", "args": {"x": [1, 2]}})
+    _from_front_end(w, {"kind": "anywidget-command", "id": "1", "name": "double", "msg": {"x": [1, 2]}})
     data, buffers = w.comm.sent[-1]
     msg = data["content"]
-    assert msg["type"] == "rpc_reply" and msg["id"] == "1" and msg["buffer_paths"] == [["result", "y", "view"]]
+    assert msg["kind"] == "anywidget-command-response" and msg["id"] == "1"
+    assert msg["response"]["buffer_paths"] == [["result", "y", "view"]]
     assert np.frombuffer(buffers[0], np.float32).tolist() == [2, 4]
-    _from_front_end(w, {"type": "rpc", "id": "2", "name": "hidden"})
-    assert "unknown call" in w.comm.sent[-1][0]["content"]["error"]
-    _from_front_end(w, {"type": "rpc", "id": "3", "name": "double", "args": {"x": "zz"}})
-    assert "ValueError" in w.comm.sent[-1][0]["content"]["error"]
+    # a failing call answers with the error instead of leaving the view waiting
+    _from_front_end(w, {"kind": "anywidget-command", "id": "3", "name": "double", "msg": {"x": "zz"}})
+    assert w.comm.sent[-1][0]["content"]["response"]["error"].startswith("ValueError")
+    _from_front_end(w, {"kind": "anywidget-command", "id": "4", "name": "double", "msg": {"y": 1}})
+    assert "TypeError" in w.comm.sent[-1][0]["content"]["response"]["error"]
+    # a method that is not a command is not called; the view is told so at once
+    _from_front_end(w, {"kind": "anywidget-command", "id": "2", "name": "hidden", "msg": {}})
+    reply = w.comm.sent[-1][0]["content"]
+    assert reply["id"] == "2" and "unknown command 'hidden'" in reply["response"]["error"]
 
 
 def test_selection_links_views_through_python():
@@ -142,3 +153,107 @@ def test_static_bundles_exist():
     w = TokenHeat(["a"])
     assert w._esm == (STATIC / "token_heat.js").read_text() and "token_heat" in w._esm
     assert (STATIC / "mri.css").exists()
+
+
+# ---------------------------------------------------------------------------- the declared contract
+def test_ndarray_trait_converts_checks_and_sends_one_buffer():
+    import traitlets as t
+    from mri_widgets.widgets.base import MRIWidget, NDArray
+
+    class W(MRIWidget):
+        a = NDArray("float32", ndim=2).tag(sync=True)
+        i = NDArray(("uint16", "int32"), ndim=1).tag(sync=True)
+        o = NDArray("int32", ndim=1, allow_none=True).tag(sync=True)
+
+    w = W()
+    assert w.a.shape == (0, 0) and w.a.dtype == np.float32 and w.o is None
+    w.a = torch.ones(2, 3, dtype=torch.float64)
+    assert w.a.dtype == np.float32 and w.a.shape == (2, 3)
+    w.i = np.array([1, 2], np.uint16)
+    assert w.i.dtype == np.uint16  # an allowed dtype is kept
+    w.i = np.array([70000], np.int64)
+    assert w.i.dtype == np.int32 and w.i.tolist() == [70000]  # others: the first allowed dtype that holds them
+    with pytest.raises(t.TraitError, match="2 dimensions; got shape"):
+        w.a = np.zeros(3)
+    with pytest.raises(t.TraitError, match="floats"):
+        w.o = np.array([1.5])
+    with pytest.raises(t.TraitError, match="do not fit"):
+        w.o = np.array([2 ** 40])
+    with pytest.raises(t.TraitError, match="dtype <U1"):
+        w.o = np.array(["x"])
+    state, paths, buffers = _remove_buffers(w.get_state(["a", "o"]))
+    assert paths == [["a", "view"]] and state["o"] is None and state["a"]["shape"] == [2, 3]
+    assert np.frombuffer(buffers[0], np.float32).tolist() == [1.0] * 6
+
+
+def test_token_heat_rejects_a_plain_string():
+    """Issue 16: TokenHeat("abc") used to colour three characters as three tokens."""
+    for bad in ("abc", b"abc"):
+        with pytest.raises(TypeError, match="list of token strings.*tokenise it first"):
+            TokenHeat(bad)
+    with pytest.raises(TypeError, match="list of token strings"):
+        TokenHeat(5)
+    w = TokenHeat(list("abc"), [1, 2, 3])  # characters on purpose: say so with list(text)
+    assert w.tokens == ["a", "b", "c"]
+    with pytest.raises(TypeError, match="list of token strings"):
+        w.set_tokens("xyz")
+    assert w.tokens == ["a", "b", "c"]
+    import traitlets as t
+    with pytest.raises(t.TraitError, match="3 tokens"):
+        w.values = [1.0]
+    assert w.values.tolist() == [1, 2, 3]
+
+
+def _widget_classes():
+    import mri_widgets as mw
+    from mri_widgets.widgets.base import MRIWidget
+    from mri_widgets.widgets.graph_view import GraphView
+
+    classes = [mw.TokenHeat, mw.LensTable, mw.HeadMap, mw.LayerGrid, mw.NeuronViewer, GraphView,
+               mw.CoactivationGraph, mw.FlowGraph]
+    assert all(issubclass(c, MRIWidget) for c in classes)
+    return classes
+
+
+def test_unknown_keyword_arguments_list_the_valid_ones():
+    import inspect
+
+    import mri_widgets as mw
+
+    for cls in _widget_classes() + [mw.Explorer]:
+        params = [n for n in inspect.signature(cls.__init__).parameters if n != "self" and not n.startswith("_")]
+        with pytest.raises(TypeError) as e:
+            cls(None, colour="red", hieght=3)  # rejected before any work, whatever the positional arguments
+        msg = str(e.value)
+        assert msg.startswith(f"{cls.__name__}() got unknown keyword arguments 'colour', 'hieght'"), msg
+        assert msg.endswith("valid keyword arguments: " + ", ".join(params)), msg
+    # the base class: only its declared traits
+    with pytest.raises(TypeError, match="no view traits"):
+        TokenHeat.__mro__[1](colour="red")
+
+
+def _js_list(src: str, name: str) -> list:
+    import re
+    m = re.search(rf"export const {name} = \[(.*?)\];", src, re.S)
+    assert m, f"no `export const {name} = [...]` in the view"
+    return re.findall(r'"([a-z_]+)"', m.group(1))
+
+
+def test_each_view_declares_the_traits_its_widget_syncs():
+    """The contract both ways: every synced trait of a widget is listed by its JS view
+    (TRAITS redraw, PARAMS are read/set by the view), and the view names no trait Python lacks."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "js" / "src" / "views"
+    for cls in _widget_classes():
+        src = (root / f"{cls._view}.js").read_text()
+        traits, params = _js_list(src, "TRAITS"), _js_list(src, "PARAMS")
+        assert not set(traits) & set(params)
+        py = set(cls.view_traits())
+        extra = py - set(traits) - set(params)
+        # subclasses of GraphView add the traits their toolbar controls set
+        if cls.__name__ == "FlowGraph":
+            assert extra == {"prompt", "layers", "position", "target"}
+        else:
+            assert extra == set(), f"{cls.__name__}: traits the view does not declare: {extra}"
+        assert set(traits) | set(params) <= py, f"{cls.__name__}: the view names unknown traits"

@@ -11,24 +11,24 @@ function graphData(extra = {}) {
     x: enc(new Float32Array([0, 0, 100, 100])), y: enc(new Float32Array([0, 20, 0, 20])),
     size: enc(new Float32Array([10, 10, 10, 10])),
     color: enc(new Uint8Array([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]), [4, 3]),
-    label: ["a", "b", "c", "<b>d</b>"], tooltip: null, shape: null,
+    label: ["a", "b", "c", "<b>d</b>"], node_tooltip: null, shape: null,
     parts: enc(new Float32Array([3, 1, 0, 2, 3, 0, 1, 3]), [4, 2]),
     select_keys: ["layer", "region"],
     select: enc(new Int32Array([0, 0, 0, 1, 1, 0, 1, 1]), [4, 2]),
     groups: [], parent: null,
-    source: enc(new Int32Array([0, 0, 1])), target: enc(new Int32Array([2, 3, 3])),
-    weight: enc(new Float32Array([3, 1, 2])),
+    edge_source: enc(new Int32Array([0, 0, 1])), edge_target: enc(new Int32Array([2, 3, 3])),
+    edge_weight: enc(new Float32Array([3, 1, 2])),
     edge_color: enc(new Uint8Array(9).fill(100), [3, 3]), edge_width: null, edge_parts: null, edge_tooltip: null,
     part_names: ["joy", "fear"], part_colors: ["#0072b2", "#e69f00"],
     annotations: [{ x: 0, y: -30, text: "layer 0", select: { layer: 0 } }, { x: 100, y: -30, text: "layer 1" }],
-    title: "test graph", directed: false, weight_name: "documents", height: 300, details_rpc: null,
+    title: "test graph", directed: false, weight_name: "documents", height: 300, details_command: null,
     ...extra,
   };
 }
 
 async function setup(extra = {}, state = {}) {
   const sel = new MockModel({ layer: null, region: null, position: null, neuron: null, head: null, label: null });
-  const model = new MockModel({ selection: "IPY_MODEL_s", data: graphData(extra), min_weight: 0, top_k: 0, highlight: {}, ...state },
+  const model = new MockModel({ selection: "IPY_MODEL_s", ...graphData(extra), min_weight: 0, top_k: 0, highlight: {}, ...state },
     { models: { s: sel } });
   const { el } = await mount(graphView, model);
   await tick();
@@ -50,14 +50,14 @@ describe("graph lib", () => {
     expect(idx.match({ layer: 2 })).toEqual([]);
   });
   it("scales edge widths by weight unless given", () => {
-    const d = { source: { data: new Int32Array(2) }, weight: { data: new Float32Array([2, -4]) } };
+    const d = { edge_source: { data: new Int32Array(2) }, edge_weight: { data: new Float32Array([2, -4]) } };
     expect(Array.from(edgeWidths(d))).toEqual([3.5, 6.5]);
     expect(Array.from(edgeWidths({ ...d, edge_width: { data: new Float32Array([1, 2]) } }))).toEqual([1, 2]);
   });
   it("builds nodes, pies, annotations and edges", () => {
     const dec = { ...graphData() };
     // decode the few arrays buildElements reads
-    for (const k of ["x", "y", "size", "color", "parts", "select", "source", "target", "weight", "edge_color"]) {
+    for (const k of ["x", "y", "size", "color", "parts", "select", "edge_source", "edge_target", "edge_weight", "edge_color"]) {
       const v = dec[k];
       const C = { float32: Float32Array, int32: Int32Array, uint8: Uint8Array }[v.dtype];
       dec[k] = { data: new C(v.view.buffer), shape: v.shape };
@@ -102,7 +102,7 @@ describe("readable first view", () => {
     expect(st.find((r) => r.selector === "node.annot.left").style["text-halign"]).toBe("right");
     const els = buildElements({
       x: { data: new Float32Array([0]) }, y: { data: new Float32Array([0]) }, label: ["a"],
-      source: { data: new Int32Array(0) }, target: { data: new Int32Array(0) }, weight: { data: new Float32Array(0) },
+      edge_source: { data: new Int32Array(0) }, edge_target: { data: new Int32Array(0) }, edge_weight: { data: new Float32Array(0) },
       annotations: [{ x: 0, y: 0, text: "layer 3", align: "left", select: { layer: 3 } },
         { x: 0, y: 9, text: "note", align: "left", bold: false, color: "#777777" }],
     });
@@ -196,7 +196,7 @@ describe("GraphView", () => {
   });
 
   it("shows node and edge tooltips as text", async () => {
-    const { root, cy } = await setup({ tooltip: ["A", "B", "C", "<i>D</i>"] });
+    const { root, cy } = await setup({ node_tooltip: ["A", "B", "C", "<i>D</i>"] });
     cy.getElementById("n3").emit("mouseover");
     const tip = root.querySelector(".mri-tooltip");
     expect(tip.style.display).toBe("block");
@@ -212,9 +212,10 @@ describe("GraphView", () => {
 
   it("redraws in place when the data changes", async () => {
     const { root, model } = await setup();
-    const d = graphData({ source: enc(new Int32Array([0])), target: enc(new Int32Array([1])), weight: enc(new Float32Array([1])),
-      edge_color: enc(new Uint8Array(3), [1, 3]) });
-    model.set("data", d);
+    const d = graphData({ edge_source: enc(new Int32Array([0])), edge_target: enc(new Int32Array([1])),
+      edge_weight: enc(new Float32Array([1])), edge_color: enc(new Uint8Array(3), [1, 3]) });
+    model.set(d); // Python sets the traits in one message: one redraw, after all of them
+    await tick();
     const cy = root.__cy;
     expect(cy.edges().length).toBe(1);
   });

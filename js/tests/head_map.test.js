@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import headMap, { layoutPoints, pointsInRect } from "../src/views/head_map.js";
-import { MockModel, enc, mount } from "./mock_model.js";
+import { MockModel, enc, mount, commandCalls, commandReply } from "./mock_model.js";
 
 // 2 layers x 2 heads at the corners of a square
 function data() {
@@ -19,7 +19,7 @@ function data() {
     score_help: ["e", "p", "f", "s"],
     n_layers: 2, n_heads: 2, n_examples: 2,
     examples: ["The cat sat", "<b>bold</b>"],
-    model: "tiny",
+    model_name: "tiny",
   };
 }
 
@@ -29,7 +29,7 @@ function mouse(el, type, x, y, extra = {}) {
 
 async function setup() {
   const sel = new MockModel({ layer: null, head: null, position: null });
-  const model = new MockModel({ selection: "IPY_MODEL_s", data: data(), picked: [], example: 0, color_by: "layer" },
+  const model = new MockModel({ selection: "IPY_MODEL_s", ...data(), picked: [], example: 0, color_by: "layer" },
     { models: { s: sel } });
   const { el } = await mount(headMap, model);
   return { sel, model, el };
@@ -39,8 +39,8 @@ function replyPattern(model, msg, tokens) {
   const n = tokens.length;
   const a = new Float32Array(n * n);
   for (let q = 0; q < n; q++) a[q * n + Math.max(0, q - 1)] = 1; // previous-token head
-  model.receive({ type: "rpc_reply", id: msg.id, result: { tokens, attn: { dtype: "float32", shape: [n, n] }, n_tokens: n, truncated: false },
-    buffer_paths: [["result", "attn", "view"]] }, [new DataView(a.buffer)]);
+  model.receive(...commandReply(msg.id, { result: { tokens, attn: { dtype: "float32", shape: [n, n] }, n_tokens: n, truncated: false },
+    buffer_paths: [["result", "attn", "view"]] }, [new DataView(a.buffer)]));
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -71,16 +71,16 @@ describe("HeadMap view", () => {
     expect(el.querySelector(".mri-hm-example").textContent).toMatch(/<b>bold<\/b>/);
   });
 
-  it("click selects the head and shows its pattern from rpc", async () => {
+  it("click selects the head and shows its pattern asked from Python", async () => {
     const { sel, model, el } = await setup();
     const pt = el.querySelectorAll("circle.mri-hm-pt")[3]; // layer 1, head 1
     mouse(pt, "mousedown", 10, 10);
     mouse(pt, "mouseup", 10, 10);
     expect(sel.get("layer")).toBe(1);
     expect(sel.get("head")).toBe(1);
-    const calls = model.sent.filter((m) => m.type === "rpc");
+    const calls = commandCalls(model);
     expect(calls.length).toBe(1);
-    expect(calls[0]).toMatchObject({ name: "pattern", args: { layer: 1, head: 1, example: 0 } });
+    expect(calls[0]).toMatchObject({ name: "pattern", msg: { layer: 1, head: 1, example: 0 } });
     replyPattern(model, calls[0], ["The", " cat", " sat"]);
     await tick();
     const cells = el.querySelectorAll("rect.mri-hm-cell");
@@ -94,15 +94,15 @@ describe("HeadMap view", () => {
     ex.value = "1";
     ex.dispatchEvent(new Event("change"));
     expect(model.get("example")).toBe(1);
-    const again = model.sent.filter((m) => m.type === "rpc");
-    expect(again.at(-1)).toMatchObject({ name: "pattern", args: { layer: 1, head: 1, example: 1 } });
+    const again = commandCalls(model);
+    expect(again.at(-1)).toMatchObject({ name: "pattern", msg: { layer: 1, head: 1, example: 1 } });
   });
 
   it("follows a head selected elsewhere", async () => {
     const { sel, model, el } = await setup();
     sel.set({ layer: 0, head: 1 });
     expect(el.querySelector("[data-ring='0,1']")).not.toBe(null);
-    expect(model.sent.filter((m) => m.type === "rpc").at(-1)).toMatchObject({ args: { layer: 0, head: 1 } });
+    expect(commandCalls(model).at(-1)).toMatchObject({ msg: { layer: 0, head: 1 } });
     sel.set({ head: null });
     expect(el.querySelectorAll(".mri-hm-ring.mri-hm-layer").length).toBe(2); // the layer's heads
   });

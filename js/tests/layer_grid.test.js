@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import layerGrid, { colourer, tint } from "../src/views/layer_grid.js";
 import { decodeTree } from "../src/lib/codec.js";
-import { MockModel, enc, mount } from "./mock_model.js";
+import { MockModel, enc, mount, commandCalls, commandReply } from "./mock_model.js";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -22,7 +22,7 @@ function data() {
 
 async function setup(state = {}) {
   const sel = new MockModel({ layer: null, region: null, position: null, neuron: null, head: null, label: null });
-  const model = new MockModel({ selection: "IPY_MODEL_s", data: data(), mode: "label", label: null, labels: ["a", "<b>"], ...state },
+  const model = new MockModel({ selection: "IPY_MODEL_s", ...data(), mode: "label", label: null, labels: ["a", "<b>"], ...state },
     { models: { s: sel } });
   const { el } = await mount(layerGrid, model);
   await tick();
@@ -107,10 +107,10 @@ describe("LayerGrid view", () => {
     const tip = root.querySelector(".mri-tooltip");
     expect(tip.textContent).toContain("a: 2");
     expect(tip.textContent).toContain("total: 2");
-    const call = model.sent.find((m) => m.type === "rpc");
+    const call = commandCalls(model)[0];
     expect(call.name).toBe("region_examples");
-    expect(call.args).toEqual({ layer: 0, region: 0, k: 3 });
-    model.receive({ type: "rpc_reply", id: call.id, result: [{ text: "<script>x</script>", label: "a" }] });
+    expect(call.msg).toEqual({ layer: 0, region: 0, k: 3 });
+    model.receive(...commandReply(call.id, { result: [{ text: "<script>x</script>", label: "a" }], buffer_paths: [] }));
     await tick();
     expect(tip.textContent).toContain("[a] <script>x</script>");
     expect(tip.querySelector("script")).toBe(null);

@@ -19,7 +19,7 @@ function fakeData(L, S, k = 3, { tokens, image } = {}) {
   const tp = new Float32Array(L * S).fill(0.1);
   const tr = new Int32Array(L * S).map((_, i) => i % 9);
   return {
-    model: "fake", prompt: "p", k, norm: true, vocab_size: 100,
+    model_name: "fake", vocab_size: 100,
     tokens: tokens || Array.from({ length: S }, (_, i) => ` t${i}`),
     layer_names: ["emb", ...Array.from({ length: L - 1 }, (_, i) => String(i + 1))],
     vocab: ["<img src=x onerror=alert(1)>", " a", " b", "\n", " c", "d", "e"],
@@ -33,7 +33,8 @@ function fakeData(L, S, k = 3, { tokens, image } = {}) {
 
 function setup(data, extra = {}) {
   const sel = new MockModel({ position: null, layer: null });
-  const model = new MockModel({ selection: "IPY_MODEL_s", data, metric: "prob", transpose: false, prompt: "p", k: 3, height: 300, ...extra },
+  const model = new MockModel({ selection: "IPY_MODEL_s", ...data, metric: "prob", transpose: false, prompt: "p", k: 3,
+    norm: true, height: 300, ...extra },
     { models: { s: sel } });
   return { sel, model };
 }
@@ -159,7 +160,8 @@ describe("LensTable view", () => {
     expect(c.style.top).toBe(`${1 * CELL_H}px`);
     expect(c.style.left).toBe(`${5 * CELL_W}px`);
     // new data from Python redraws the same view
-    model.set("data", fakeData(5, 3));
+    model.set(fakeData(5, 3));
+    await Promise.resolve(); // the traits of one message redraw once, after all of them changed
     expect(el.querySelectorAll(".mri-lens-grid").length).toBe(1);
     expect(cell(el, 4, 2)).not.toBe(null);
   });

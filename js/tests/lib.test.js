@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import { decodeArray, decodeTree, hasMissing, putBuffers, at } from "../src/lib/codec.js";
 import { connectSelection } from "../src/lib/selection.js";
-import { rpc } from "../src/lib/rpc.js";
+import { invoke } from "../src/lib/invoke.js";
 import { h } from "../src/lib/dom.js";
 import tokenHeat from "../src/views/token_heat.js";
 import { MockModel, enc, mount } from "./mock_model.js";
@@ -62,19 +62,60 @@ describe("selection", () => {
   });
 });
 
-describe("rpc", () => {
-  it("resolves with the decoded reply and rejects errors", async () => {
+describe("invoke", () => {
+  const reply = (id, response, buffers = []) => [{ id, kind: "anywidget-command-response", response }, buffers];
+  it("speaks anywidget's command protocol without experimental.invoke, and rejects errors", async () => {
     const m = new MockModel();
-    const p = rpc(m, "double", { x: 1 });
+    const p = invoke(m, undefined, "double", { x: 1 });
     const msg = m.sent[0];
-    expect(msg).toMatchObject({ type: "rpc", name: "double", args: { x: 1 } });
-    m.receive({ type: "rpc_reply", id: "other" });
-    m.receive({ type: "rpc_reply", id: msg.id, result: { y: { dtype: "float32", shape: [1] } }, buffer_paths: [["result", "y", "view"]] },
-      [new DataView(new Float32Array([2]).buffer)]);
+    expect(msg).toMatchObject({ kind: "anywidget-command", name: "double", msg: { x: 1 } });
+    m.receive({ id: "other", kind: "anywidget-command-response", response: { result: 0 } });
+    m.receive(...reply(msg.id, { result: { y: { dtype: "float32", shape: [1] } }, buffer_paths: [["result", "y", "view"]] },
+      [new DataView(new Float32Array([2]).buffer)]));
     expect((await p).y.data[0]).toBe(2);
-    const q = rpc(m, "boom");
-    m.receive({ type: "rpc_reply", id: m.sent[1].id, error: "ValueError: nope" });
+    const q = invoke(m, undefined, "boom");
+    m.receive(...reply(m.sent[1].id, { error: "ValueError: nope" }));
     await expect(q).rejects.toThrow(/nope/);
+    const r = invoke(m, undefined, "slow", {}, { timeout: 20 });
+    await expect(r).rejects.toThrow(/slow timed out/);
+  });
+  it("uses anywidget's experimental.invoke when the front end provides it, with a long timeout", async () => {
+    const m = new MockModel();
+    const seen = [];
+    const experimental = {
+      invoke: async (name, msg, opts) => {
+        seen.push({ name, msg, aborted: opts.signal.aborted });
+        return [{ result: { z: { dtype: "int32", shape: [2] } }, buffer_paths: [["result", "z", "view"]] },
+          [new DataView(new Int32Array([4, 5]).buffer)]];
+      },
+    };
+    const out = await invoke(m, experimental, "pattern", { layer: 1 });
+    expect(Array.from(out.z.data)).toEqual([4, 5]);
+    expect(seen).toEqual([{ name: "pattern", msg: { layer: 1 }, aborted: false }]);
+    expect(m.sent).toEqual([]); // nothing went through the fallback
+  });
+  it("hands the view's ctx.invoke the front end's experimental.invoke", async () => {
+    const { defineView } = await import("../src/lib/widget.js");
+    let ctx;
+    const mod = defineView({ name: "t", traits: ["a"], draw: (c) => { ctx = c; } });
+    const model = new MockModel({ a: 1 });
+    const calls = [];
+    const el = document.createElement("div");
+    await mod.render({ model, el, experimental: { invoke: async (n, m) => { calls.push(n); return [{ result: 7 }, []]; } } });
+    expect(await ctx.invoke("f", {})).toBe(7);
+    expect(calls).toEqual(["f"]);
+  });
+  it("draws once per message, whatever the number of its traits, and not for other traits", async () => {
+    const { defineView } = await import("../src/lib/widget.js");
+    let draws = 0;
+    const mod = defineView({ name: "t", traits: ["a", "b", "c"], params: ["p"], draw: () => { draws++; } });
+    const model = new MockModel({ a: 1, b: 2, c: 3, p: 0 });
+    await mod.render({ model, el: document.createElement("div") });
+    expect(draws).toBe(1);
+    model.set({ a: 5, b: 6, c: 7 });
+    expect(draws).toBe(2);
+    model.set({ p: 1 });
+    expect(draws).toBe(2);
   });
 });
 
@@ -91,7 +132,7 @@ describe("TokenHeat view", () => {
     const sel = new MockModel({ position: null });
     const model = new MockModel({
       selection: "IPY_MODEL_s",
-      data: { tokens: ["<b>x</b>", " y"], values: enc(new Float32Array([1, -1])), title: "t", value_name: "v" },
+      tokens: ["<b>x</b>", " y"], values: enc(new Float32Array([1, -1])), title: "t", value_name: "v",
     }, { models: { s: sel } });
     const { el } = await mount(tokenHeat, model);
     const toks = el.querySelectorAll(".mri-tok");
@@ -103,11 +144,22 @@ describe("TokenHeat view", () => {
     expect(toks[1].classList.contains("mri-selected")).toBe(true);
   });
   it("asks Python for the arrays when Colab dropped them", async () => {
-    const model = new MockModel({ data: { tokens: ["a"], values: { dtype: "float32", shape: [1] } } });
+    const model = new MockModel({ tokens: ["a"], values: { dtype: "float32", shape: [1] }, title: "", value_name: "v" });
     const { el } = await mount(tokenHeat, model);
-    expect(model.sent).toContainEqual({ type: "request_state", keys: ["data"] });
+    expect(model.sent).toEqual([{ type: "request_state", keys: ["values"] }]); // only the trait that lost its buffer
     expect(el.textContent).toMatch(/Loading/);
-    model.set("data", { tokens: ["a"], values: enc(new Float32Array([0.5])) });
+    model.set({ values: enc(new Float32Array([0.5])) });
     expect(el.querySelectorAll(".mri-tok").length).toBe(1);
+  });
+  it("redraws once for several traits changed by one message", async () => {
+    const model = new MockModel({ tokens: ["a"], values: enc(new Float32Array([1])), title: "", value_name: "v" });
+    const { el } = await mount(tokenHeat, model);
+    const first = el.querySelector(".mri-tok");
+    model.set({ tokens: ["a", "b"], values: enc(new Float32Array([1, 2])), title: "new" });
+    expect(el.querySelectorAll(".mri-tok").length).toBe(2);
+    expect(el.querySelector(".mri-title").textContent).toBe("new");
+    expect(first.isConnected).toBe(false);
+    model.set("title", "newer"); // another message: another redraw
+    expect(el.querySelector(".mri-title").textContent).toBe("newer");
   });
 });

@@ -8,11 +8,16 @@ export class MockModel {
     this.widget_manager = { get_model: async (id) => { if (!models[id]) throw new Error("no model"); return models[id]; } };
   }
   get(k) { return this.state[k]; }
+  /** Like Backbone: change:<key> for each changed key, then one "change" per call. */
   set(k, v) {
-    if (typeof k === "object") { for (const [a, b] of Object.entries(k)) this.set(a, b); return; }
-    const old = this.state[k];
-    this.state[k] = v;
-    if (old !== v) { this.emit(`change:${k}`); this.emit("change"); }
+    const patch = typeof k === "object" ? k : { [k]: v };
+    let changed = false;
+    for (const [a, b] of Object.entries(patch)) {
+      const old = this.state[a];
+      this.state[a] = b;
+      if (old !== b) { changed = true; this.emit(`change:${a}`); }
+    }
+    if (changed) this.emit("change");
   }
   save_changes() { this.saved++; }
   on(ev, cb) { (this.handlers[ev] ||= []).push(cb); }
@@ -21,6 +26,16 @@ export class MockModel {
   send(msg, cbs, buffers) { this.sent.push(msg); }
   /** Simulate a custom message from Python. */
   receive(msg, buffers = []) { this.emit("msg:custom", msg, buffers); }
+}
+
+/** The calls a view made to Python (anywidget's invoke protocol). */
+export function commandCalls(model) {
+  return model.sent.filter((m) => m.kind === "anywidget-command");
+}
+
+/** Python's answer to a call: {result, buffer_paths} (arrays at those paths as buffers) or {error}. */
+export function commandReply(id, response, buffers = []) {
+  return [{ id, kind: "anywidget-command-response", response }, buffers];
 }
 
 /** Encode a typed array like mri_widgets.widgets.transport.encode_array. */

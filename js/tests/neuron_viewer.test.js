@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import neuronViewer from "../src/views/neuron_viewer.js";
-import { MockModel, enc, mount } from "./mock_model.js";
+import { MockModel, enc, mount, commandCalls, commandReply } from "./mock_model.js";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -11,7 +11,7 @@ function data(over = {}) {
   for (let e = 7; e >= -10; e--) edges.push(-(2 ** e));
   for (let e = -10; e <= 7; e++) edges.push(2 ** e);
   return {
-    model_name: "tiny", layer: 1, neuron: 3, layers: [0, 1, 2], d_mlp: 8, gated: true,
+    model_name: "tiny", shown_layer: 1, shown_neuron: 3, layers: [0, 1, 2], d_mlp: 8, gated: true,
     channels: ["mlp", "gate", "up", "act"], channel_labels: ["act(gate)·up", "gate", "up", "act(gate)"],
     n_texts: 4, n_tokens: 17, k: 2,
     stats: { max: 2, min: -1, mean: 0.1, freq_positive: 0.5 },
@@ -42,12 +42,12 @@ function examplesReply(id) {
     if (o && typeof o === "object") for (const [k, v] of Object.entries(o)) walk(v, [...path, k]);
   };
   walk(result, ["result"]);
-  return [{ type: "rpc_reply", id, result, buffer_paths: paths }, buffers];
+  return commandReply(id, { result, buffer_paths: paths }, buffers);
 }
 
 async function setup(over) {
   const sel = new MockModel({ layer: null, neuron: null, position: null });
-  const model = new MockModel({ data: data(over), selection: "IPY_MODEL_sel", channel: "mlp", layer: 1, neuron: 3 },
+  const model = new MockModel({ ...data(over), selection: "IPY_MODEL_sel", channel: "mlp", layer: 1, neuron: 3 },
     { models: { sel } });
   const { el } = await mount(neuronViewer, model);
   return { el, model, sel };
@@ -70,12 +70,12 @@ describe("neuron_viewer", () => {
     el.querySelector(".nv-next").click();
     expect(model.get("neuron")).toBe(4);
     expect(model.saved).toBeGreaterThan(0);
-    model.set("data", data({ neuron: 4 }));
+    model.set(data({ shown_neuron: 4 }));
     expect(el.querySelector(".nv-title").textContent).toContain("Neuron 4");
-    model.set("data", data({ neuron: 7 }));
+    model.set(data({ shown_neuron: 7 }));
     el.querySelector(".nv-next").click();
     expect(model.get("neuron")).toBe(0);
-    model.set("data", data({ neuron: 0 }));
+    model.set(data({ shown_neuron: 0 }));
     el.querySelector(".nv-prev").click();
     expect(model.get("neuron")).toBe(7);
     // go-to clamps to the layer's neurons and keeps scanned layers only
@@ -96,8 +96,8 @@ describe("neuron_viewer", () => {
 
   it("asks Python for the examples, colours tokens, selects positions, switches channel", async () => {
     const { el, model, sel } = await setup();
-    const call = model.sent.find((m) => m.type === "rpc");
-    expect(call).toMatchObject({ name: "examples", args: { layer: 1, neuron: 3 } });
+    const call = commandCalls(model)[0];
+    expect(call).toMatchObject({ name: "examples", msg: { layer: 1, neuron: 3 } });
     expect(el.querySelectorAll(".nv-loading").length).toBe(3);
     model.receive(...examplesReply(call.id));
     await tick();
@@ -129,12 +129,12 @@ describe("neuron_viewer", () => {
     expect(gateToks[1].style.background).toBe("rgb(178, 24, 43)");
     expect(gateToks[0].style.background).toBe(before0); // 5 / 20 on the gate scale == 0.5 / 2
     expect(el.querySelector(".nv-legend").textContent).toContain("20");
-    expect(model.sent.filter((m) => m.type === "rpc").length).toBe(1); // served from the cache
+    expect(commandCalls(model).length).toBe(1); // served from the cache
   });
 
   it("windows long texts around the extreme token and expands them", async () => {
     const { el, model } = await setup({ window: [1, 0] });
-    const call = model.sent.find((m) => m.type === "rpc");
+    const call = commandCalls(model)[0];
     model.receive(...examplesReply(call.id));
     await tick();
     let first = el.querySelector(".nv-top .nv-example");
@@ -144,14 +144,14 @@ describe("neuron_viewer", () => {
     expect(first.querySelectorAll(".mri-tok").length).toBe(3);
   });
 
-  it("reports rpc errors and missing texts", async () => {
+  it("reports errors of calls to Python and missing texts", async () => {
     const { el, model } = await setup();
-    const call = model.sent.find((m) => m.type === "rpc");
-    model.receive({ type: "rpc_reply", id: call.id, error: "ValueError: boom" });
+    const call = commandCalls(model)[0];
+    model.receive(...commandReply(call.id, { error: "ValueError: boom" }));
     await tick();
     expect(el.querySelector(".nv-examples").textContent).toContain("boom");
     const m2 = await setup({ has_texts: false, note: "pass texts=" });
-    expect(m2.model.sent.filter((m) => m.type === "rpc").length).toBe(0);
+    expect(commandCalls(m2.model).length).toBe(0);
     expect(m2.el.textContent).toContain("pass texts=");
   });
 });

@@ -47,7 +47,6 @@ __all__ = [
     "find_attention",
     "to_dot",
     "to_cytoscape",
-    "graph_view_args",
     "METHODS",
 ]
 
@@ -868,101 +867,11 @@ def to_cytoscape(G: TraceGraph, collapse_depth: Optional[int] = None, expanded: 
     return els
 
 
-_KIND_COLORS = {"input": "#56B4E9", "output": "#D55E00", "module": "#999999", "collapsed": "#0072B2"}
-_OP_COLORS = {"softmax": "#E69F00", "linear": "#009E73", "addmm": "#009E73", "matmul": "#CC79A7",
-              "layer_norm": "#F0E442", "rms_norm": "#F0E442", "embedding": "#56B4E9"}
+def __getattr__(name):
+    # the drawing of traced graphs is presentation: it lives in widgets/graph_layout.py; the old
+    # import path (``from mri_widgets.models.trace import graph_view_args``) still works
+    if name == "graph_view_args":
+        from ..widgets.graph_layout import graph_view_args
 
-
-def _lane_layout(n: int, edges, order, step: float = 64.0, lane_gap: float = 56.0) -> tuple:
-    """Execution order along the returned first axis (``step`` apart); a node continues the lane
-    of a predecessor that ends its lane, else takes the first lane whose last node is done."""
-    succ = defaultdict(list)
-    pred = defaultdict(list)
-    for u, v in edges:
-        succ[u].append(v)
-        pred[v].append(u)
-    seq = sorted(range(n), key=lambda i: order[i])
-    placed = set()
-    lane_of = {}
-    lanes: list = []  # last node of each lane
-    for i in seq:
-        lane = None
-        for p in sorted(pred[i], key=lambda p: lane_of.get(p, 1 << 30)):
-            if p in lane_of and lanes[lane_of[p]] == p:
-                lane = lane_of[p]
-                break
-        if lane is None:
-            for j, last in enumerate(lanes):
-                if all(s in placed or s == i for s in succ[last]):
-                    lane = j
-                    break
-        if lane is None:
-            lanes.append(i)
-            lane = len(lanes) - 1
-        lanes[lane] = i
-        lane_of[i] = lane
-        placed.add(i)
-    # rows: below every predecessor and below the previous node of the same lane, so that
-    # independent chains share rows
-    row: dict = {}
-    lane_row: dict = {}
-    for i in seq:
-        r = max([row[p] + 1 for p in pred[i] if p in row] + [lane_row.get(lane_of[i], -1) + 1])
-        row[i] = r
-        lane_row[lane_of[i]] = r
-    return [row[i] * step for i in range(n)], [lane_of[i] * lane_gap for i in range(n)]
-
-
-def graph_view_args(G: TraceGraph, collapse_depth: Optional[int] = 2, expanded: Iterable[str] = (), *,
-                    direction: str = "LR", height: Optional[int] = None) -> dict:
-    """Keyword arguments for ``mri_widgets.GraphView(**args)`` drawing a traced graph.
-
-    Nodes run in execution order, left to right (``direction="LR"``) or top to bottom
-    (``"TB"``), independent computations in parallel lanes; each shown node's innermost module is
-    its group box (double-click a box to fold it), and modules deeper than ``collapse_depth`` are
-    single nodes unless listed in ``expanded`` (see :func:`to_cytoscape`). ``height`` (px) defaults
-    to one that suits the number of lanes.
-    """
-    els = to_cytoscape(G, collapse_depth=collapse_depth, expanded=expanded)
-    nodes = [e["data"] for e in els if e["group"] == "nodes" and e["data"]["kind"] != "module"]
-    if not nodes:
-        raise TraceError("nothing to draw: the graph has no nodes")
-    idx = {d["id"]: i for i, d in enumerate(nodes)}
-    edges = [e["data"] for e in els if e["group"] == "edges" and e["data"]["source"] in idx and e["data"]["target"] in idx]
-    if direction not in ("LR", "TB"):
-        raise TraceError(f"direction must be 'LR' (left to right) or 'TB' (top to bottom), got {direction!r}")
-    along, across = _lane_layout(len(nodes), [(idx[e["source"]], idx[e["target"]]) for e in edges],
-                                 [d.get("order", 0) for d in nodes])
-    x, y = (along, across) if direction == "LR" else (across, along)
-    if height is None:
-        n_lanes = int(max(across) / 56.0) + 1 if across else 1
-        height = 640 if direction == "TB" else int(min(560, max(260, 160 + 40 * n_lanes)))
-    group_paths = sorted({d.get("parent") for d in nodes if d.get("parent")})
-    gidx = {p: i for i, p in enumerate(group_paths)}
-    colors, labels, tips, shapes, sizes = [], [], [], [], []
-    for d in nodes:
-        kind = d["kind"]
-        colors.append(_KIND_COLORS.get(kind) if kind in ("input", "output", "collapsed")
-                      else _OP_COLORS.get(d.get("op"), "#888888"))
-        shp = _shape_str(d.get("shape")) if d.get("shape") else ""
-        if kind == "collapsed":
-            labels.append(d["label"])
-            tips.append(f"{d['module']}\n{d['n_ops']} ops inside\noutput {shp}")
-            shapes.append("round-rectangle")
-            sizes.append(22.0)
-        else:
-            labels.append(d["label"])
-            tips.append(f"{d['id']} ({d.get('op')})\nmodule: {d.get('module') or '(root)'}\nshape: {shp}")
-            shapes.append("ellipse" if kind == "op" else "diamond")
-            sizes.append(12.0)
-    return {
-        "nodes": {"x": x, "y": y, "label": labels, "tooltip": tips, "color": colors, "shape": shapes, "size": sizes,
-                  "parent": [gidx.get(d.get("parent"), -1) for d in nodes]},
-        "edges": {"source": [idx[e["source"]] for e in edges], "target": [idx[e["target"]] for e in edges],
-                  "weight": [float(e["count"]) for e in edges]},
-        "groups": [{"label": p[len("mod:"):]} for p in group_paths],
-        "directed": True,
-        "title": f"{G.graph.get('module_type', '')} traced with {G.graph.get('method')}",
-        "weight_name": "tensors",
-        "height": height,
-    }
+        return graph_view_args
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,12 @@
-"""The base class of every view: arrays as binary buffers, the shared selection, on-demand data."""
+"""The base class of every view: typed traits as the view's contract, arrays as binary buffers,
+the shared selection, calls from the front end through anywidget's ``invoke``."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import pathlib
-import traceback
+import types
 from typing import Any, Callable
 
 import anywidget
@@ -12,24 +15,98 @@ import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
 
 from .selection import SELECTION_KEYS, Selection
-from .transport import array_serialization, encode_tree
+from .transport import NDArray, array_serialization, encode_tree
 
-__all__ = ["MRIWidget", "STATIC", "rpc"]
+__all__ = ["MRIWidget", "STATIC", "command", "rpc", "NDArray", "array_serialization", "reject_unknown_keywords"]
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 
 
-def rpc(fn: Callable) -> Callable:
-    """Mark a method as callable from the front end (``model.rpc(name, args)`` in js/src/lib/rpc.js)."""
-    fn._mri_rpc = True
-    return fn
+class command:  # noqa: N801  (used as a decorator, like anywidget.experimental.command)
+    """Decorator: a method the view may call from the front end.
+
+    The method keeps its ordinary signature for Python callers (``view.pattern(3, 1)``). For the
+    front end it is an ``anywidget.experimental.command``: the view calls it with anywidget's
+    ``invoke(name, {arg: value})`` (``js/src/lib/invoke.js``), and gets back ``{"result": ...}``
+    with every array of the result as a binary buffer, or ``{"error": "TypeName: message"}``
+    (an exception is reported to the view instead of being lost in the kernel log).
+    """
+
+    def __init__(self, fn: Callable):
+        functools.update_wrapper(self, fn)
+        self._fn = fn
+        anywidget.experimental.command(self)  # marks it: AnyWidget.__init_subclass__ registers it
+
+    def __get__(self, obj, objtype=None):
+        return self._fn if obj is None else types.MethodType(self._fn, obj)
+
+    def __call__(self, widget, msg, buffers):
+        """anywidget's command protocol: ``(widget, msg, buffers) -> (response, buffers)``."""
+        try:
+            if msg is None:
+                msg = {}
+            if not isinstance(msg, dict):
+                raise TypeError(f"{self.__name__} takes keyword arguments as an object, got {type(msg).__name__}")
+            result = self._fn(widget, **msg)
+            state, paths, out = _remove_buffers({"result": encode_tree(result)})
+            return {"result": state.get("result"), "buffer_paths": paths}, out
+        except Exception as e:  # report to the view instead of killing the comm
+            return {"error": f"{type(e).__name__}: {e}"}, []
+
+
+#: the former name of :class:`command` (kept for code that imported it)
+rpc = command
+
+
+def _keyword_names(init) -> tuple[list, list] | None:
+    """(accepted, public) keyword names of ``init``; None when it takes ``**kwargs``."""
+    params = inspect.signature(init).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    names = [n for n, p in list(params.items())[1:]
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    return names, [n for n in names if not n.startswith("_")]
+
+
+def reject_unknown_keywords(cls):
+    """Class decorator: unknown keyword arguments to ``cls(...)`` raise a TypeError listing the valid ones.
+
+    Every :class:`MRIWidget` subclass gets it automatically; other widgets (the Explorer) use it
+    as a decorator. Constructors that take ``**kwargs`` are left alone.
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_mri_checked", False):
+        return cls
+    names = _keyword_names(init)
+    if names is None:
+        return cls
+    accepted, public = names
+    accepted = frozenset(accepted)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            raise TypeError(f"{cls.__name__}() got unknown keyword argument{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}; valid keyword arguments: {', '.join(public)}")
+        init(self, *args, **kwargs)
+
+    __init__._mri_checked = True
+    cls.__init__ = __init__
+    return cls
 
 
 class MRIWidget(anywidget.AnyWidget):
     """Base of all mri_widgets views.
 
-    Subclasses set ``_view = "lens_table"`` (the bundle ``static/lens_table.js``) and fill
-    :attr:`data` with a dict of numbers, strings and arrays; arrays travel as binary buffers.
+    The contract between a widget and its view is its synced traits: each view declares typed,
+    documented traits (``height = t.Int(480).tag(sync=True)``; arrays as :class:`NDArray`) and
+    its JS module lists the same names (``defineView({traits: [...]})`` in
+    ``js/src/lib/widget.js``). :meth:`view_traits` names them; :attr:`data` reads them as one dict.
+    Subclasses set ``_view = "lens_table"`` (the bundle ``static/lens_table.js``).
+
+    Unknown keyword arguments to any subclass's constructor raise a TypeError listing the valid
+    ones. Methods decorated with :func:`command` can be called from the view.
 
     Selection: ``selection`` is the shared :class:`Selection`. The front end sets it directly
     when it can reach that widget model (JupyterLab, Notebook 7, VS Code); where it cannot
@@ -42,19 +119,46 @@ class MRIWidget(anywidget.AnyWidget):
 
     selection = t.Instance(Selection).tag(sync=True, **ipw.widget_serialization)
     _sel = t.Dict().tag(sync=True)
-    data = t.Dict().tag(sync=True, **array_serialization)
+    #: a message shown above the view (the last failed update); empty when all is well
     error = t.Unicode("").tag(sync=True)
 
     def __init__(self, *, selection: Selection | None = None, **kwargs: Any):
         if selection is not None and not isinstance(selection, Selection):
             raise TypeError(f"selection must be a mri_widgets.Selection, got {type(selection).__name__}")
+        unknown = [k for k in kwargs if k not in self.view_traits()]
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no view traits {unknown}; its traits: {self.view_traits()}")
         super().__init__(selection=selection if selection is not None else Selection(), **kwargs)
         self.on_msg(self._on_custom_msg)
 
     def __init_subclass__(cls, **kwargs):
         if cls.__dict__.get("_view"):
             cls._esm = STATIC / f"{cls._view}.js"  # anywidget reads the file in its __init_subclass__
+        reject_unknown_keywords(cls)
         super().__init_subclass__(**kwargs)
+
+    # ---- the contract ------------------------------------------------------------------------
+    @classmethod
+    def view_traits(cls) -> list:
+        """Names of the synced traits this view adds to the base (its parameters and its data)."""
+        base = set(MRIWidget.class_trait_names(sync=True))
+        return sorted(n for n in cls.class_trait_names(sync=True) if n not in base and not n.startswith("_"))
+
+    @property
+    def data(self) -> dict:
+        """Everything the view shows, as ``{trait name: value}`` (read-only; set the traits)."""
+        return {n: getattr(self, n) for n in self.view_traits()}
+
+    def _set_data(self, values: dict) -> None:
+        """Set several view traits at once (one message to the front end); clears :attr:`error`."""
+        names = self.view_traits()
+        unknown = [k for k in values if k not in names]
+        if unknown:  # e.g. a base trait such as ``tooltip``, which the DOM widget itself shows
+            raise TypeError(f"{type(self).__name__} has no view traits {unknown}; declare them (traits: {names})")
+        with self.hold_sync(), self.hold_trait_notifications():
+            self.error = ""
+            for k, v in values.items():
+                setattr(self, k, v)
 
     # ---- selection -------------------------------------------------------------------------
     @t.observe("selection")
@@ -83,32 +187,17 @@ class MRIWidget(anywidget.AnyWidget):
     def _on_custom_msg(self, widget, content, buffers):
         if not isinstance(content, dict):
             return
-        kind = content.get("type")
-        if kind == "request_state":
-            # Colab drops the binary buffers of the initial state: send them again.
-            self.send_state(list(content.get("keys") or ["data"]))
-        elif kind == "rpc":
-            self._answer_rpc(content)
-
-    def _answer_rpc(self, content):
-        name, call_id = content.get("name"), content.get("id")
-        fn = getattr(self, str(name), None)
-        reply: dict = {"type": "rpc_reply", "id": call_id}
-        if fn is None or not getattr(fn, "_mri_rpc", False):
-            reply["error"] = f"unknown call {name!r}"
-            self.send(reply)
+        if content.get("kind") == "anywidget-command":
+            # anywidget answers the commands it knows; answer the others, or the view waits for nothing
+            known = getattr(type(self), "_anywidget_commands", {})
+            if content.get("name") not in known:
+                self.send({"id": content.get("id"), "kind": "anywidget-command-response",
+                           "response": {"error": f"unknown command {content.get('name')!r}; "
+                                                 f"this view has {sorted(known)}"}})
             return
-        try:
-            result = fn(**(content.get("args") or {}))
-            state, paths, buffers = _remove_buffers({"result": encode_tree(result)})
-            reply.update(result=state["result"] if "result" in state else None, buffer_paths=paths)
-            self.send(reply, buffers)
-        except Exception as e:  # report to the view instead of killing the comm
-            reply["error"] = f"{type(e).__name__}: {e}"
-            reply["traceback"] = traceback.format_exc(limit=5)
-            self.send(reply)
-
-    # ---- helpers for subclasses ------------------------------------------------------------
-    def _set_data(self, data: dict) -> None:
-        self.error = ""
-        self.data = data
+        if content.get("type") == "request_state":
+            # Colab drops the binary buffers of the initial state: the view asks for those traits again.
+            names = self.view_traits()
+            keys = [k for k in (content.get("keys") or names) if k in names]
+            if keys:
+                self.send_state(keys)

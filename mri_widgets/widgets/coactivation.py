@@ -17,7 +17,8 @@ import networkx as nx
 import numpy as np
 import traitlets as t
 
-from .base import rpc
+from .base import command
+from .graph_layout import layered_layout
 from .graph_view import CATEGORICAL, GraphView, blend
 from .selection import Selection
 
@@ -26,38 +27,21 @@ __all__ = ["CoactivationGraph", "layered_positions"]
 
 def layered_positions(G: nx.DiGraph, layer_order, *, column_spacing: float = 140.0,
                       row_spacing: float = 22.0, sweeps: int = 2) -> dict:
-    """Column layout of a layered graph: x by layer, y by barycentre ordering within a layer.
+    """Column layout of a region graph: x by layer, y by barycentre ordering within a layer.
 
-    The first layer is ordered by node key; each next layer by the weighted mean rank of its
-    predecessors (a forward sweep), then backwards by successors, ``sweeps`` times; this keeps
-    documents' paths fairly straight. Returns ``{node: (x, y)}``, columns centred on y = 0.
+    Nodes are ``(layer, region)`` pairs; columns follow ``layer_order``. The first order in a
+    column is by node key; then :func:`~mri_widgets.widgets.graph_layout.layered_layout` sweeps
+    ``sweeps`` times forward (mean rank of predecessors, weighted by ``|weight|``) and backward
+    (successors); this keeps documents' paths fairly straight. Returns ``{node: (x, y)}``,
+    columns centred on y = 0.
     """
-    by_layer = {l: sorted(n for n in G.nodes if n[0] == l) for l in layer_order}
-    rank = {n: i for l in layer_order for i, n in enumerate(by_layer[l])}
-
-    def reorder(l, neighbours):
-        def key(n):
-            nb = neighbours(n)
-            tot = sum(w for _, w in nb)
-            bary = sum(rank[m] * w for m, w in nb) / tot if tot else rank[n]
-            return (bary, n)
-        by_layer[l] = sorted(by_layer[l], key=key)
-        for i, n in enumerate(by_layer[l]):
-            rank[n] = i
-
-    preds = lambda n: [(u, abs(d.get("weight", 1.0))) for u, _, d in G.in_edges(n, data=True)]  # noqa: E731
-    succs = lambda n: [(v, abs(d.get("weight", 1.0))) for _, v, d in G.out_edges(n, data=True)]  # noqa: E731
-    for _ in range(max(0, int(sweeps))):
-        for l in layer_order[1:]:
-            reorder(l, preds)
-        for l in layer_order[-2::-1]:
-            reorder(l, succs)
-    pos = {}
-    for i, l in enumerate(layer_order):
-        nodes = by_layer[l]
-        for j, n in enumerate(nodes):
-            pos[n] = (i * column_spacing, (j - (len(nodes) - 1) / 2) * row_spacing)
-    return pos
+    column = {l: i for i, l in enumerate(layer_order)}
+    nodes = [n for n in G.nodes if n[0] in column]
+    keep = set(nodes)
+    edges = [(u, v) for u, v in G.edges if u in keep and v in keep]
+    return layered_layout(nodes, edges, layer={n: column[n[0]] for n in nodes},
+                          weight={(u, v): G.edges[u, v].get("weight", 1.0) for u, v in edges}, sweeps=sweeps,
+                          layer_gap=column_spacing, node_gap=row_spacing, align="center", direction="LR")
 
 
 def _short(text: str, n: int = 90) -> str:
@@ -214,7 +198,7 @@ class CoactivationGraph(GraphView):
                 "nodes": {self._node_index[k]: c for k, c in p["nodes"].items() if k in self._node_index},
                 "edges": {self._edge_index[k]: c for k, c in p["edges"].items() if k in self._edge_index}}
 
-    @rpc
+    @command
     def node_details(self, index: int) -> list:
         """Tooltip lines for node ``index``: a few example texts of the region."""
         if self.areas.mode != "2d":

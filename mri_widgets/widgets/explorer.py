@@ -6,8 +6,8 @@ import html
 from typing import Callable, Optional, Sequence
 
 import ipywidgets as ipw
-import traitlets as t
 
+from .base import reject_unknown_keywords
 from .selection import SELECTION_KEYS, Selection
 
 __all__ = ["Explorer"]
@@ -24,6 +24,7 @@ def _title(text: str) -> ipw.HTML:
     return ipw.HTML(f'<div style="font-weight:600;font-size:14px;margin:10px 0 4px">{html.escape(text)}</div>')
 
 
+@reject_unknown_keywords
 class Explorer(ipw.VBox):
     """One layout of every view around one shared :class:`Selection`.
 

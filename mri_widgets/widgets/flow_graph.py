@@ -87,6 +87,28 @@ def _parse_layers(value):
     return value
 
 
+class LayerSpec(t.TraitType):
+    """A trait for layers: None (the default layers), a list of ints, or a string to parse
+    (``"8-11"``, ``"10,11"``); tuples, ranges and numpy integers become a list of ints."""
+
+    info_text = "None, a list of layer indices, or a string such as '8-11'"
+
+    def __init__(self, **kwargs):
+        super().__init__(default_value=None, allow_none=True, **kwargs)
+
+    def validate(self, obj, value):
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, (bool, bytes, float)) or not hasattr(value, "__iter__"):
+            self.error(obj, value)
+        out = []
+        for v in value:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise t.TraitError(f"layers must hold integers, got {v!r} in {value!r}")
+            out.append(int(v))
+        return out
+
+
 class FlowGraph(GraphView):
     """The information flow of one prompt position through chosen layers (VISIT), live.
 
@@ -112,10 +134,14 @@ class FlowGraph(GraphView):
     order: index i in the view is ``nodes[i]``).
     """
 
+    #: the prompt whose flow is drawn
     prompt = t.Unicode("").tag(sync=True)
-    layers = t.Any(None).tag(sync=True)
+    #: layers drawn: a list of ints once drawn; also accepts a string such as ``"8-11"`` or ``"10,11"``
+    layers = LayerSpec().tag(sync=True)
+    #: token position followed (-1: last)
     position = t.Int(-1).tag(sync=True)
-    target = t.Any(None).tag(sync=True)
+    #: the token whose rank colours the nodes: a string, a token id, or None (the model's prediction)
+    target = t.Union([t.Unicode(), t.Int()], default_value=None, allow_none=True).tag(sync=True)
 
     def __init__(self, model, prompt: str, *, layers=None, position: int = -1, target=None, top_heads: int = 10,
                  top_neurons: int = 18, bottom_neurons: int = 7, top_keys: int = 3, height: Optional[int] = None,
@@ -268,7 +294,6 @@ class FlowGraph(GraphView):
     def _headers(G, pos) -> list:
         """Layer headers (click: select the layer) above each layer, sub-block headers above heads and neurons."""
         g = G.graph
-        counts = g.get("counts", {})
         out = []
         prev = None
         for l in g["layers"]:

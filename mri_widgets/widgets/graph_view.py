@@ -19,8 +19,9 @@ import numpy as np
 import traitlets as t
 
 from .base import MRIWidget
+from .._checks import check_choice, check_int
 from .selection import SELECTION_KEYS, Selection
-from .transport import array_serialization
+from .transport import NDArray, array_serialization
 
 __all__ = ["GraphView", "CATEGORICAL", "to_rgb", "blend"]
 
@@ -226,12 +227,64 @@ class GraphView(MRIWidget):
     """
 
     _view = "graph_view"
-    #: name of an @rpc method ``(index) -> list of str`` whose lines are added to a node's tooltip
+    #: name of a @command method ``(index) -> list of str`` whose lines are added to a node's tooltip
     _details_rpc: Optional[str] = None
 
+    # ---- parameters (set from Python or from the view's toolbar) ----------------------------
+    #: show edges with weight >= min_weight
     min_weight = t.Float(0.0).tag(sync=True)
+    #: show only the top_k heaviest edges (0: all)
     top_k = t.Int(0).tag(sync=True)
+    #: emphasised nodes and edges: ``{nodes, edges, node_weight?, edge_weight?}`` (see :meth:`set_highlight`)
     highlight = t.Dict().tag(sync=True, **array_serialization)
+
+    # ---- the drawing (set by Python with :meth:`set_graph`); one row per node ----------------
+    x = NDArray("float32", ndim=1).tag(sync=True)
+    y = NDArray("float32", ndim=1).tag(sync=True)
+    #: node diameters in px at zoom 1
+    size = NDArray("float32", ndim=1).tag(sync=True)
+    #: (n, 3) uint8 RGB
+    color = NDArray("uint8", ndim=2).tag(sync=True)
+    label = t.List(t.Unicode()).tag(sync=True)
+    #: hover text of each node (None: its label); not ``tooltip``, the DOM widget's own title trait
+    node_tooltip = t.List(t.Unicode(), default_value=None, allow_none=True).tag(sync=True)
+    #: node shapes (:data:`SHAPES`), None: ellipses
+    shape = t.List(t.Unicode(), default_value=None, allow_none=True).tag(sync=True)
+    #: (n, K) shares drawn as pies, or None
+    parts = NDArray("float32", ndim=2, allow_none=True).tag(sync=True)
+    #: selection keys set by a click on a node, and (n, len(select_keys)) int32 values (int32 min: unset)
+    select_keys = t.List(t.Unicode()).tag(sync=True)
+    select = NDArray("int32", ndim=2).tag(sync=True)
+    #: index into ``groups`` of each node's box, -1 for none; or None
+    parent = NDArray("int32", ndim=1, allow_none=True).tag(sync=True)
+    #: compound boxes ``[{"label": str}]``
+    groups = t.List(t.Dict()).tag(sync=True)
+    # ---- one row per edge ----
+    edge_source = NDArray("int32", ndim=1).tag(sync=True)
+    edge_target = NDArray("int32", ndim=1).tag(sync=True)
+    edge_weight = NDArray("float32", ndim=1).tag(sync=True)
+    edge_color = NDArray("uint8", ndim=2).tag(sync=True)
+    edge_width = NDArray("float32", ndim=1, allow_none=True).tag(sync=True)
+    edge_parts = NDArray("float32", ndim=2, allow_none=True).tag(sync=True)
+    edge_tooltip = t.List(t.Unicode(), default_value=None, allow_none=True).tag(sync=True)
+    # ---- the rest of the drawing ----
+    part_names = t.List(t.Unicode()).tag(sync=True)
+    part_colors = t.List(t.Unicode()).tag(sync=True)
+    #: free text ``[{x, y, text, size, align, bold, color?, select?}]``
+    annotations = t.List(t.Dict()).tag(sync=True)
+    #: toolbar controls of subclasses ``[{name, label, type, value, options?, placeholder?}]``
+    controls = t.List(t.Dict()).tag(sync=True)
+    title = t.Unicode("").tag(sync=True)
+    directed = t.Bool(False).tag(sync=True)
+    weight_name = t.Unicode("weight").tag(sync=True)
+    #: height of the drawing in px
+    height = t.Int(520).tag(sync=True)
+    #: the @command giving extra tooltip lines of a node, or None
+    details_command = t.Unicode(None, allow_none=True).tag(sync=True)
+    label_size = t.Float(8.0).tag(sync=True)
+    label_position = t.Unicode("bottom").tag(sync=True)
+    label_width = t.Float(None, allow_none=True).tag(sync=True)
+    min_zoom = t.Float(0.0).tag(sync=True)
 
     def __init__(self, nodes, edges=None, *, groups=None, annotations=None, part_names=None, part_colors=None,
                  title: str = "", directed: bool = False, weight_name: str = "weight", min_weight: float = 0.0,
@@ -253,13 +306,13 @@ class GraphView(MRIWidget):
         """Replace the graph drawn (same arguments as the constructor); clears the highlight."""
         data = self._encode(nodes, edges, groups, annotations, part_names, part_colors)
         data.update(title=str(title), directed=bool(directed), weight_name=str(weight_name),
-                    height=_positive(height, "height", int), details_rpc=self._details_rpc,
+                    height=_positive(height, "height", int), details_command=self._details_rpc,
                     label_size=_positive(label_size, "label_size"),
                     label_position=_choice(label_position, "label_position", LABEL_POSITIONS),
                     label_width=None if label_width is None else _positive(label_width, "label_width"),
                     min_zoom=_positive(min_zoom, "min_zoom", zero=True))
         self._n_nodes = int(data["x"].shape[0])
-        self._n_edges = int(data["source"].shape[0])
+        self._n_edges = int(data["edge_source"].shape[0])
         self.highlight = {}
         self._set_data(data)
 
@@ -280,7 +333,7 @@ class GraphView(MRIWidget):
         label = _column(cols, "label")
         out["label"] = _strings([""] * n if label is None else label, n, "nodes['label']")
         tip = _column(cols, "tooltip")
-        out["tooltip"] = None if tip is None else _strings(tip, n, "nodes['tooltip']")
+        out["node_tooltip"] = None if tip is None else _strings(tip, n, "nodes['tooltip']")
         shape = _column(cols, "shape")
         if shape is not None:
             shape = _strings(shape, n, "nodes['shape']")
@@ -305,7 +358,7 @@ class GraphView(MRIWidget):
         if parent is not None:
             p = np.asarray(parent).reshape(-1)
             if p.shape != (n,) or p.dtype.kind not in "iu":
-                raise GraphError(f"nodes['parent'] must hold one integer per node (group index or -1)")
+                raise GraphError("nodes['parent'] must hold one integer per node (group index or -1)")
             if p.size and (p.min() < -1 or p.max() >= len(groups)):
                 raise GraphError(f"nodes['parent'] must lie in -1..{len(groups) - 1} (indices into groups)")
             out["parent"] = p.astype(np.int32)
@@ -326,9 +379,9 @@ class GraphView(MRIWidget):
         for name, a in (("source", src), ("target", dst)):
             if m and (a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= n):
                 raise GraphError(f"edges['{name}'] must be integer node indices in 0..{n - 1}")
-        out["source"], out["target"] = src.astype(np.int32), dst.astype(np.int32)
+        out["edge_source"], out["edge_target"] = src.astype(np.int32), dst.astype(np.int32)
         w = _column(ecols, "weight")
-        out["weight"] = _floats(1.0 if w is None else w, m, "edges['weight']")
+        out["edge_weight"] = _floats(1.0 if w is None else w, m, "edges['weight']")
         ec = _column(ecols, "color")
         out["edge_color"] = to_rgb("#999999" if ec is None else ec, m, "edges['color']")
         ew = _column(ecols, "width")
@@ -446,3 +499,11 @@ class GraphView(MRIWidget):
         if v < 0:
             raise t.TraitError("top_k must be >= 0 (0 shows every edge)")
         return v
+
+    @t.validate("height")
+    def _check_height(self, proposal):
+        return check_int(proposal["value"], "height", min=1, error=t.TraitError, hint=" (px)")
+
+    @t.validate("label_position")
+    def _check_label_position(self, proposal):
+        return check_choice(proposal["value"], LABEL_POSITIONS, "label_position", error=t.TraitError)

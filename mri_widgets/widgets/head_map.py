@@ -10,7 +10,7 @@ import traitlets as t
 
 from ..analysis.heads import SCORE_NAMES, HeadStats, head_stats
 from ..models.capture import check_texts
-from .base import MRIWidget, rpc
+from .base import MRIWidget, NDArray, array_serialization, command
 from .selection import Selection
 
 __all__ = ["HeadMap"]
@@ -49,9 +49,33 @@ class HeadMap(MRIWidget):
 
     _view = "head_map"
 
+    # ---- parameters (set from Python or in the view) ------------------------------------------
+    #: ``[layer, head]`` pairs picked with the brush
     picked = t.List().tag(sync=True)
+    #: index of the text whose attention patterns are shown
     example = t.Int(0).tag(sync=True)
+    #: point colour: ``"layer"`` or a score name
     color_by = t.Unicode("layer").tag(sync=True)
+
+    # ---- the data shown (set by Python only), one entry per head, row ``layer * n_heads + head`` --
+    #: MDS coordinates
+    x = NDArray("float32", ndim=1).tag(sync=True)
+    y = NDArray("float32", ndim=1).tag(sync=True)
+    #: layer and head of each point
+    layer = NDArray("int32", ndim=1).tag(sync=True)
+    head = NDArray("int32", ndim=1).tag(sync=True)
+    #: ``{score name: float32 array}``
+    scores = t.Dict().tag(sync=True, **array_serialization)
+    #: score names and their descriptions (tooltips)
+    score_names = t.List(t.Unicode()).tag(sync=True)
+    score_help = t.List(t.Unicode()).tag(sync=True)
+    n_layers = t.Int(0).tag(sync=True)
+    n_heads = t.Int(0).tag(sync=True)
+    n_examples = t.Int(0).tag(sync=True)
+    #: a preview of each example text
+    examples = t.List(t.Unicode()).tag(sync=True)
+    #: name of the model
+    model_name = t.Unicode("").tag(sync=True)
 
     def __init__(self, model, texts: Sequence[str], *, selection: Optional[Selection] = None, batch_size: int = 8,
                  max_length: Optional[int] = None):
@@ -84,7 +108,7 @@ class HeadMap(MRIWidget):
             "n_heads": H,
             "n_examples": st.n_examples,
             "examples": [_preview(s) for s in self._texts],
-            "model": str(self._lm.name),
+            "model_name": str(self._lm.name),
         })
 
     @property
@@ -97,7 +121,7 @@ class HeadMap(MRIWidget):
         return [tuple(p) for p in self.picked]
 
     # ---- on demand ---------------------------------------------------------------------------
-    @rpc
+    @command
     def pattern(self, layer: int, head: int, example: Optional[int] = None) -> dict:
         """Attention pattern of head ``(layer, head)`` on example ``example`` (default: :attr:`example`).
 

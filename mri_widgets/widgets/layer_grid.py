@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 import numpy as np
 import traitlets as t
 
-from .base import MRIWidget, rpc
+from .._checks import check_int
+from .base import MRIWidget, NDArray, command
 from .graph_view import CATEGORICAL
 from .selection import Selection
 
@@ -44,9 +45,35 @@ class LayerGrid(MRIWidget):
 
     _view = "layer_grid"
 
+    # ---- parameters (set from Python or from the view's toolbar) ----------------------------
+    #: what a cell's colour shows: one of :data:`MODES`
     mode = t.Unicode("label").tag(sync=True)
+    #: label shown in ``mode="label"`` (None: all documents)
     label = t.Unicode(None, allow_none=True).tag(sync=True)
+    #: the two labels compared in ``mode="diff"``
     labels = t.List(t.Unicode()).tag(sync=True)
+    #: size of a grid cell in px (>= 2)
+    cell = t.Int(12).tag(sync=True)
+
+    # ---- the data shown (set by Python only) --------------------------------------------------
+    #: (n_layers, n_labels, grid, grid) documents per region and label (uint16, int32 past 65,535)
+    counts = NDArray(("uint16", "int32"), ndim=4).tag(sync=True)
+    #: (n_layers, n_docs) region of each document in each layer (int16, int32 for large grids)
+    regions = NDArray(("int16", "int32"), ndim=2).tag(sync=True)
+    #: label names, in the corpus's order
+    label_names = t.List(t.Unicode()).tag(sync=True)
+    #: one colour per label
+    label_colors = t.List(t.Unicode()).tag(sync=True)
+    #: documents per label
+    label_totals = t.List(t.Int()).tag(sync=True)
+    #: name of each layer (column headers)
+    layer_names = t.List(t.Unicode()).tag(sync=True)
+    #: index of each layer in the model (what ``selection.layer`` holds)
+    layer_ids = t.List(t.Int()).tag(sync=True)
+    #: grid size (regions per axis)
+    grid = t.Int(1).tag(sync=True)
+    #: text above the heatmaps
+    title = t.Unicode("").tag(sync=True)
 
     def __init__(self, areas, *, mode: str = "label", label: Optional[str] = None,
                  labels: Optional[Sequence[str]] = None, cell: Optional[int] = None,
@@ -67,9 +94,7 @@ class LayerGrid(MRIWidget):
             areas.corpus.label_id(lab)
         super().__init__(selection=selection, mode=mode, label=label, labels=list(labels))
         g = areas.grid_size
-        cell = int(cell) if cell is not None else max(5, min(24, 120 // g))
-        if cell < 2:
-            raise ValueError(f"cell must be at least 2 px, got {cell}")
+        cell = check_int(cell, "cell", min=2, hint=" (px)") if cell is not None else max(5, min(24, 120 // g))
         reg_dtype = np.int16 if areas.n_regions < 2 ** 15 else np.int32
         counts = areas.counts()
         self._set_data({
@@ -112,7 +137,11 @@ class LayerGrid(MRIWidget):
             raise t.TraitError(f"unknown labels {bad}; labels are {names}")
         return v
 
-    @rpc
+    @t.validate("cell")
+    def _check_cell(self, proposal):
+        return check_int(proposal["value"], "cell", min=2, error=t.TraitError, hint=" (px)")
+
+    @command
     def region_examples(self, layer: int, region: int, k: int = 3) -> list:
         """A few texts of one region (the most typical first), for the view's tooltip."""
         return [{"text": e["text"], "label": e["label"]} for e in self.areas.examples(int(layer), int(region), int(k))]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import traitlets as t
 
 from ..analysis.lens import LensError, LensResult, logit_lens
-from .base import MRIWidget
+from .._checks import check_bool, check_int
+from .base import MRIWidget, NDArray, array_serialization
 from .selection import Selection
 
 __all__ = ["LensTable", "METRICS"]
@@ -66,23 +67,62 @@ class LensTable(MRIWidget):
 
     _view = "lens_table"
 
+    # ---- parameters (set from Python or from the view's toolbar) ----------------------------
+    #: the text read by the lens; setting it recomputes
     prompt = t.Unicode("").tag(sync=True)
+    #: top tokens kept per cell (1..100); setting it recomputes
     k = t.Int(5).tag(sync=True)
+    #: cell colour: one of :data:`METRICS` (recolours, no recompute)
     metric = t.Unicode("prob").tag(sync=True)
+    #: tracked target token, or None for the model's own final prediction; setting it recomputes
     target = t.Unicode(None, allow_none=True).tag(sync=True)
+    #: apply the final norm before the unembedding; setting it recomputes
+    norm = t.Bool(True).tag(sync=True)
+    #: layers as rows and tokens as columns
     transpose = t.Bool(False).tag(sync=True)
+    #: height of the table in px (>= 1)
     height = t.Int(480).tag(sync=True)
+
+    # ---- the result shown (set by Python only) ------------------------------------------------
+    #: name of the model
+    model_name = t.Unicode("").tag(sync=True)
+    #: vocabulary size (scales the rank and entropy colours)
+    vocab_size = t.Int(0).tag(sync=True)
+    #: the prompt's tokens (rows)
+    tokens = t.List(t.Unicode()).tag(sync=True)
+    #: column names: ``"emb"``, then one per block
+    layer_names = t.List(t.Unicode()).tag(sync=True)
+    #: every token string shown, once; the ``*_idx`` arrays index it
+    vocab = t.List(t.Unicode()).tag(sync=True)
+    #: (n_layers + 1, n_tokens, k) int32 indices into ``vocab`` of each cell's top-k tokens
+    top_idx = NDArray("int32", ndim=3).tag(sync=True)
+    #: (n_layers + 1, n_tokens, k) their probabilities
+    top_probs = NDArray("float32", ndim=3).tag(sync=True)
+    #: (n_layers + 1, n_tokens) entropy of each cell's distribution (nats)
+    entropy = NDArray("float32", ndim=2).tag(sync=True)
+    #: (n_tokens,) int32 index into ``vocab`` of the target at each position
+    target_idx = NDArray("int32", ndim=1).tag(sync=True)
+    #: (n_layers + 1, n_tokens) probability of the target
+    target_probs = NDArray("float32", ndim=2).tag(sync=True)
+    #: (n_layers + 1, n_tokens) rank of the target (0 = top)
+    target_ranks = NDArray("int32", ndim=2).tag(sync=True)
+    #: ``"own"`` (the model's own prediction) or ``"token"`` (a given target)
+    target_mode = t.Unicode("own").tag(sync=True)
+    #: (n_tokens,) int32 most confident layer at each position
+    best_layer = NDArray("int32", ndim=1).tag(sync=True)
+    #: image mode: ``{png, width, height, grid, positions, blank}`` (arrays as buffers), else None
+    image = t.Dict(None, allow_none=True).tag(sync=True, **array_serialization)
 
     def __init__(self, model, prompt: str, k: int = 5, *, metric: str = "prob", target: Optional[str] = None,
                  norm: bool = True, image=None, transpose: bool = False, height: int = 480,
                  selection: Optional[Selection] = None, _result: Optional[LensResult] = None):
         self._lm = model
-        self._norm = bool(norm)
         self._image = image
         self._result: Optional[LensResult] = None
         self._ready = False
+        self._restoring = False
         super().__init__(selection=selection, prompt=prompt, k=k, metric=metric, target=target,
-                         transpose=transpose, height=height)
+                         norm=check_bool(norm, "norm"), transpose=check_bool(transpose, "transpose"), height=height)
         if _result is not None:
             self._show(_result)
         else:
@@ -152,10 +192,16 @@ class LensTable(MRIWidget):
     @t.validate("k")
     def _check_k(self, proposal):
         self._check_can_recompute("k")
-        v = proposal["value"]
-        if v < 1 or v > 100:
-            raise LensError(f"k must be between 1 and 100, got {v}")
-        return v
+        return check_int(proposal["value"], "k", min=1, max=100, error=LensError)
+
+    @t.validate("norm")
+    def _check_norm(self, proposal):
+        self._check_can_recompute("norm")
+        return proposal["value"]
+
+    @t.validate("height")
+    def _check_height(self, proposal):
+        return check_int(proposal["value"], "height", min=1, error=LensError, hint=" (px)")
 
     @t.validate("prompt")
     def _check_prompt(self, proposal):
@@ -171,15 +217,26 @@ class LensTable(MRIWidget):
         v = proposal["value"]
         return None if v == "" else v
 
-    @t.observe("prompt", "k", "target")
+    @t.observe("prompt", "k", "target", "norm")
     def _inputs_changed(self, change):
-        if self._ready:
+        if not self._ready or self._restoring:
+            return
+        try:
             self._compute()
+        except Exception:
+            # the trait goes back to the value the table shows (in Python and in the view)
+            self._restoring = True
+            try:
+                setattr(self, change["name"], change["old"])
+            finally:
+                self._restoring = False
+            self.send_state([change["name"]])
+            raise
 
     # ---- computing and sending -------------------------------------------------------------
     def _compute(self) -> None:
         try:
-            res = logit_lens(self._lm, self.prompt, self.k, norm=self._norm, target=self.target, image=self._image)
+            res = logit_lens(self._lm, self.prompt, self.k, norm=self.norm, target=self.target, image=self._image)
         except (ValueError, TypeError) as e:
             self.error = str(e)
             raise
@@ -187,7 +244,11 @@ class LensTable(MRIWidget):
 
     def _show(self, res: LensResult) -> None:
         self._result = res
-        self._set_data(lens_payload(res))
+        payload = lens_payload(res)
+        for key in ("prompt", "k", "norm"):  # the inputs are traits already
+            payload.pop(key)
+        payload["model_name"] = payload.pop("model")
+        self._set_data(payload)
 
 
 def _png(img: np.ndarray) -> np.ndarray:

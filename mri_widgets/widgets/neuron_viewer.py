@@ -9,8 +9,8 @@ from typing import Optional
 import numpy as np
 import traitlets as t
 
-from ..analysis.neurons import HIST_EDGES, NeuronScan, NeuronScanError, neuron_logit_effect
-from .base import MRIWidget, rpc
+from ..analysis.neurons import HIST_EDGES, NeuronScan, neuron_logit_effect
+from .base import MRIWidget, NDArray, array_serialization, command
 from .selection import Selection
 
 __all__ = ["NeuronViewer", "NeuronViewerError"]
@@ -61,9 +61,52 @@ class NeuronViewer(MRIWidget):
 
     _view = "neuron_viewer"
 
+    # ---- parameters (set from Python or from the view's navigation) ---------------------------
+    #: the neuron's layer (a scanned layer)
     layer = t.Int(0).tag(sync=True)
+    #: the neuron's index in the layer
     neuron = t.Int(0).tag(sync=True)
+    #: activation channel shown: ``"mlp"``, or for gated MLPs ``"gate"``, ``"up"``, ``"act"``
     channel = t.Unicode("mlp").tag(sync=True)
+
+    # ---- the data shown (set by Python only) --------------------------------------------------
+    #: layer and neuron the data below describes
+    shown_layer = t.Int(None, allow_none=True).tag(sync=True)
+    shown_neuron = t.Int(None, allow_none=True).tag(sync=True)
+    model_name = t.Unicode("").tag(sync=True)
+    #: the scanned layers
+    layers = t.List(t.Int()).tag(sync=True)
+    d_mlp = t.Int(0).tag(sync=True)
+    gated = t.Bool(False).tag(sync=True)
+    #: channels that can be shown, and their labels
+    channels = t.List(t.Unicode()).tag(sync=True)
+    channel_labels = t.List(t.Unicode()).tag(sync=True)
+    n_texts = t.Int(0).tag(sync=True)
+    n_tokens = t.Int(0).tag(sync=True)
+    #: examples kept per neuron by the scan
+    k = t.Int(0).tag(sync=True)
+    #: ``{max, min, mean, freq_positive}`` of the neuron over the scan
+    stats = t.Dict().tag(sync=True, **array_serialization)
+    #: gated MLPs: how often each sign case of (gate, up) occurs
+    cases = t.List().tag(sync=True, **array_serialization)
+    #: histogram counts of the activations and the inner bin edges
+    hist = NDArray("float32", ndim=1).tag(sync=True)
+    hist_edges = t.List(t.Float()).tag(sync=True)
+    #: strongest and weakest examples ``[{value, text, position}]``
+    top = t.List(t.Dict()).tag(sync=True, **array_serialization)
+    bottom = t.List(t.Dict()).tag(sync=True, **array_serialization)
+    #: largest |activation| of the neuron (colour scale)
+    scale = t.Float(1.0).tag(sync=True)
+    #: tokens promoted / suppressed ``{promoted: [[token, value]], suppressed: [...]}``, or None
+    effect = t.Dict(None, allow_none=True).tag(sync=True, **array_serialization)
+    #: why ``effect`` is missing
+    effect_note = t.Unicode("").tag(sync=True)
+    has_texts = t.Bool(False).tag(sync=True)
+    has_model = t.Bool(False).tag(sync=True)
+    #: a hint shown under the title
+    note = t.Unicode("").tag(sync=True)
+    #: tokens shown around the extreme token: (before, after)
+    window = t.List(t.Int()).tag(sync=True)
 
     _CACHE_BYTES = 128 * 2 ** 20
 
@@ -138,14 +181,13 @@ class NeuronViewer(MRIWidget):
     @t.validate("channel")
     def _check_channel(self, proposal):
         c = proposal["value"]
-        allowed = self.channels
+        allowed = self._channels()
         if c not in allowed:
             raise NeuronViewerError(f"unknown channel {c!r}; this MLP has channels {allowed}"
                                     + ("" if self._scan.gated else " (gate/up/act exist only for gated MLPs)"))
         return c
 
-    @property
-    def channels(self) -> list:
+    def _channels(self) -> list:
         """The channels that can be shown: ``["mlp"]``, plus gate/up/act for gated MLPs."""
         return list(CHANNELS) if self._scan.gated else ["mlp"]
 
@@ -235,16 +277,17 @@ class NeuronViewer(MRIWidget):
         ex = lambda rows: [{"value": v, "text": ti, "position": p} for v, ti, p in rows]  # noqa: E731
         extremes = [abs(x) for x in (st["max"], st["min"]) if x is not None]
         self._set_data({
-            "model_name": scan.model_name or "", "layer": layer, "neuron": neuron, "layers": scan.layers,
-            "d_mlp": scan.d_mlp, "gated": scan.gated, "channels": self.channels,
-            "channel_labels": [CHANNEL_LABELS[c] for c in self.channels],
-            "n_texts": scan.n_texts, "n_tokens": scan.n_tokens, "k": scan.k,
+            "model_name": scan.model_name or "", "shown_layer": layer, "shown_neuron": neuron,
+            "layers": [int(x) for x in scan.layers],
+            "d_mlp": int(scan.d_mlp), "gated": bool(scan.gated), "channels": self._channels(),
+            "channel_labels": [CHANNEL_LABELS[c] for c in self._channels()],
+            "n_texts": int(scan.n_texts), "n_tokens": int(scan.n_tokens), "k": int(scan.k),
             "stats": {key: st[key] for key in ("max", "min", "mean", "freq_positive")},
             "cases": st.get("cases", []),
             "hist": np.asarray(st["hist_counts"], dtype=np.float32),
             "hist_edges": [float(e) for e in HIST_EDGES[1:-1]],
             "top": ex(scan.top(layer, neuron)), "bottom": ex(scan.bottom(layer, neuron)),
-            "scale": max(extremes) if extremes else 1.0,
+            "scale": float(max(extremes)) if extremes else 1.0,
             "effect": effect, "effect_note": effect_note,
             "has_texts": self._texts is not None, "has_model": self._lm is not None,
             "note": note, "window": list(self._window),
@@ -259,12 +302,12 @@ class NeuronViewer(MRIWidget):
                 self._acts_cache.move_to_end((layer, i))
         missing = [i for i in wanted if (layer, i) not in self._acts_cache]
         if missing:
-            sites = [CHANNELS[c] for c in self.channels]
+            sites = [CHANNELS[c] for c in self._channels()]
             cap = self._lm.capture([self._texts[i] for i in missing], sites, layers=[layer],
                                    max_length=self._scan.max_length, batch_size=8, progress=False)
             for row, i in enumerate(missing):
                 n = int(cap.mask[row].sum())
-                entry = {c: cap[CHANNELS[c]][row, 0, :n].numpy().copy() for c in self.channels}
+                entry = {c: cap[CHANNELS[c]][row, 0, :n].numpy().copy() for c in self._channels()}
                 self._token_cache[i] = list(cap.tokens[row])
                 self._acts_cache[(layer, i)] = entry
                 self._cache_bytes += sum(a.nbytes for a in entry.values())
@@ -273,7 +316,7 @@ class NeuronViewer(MRIWidget):
                 self._cache_bytes -= sum(a.nbytes for a in old.values())
         return {i: self._acts_cache[(layer, i)] for i in text_ids}
 
-    @rpc
+    @command
     def examples(self, layer: int, neuron: int) -> dict:
         """Tokens and per-token activations (every channel) of the neuron's top and bottom texts.
 

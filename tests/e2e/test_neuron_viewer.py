@@ -33,7 +33,7 @@ def test_neuron_viewer_navigation_selection_and_examples(jupyter_server, page):
     run_all(page)
     wait_for_view(page, ".mri-neuron_viewer .nv-title")
     expect(_title(page)).to_contain_text("Layer 1 · Neuron 2")
-    # examples arrive from Python (rpc) as coloured tokens
+    # examples arrive from Python (a @command called with anywidget's invoke) as coloured tokens
     tokens = page.locator(".mri-neuron_viewer .nv-top .nv-example").first.locator(".mri-tok")
     expect(tokens.first).to_be_visible(timeout=30000)
     assert page.locator(".mri-neuron_viewer .nv-hist rect").count() == 37

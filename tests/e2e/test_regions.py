@@ -180,7 +180,7 @@ def test_graph_view_big_graph_first_render(jupyter_server, page):
 
 
 def test_hover_fetches_example_texts_from_python(jupyter_server, page):
-    """Tooltips of both views ask Python (rpc) for a few texts of the hovered region."""
+    """Tooltips of both views ask Python (anywidget invoke of a @command) for a few texts of the hovered region."""
     write_notebook(jupyter_server.root_dir, "regions_rpc.ipynb", CELLS)
     open_notebook(page, jupyter_server, "regions_rpc.ipynb")
     run_all(page)
@@ -193,8 +193,8 @@ def test_hover_fetches_example_texts_from_python(jupyter_server, page):
                                timeout=10000)
     except Exception as e:
         raise AssertionError(
-            "no example texts arrived: the rpc custom message did not reach Python (MRIWidget must not "
-            "override ipywidgets.Widget._handle_custom_msg)") from e
+            "no example texts arrived: the anywidget command did not reach Python, or its answer did not "
+            "reach the view (MRIWidget must not override ipywidgets.Widget._handle_custom_msg)") from e
     shown = page.locator(".mri-layer_grid .mri-tooltip .mri-example").all_inner_texts()
     assert len(shown) >= 1 and all(s.split("] ", 1)[1] in texts for s in shown)
     # the graph's node tooltip too

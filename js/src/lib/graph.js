@@ -21,9 +21,9 @@ export function isHeadless() {
 
 /** Width of each edge from its weight (0.5 .. 6.5 px), unless Python gave widths. */
 export function edgeWidths(data) {
-  const m = data.source.data.length;
+  const m = data.edge_source.data.length;
   if (data.edge_width) return Float32Array.from(data.edge_width.data);
-  const w = data.weight.data;
+  const w = data.edge_weight.data;
   let max = 0;
   for (let i = 0; i < m; i++) max = Math.max(max, Math.abs(w[i]));
   const out = new Float32Array(m);
@@ -78,7 +78,7 @@ export function patchIndex(entries) {
 /** Cytoscape elements from the decoded data of a GraphView. */
 export function buildElements(data) {
   const n = data.x.data.length;
-  const m = data.source.data.length;
+  const m = data.edge_source.data.length;
   const els = [];
   (data.groups || []).forEach((g, i) => {
     els.push({ group: "nodes", data: { id: `g${i}`, label: g.label || "", kind: "group" }, classes: "group" });
@@ -112,7 +112,7 @@ export function buildElements(data) {
     els.push({ group: "nodes", data: d, position: { x: a.x, y: a.y }, classes });
   });
   const widths = edgeWidths(data);
-  const src = data.source.data, dst = data.target.data, w = data.weight.data;
+  const src = data.edge_source.data, dst = data.edge_target.data, w = data.edge_weight.data;
   for (let j = 0; j < m; j++) {
     els.push({
       group: "edges",
@@ -201,7 +201,7 @@ export function homeView(bb, width, height, minZoom, pad = 24) {
  */
 export function createGraph(container, data, on = {}) {
   const n = data.x.data.length;
-  const m = data.source.data.length;
+  const m = data.edge_source.data.length;
   const big = n + m > 2000;
   const headless = isHeadless();
   const t0 = typeof performance !== "undefined" ? performance.now() : Date.now();
@@ -253,7 +253,7 @@ export function createGraph(container, data, on = {}) {
   cy.nodes(".node").forEach((v) => { nodeEls[v.data("index")] = v; });
   // edges by decreasing weight, for top-k
   const order = Array.from({ length: m }, (_, j) => j);
-  const w = data.weight.data;
+  const w = data.edge_weight.data;
   order.sort((a, b) => Math.abs(w[b]) - Math.abs(w[a]) || a - b);
   const rank = new Int32Array(m);
   order.forEach((j, r) => { rank[j] = r; });

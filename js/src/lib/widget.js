@@ -1,28 +1,43 @@
-// Glue every view uses: decoded data, the Colab buffer fallback, error display, selection.
+// Glue every view uses: its declared traits decoded, the Colab buffer fallback, error display,
+// selection, calls to Python.
 import { decodeTree, hasMissing } from "./codec.js";
 import { connectSelection } from "./selection.js";
+import { invoke } from "./invoke.js";
 import { h, notice } from "./dom.js";
 
 /**
- * Define an anywidget view. `draw(ctx)` is called with
- *   ctx = {model, el, root, data, sel, selection, rpc}
- * on first render and whenever `data` changes; `onSelection(ctx, sel)` on selection changes.
- * Returns the anywidget module object {render}.
+ * Define an anywidget view.
+ *
+ * `traits` are the synced traits (declared on the Python class) whose change redraws the view:
+ * `ctx.data` holds them decoded, `{name: value}`. `params` are the other traits of the Python
+ * class that the view reads or writes itself (model.get / model.set); both lists together are
+ * the view's contract with Python, checked by tests/test_transport.py.
+ *
+ * `draw(ctx)` is called with ctx = {model, el, root, data, sel, selection, invoke} on first
+ * render and whenever one of `traits` changes (several changes in one message: one redraw);
+ * `onSelection(ctx, sel)` on selection changes. `ctx.invoke(name, args)` calls a Python
+ * @command. Returns the anywidget module object {render}.
  */
-export function defineView({ name, draw, onSelection }) {
-  async function render({ model, el }) {
+export function defineView({ name, traits = [], params = [], draw, onSelection }) {
+  async function render({ model, el, experimental }) {
     const root = h("div", { class: `mri-view mri-${name}` });
     el.appendChild(root);
-    const ctx = { model, el, root, data: null, state: {}, selection: null };
-    let requested = false;
+    const ctx = {
+      model, el, root, data: null, state: {}, selection: null,
+      invoke: (fn, args, opts) => invoke(model, experimental, fn, args, opts),
+    };
+    const requested = new Set();
     const redraw = () => {
-      const raw = model.get("data") || {};
+      const raw = {};
+      for (const k of traits) raw[k] = model.get(k);
       const err = model.get("error");
-      if (hasMissing(raw)) {
+      const missing = traits.filter((k) => hasMissing(raw[k]));
+      if (missing.length) {
         // Colab's widget manager drops binary buffers sent with comm_open: ask Python again.
-        if (!requested) {
-          requested = true;
-          model.send({ type: "request_state", keys: ["data"] });
+        const ask = missing.filter((k) => !requested.has(k));
+        if (ask.length) {
+          ask.forEach((k) => requested.add(k));
+          model.send({ type: "request_state", keys: ask });
         }
         root.replaceChildren(notice("Loading arrays…"));
         return;
@@ -37,8 +52,14 @@ export function defineView({ name, draw, onSelection }) {
         root.appendChild(notice(`mri_widgets ${name}: ${e.message}`, "error"));
       }
     };
-    model.on("change:data", redraw);
-    model.on("change:error", redraw);
+    // One message from Python sets several traits: Backbone fires change:<trait> for each, then
+    // one "change"; redraw once, on that "change", if one of our traits changed.
+    let dirty = false;
+    const mark = () => { dirty = true; };
+    const flush = () => { if (dirty) { dirty = false; redraw(); } };
+    const events = [...traits, "error"].map((k) => `change:${k}`);
+    for (const ev of events) model.on(ev, mark);
+    model.on("change", flush);
     ctx.selection = await connectSelection(model, (s) => {
       ctx.sel = s;
       if (onSelection && ctx.data) onSelection(ctx, s);
@@ -47,8 +68,8 @@ export function defineView({ name, draw, onSelection }) {
     redraw();
     if (onSelection && ctx.data) onSelection(ctx, ctx.sel);
     return () => {
-      model.off("change:data", redraw);
-      model.off("change:error", redraw);
+      for (const ev of events) model.off(ev, mark);
+      model.off("change", flush);
       ctx.selection.dispose();
       if (ctx.cleanup) ctx.cleanup();
     };

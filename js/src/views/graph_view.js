@@ -2,7 +2,6 @@
 // highlight from Python and the shared selection (each node may carry a selection patch).
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, fmt, notice } from "../lib/dom.js";
-import { rpc } from "../lib/rpc.js";
 import { createGraph } from "../lib/graph.js";
 import { decodeTree } from "../lib/codec.js";
 
@@ -40,7 +39,7 @@ function partLines(data, arr, i) {
 function nodeTip(ctx, i) {
   const { data } = ctx;
   const out = [];
-  const head = data.tooltip ? data.tooltip[i] : data.label[i];
+  const head = data.node_tooltip ? data.node_tooltip[i] : data.label[i];
   if (head) out.push(h("div", {}, head));
   out.push(...partLines(data, data.parts, i));
   const hl = ctx.state.hl;
@@ -53,11 +52,11 @@ function nodeTip(ctx, i) {
 
 function edgeTip(ctx, j) {
   const { data } = ctx;
-  const s = data.source.data[j], t = data.target.data[j];
+  const s = data.edge_source.data[j], t = data.edge_target.data[j];
   const out = [];
   if (data.edge_tooltip && data.edge_tooltip[j]) out.push(h("div", {}, data.edge_tooltip[j]));
   else out.push(h("div", {}, `${data.label[s] || `#${s}`} \u2192 ${data.label[t] || `#${t}`}`));
-  out.push(h("div", {}, `${data.weight_name || "weight"}: ${fmtWeight(data.weight.data[j])}`));
+  out.push(h("div", {}, `${data.weight_name || "weight"}: ${fmtWeight(data.edge_weight.data[j])}`));
   out.push(...partLines(data, data.edge_parts, j));
   const hl = ctx.state.hl;
   if (hl && hl.edges && hl.edge_weight) {
@@ -105,14 +104,14 @@ function draw(ctx) {
   const { data, root, model } = ctx;
   if (ctx.state.graph) { ctx.state.graph.destroy(); ctx.state.graph = null; }
   if (!data || !data.x) { root.appendChild(notice("No graph yet.")); return; }
-  const m = data.source.data.length;
+  const m = data.edge_source.data.length;
   if (data.title) root.appendChild(h("div", { class: "mri-title" }, data.title));
   const ctl = controls(ctx);
   if (ctl) root.appendChild(ctl);
 
   // toolbar: minimum weight, top-k, fit
-  const maxW = (() => { let x = 0; for (const v of data.weight.data) x = Math.max(x, Math.abs(v)); return x; })();
-  const intW = data.weight.data.every((v) => Number.isInteger(v));
+  const maxW = (() => { let x = 0; for (const v of data.edge_weight.data) x = Math.max(x, Math.abs(v)); return x; })();
+  const intW = data.edge_weight.data.every((v) => Number.isInteger(v));
   const minInput = h("input", { type: "range", min: 0, max: maxW || 1, step: intW ? 1 : (maxW || 1) / 100,
     value: model.get("min_weight") || 0, class: "mri-min-weight", "aria-label": "minimum edge weight" });
   const minText = h("span", { class: "mri-min-weight-value" }, fmtWeight(Number(model.get("min_weight") || 0)));
@@ -166,11 +165,11 @@ function draw(ctx) {
         const i = ele.data("index");
         const content = nodeTip(ctx, i);
         tip.show(x, y, content);
-        if (data.details_rpc) {
+        if (data.details_command) {
           const show = (lines) => { if (ctx.state.hover === i) tip.show(x, y, content, lines.map((s) => h("div", { class: "mri-detail" }, s))); };
           ctx.state.hover = i;
           if (details.has(i)) show(details.get(i));
-          else rpc(model, data.details_rpc, { index: i }).then((lines) => {
+          else ctx.invoke(data.details_command, { index: i }).then((lines) => {
             const list = Array.isArray(lines) ? lines.map(String) : [];
             details.set(i, list);
             show(list);
@@ -249,4 +248,12 @@ function onSelection(ctx, sel) {
   }
 }
 
-export default defineView({ name: "graph_view", draw, onSelection });
+/** Traits of GraphView (mri_widgets/widgets/graph_view.py): the drawing, redrawn on change ... */
+export const TRAITS = ["x", "y", "size", "color", "label", "node_tooltip", "shape", "parts", "select_keys", "select", "parent",
+  "groups", "edge_source", "edge_target", "edge_weight", "edge_color", "edge_width", "edge_parts", "edge_tooltip",
+  "part_names", "part_colors", "annotations", "controls", "title", "directed", "weight_name", "height",
+  "details_command", "label_size", "label_position", "label_width", "min_zoom"];
+/** ... and the parameters the view reads and sets itself (subclasses add the traits their `controls` name). */
+export const PARAMS = ["min_weight", "top_k", "highlight"];
+
+export default defineView({ name: "graph_view", traits: TRAITS, params: PARAMS, draw, onSelection });

@@ -1,10 +1,9 @@
 // HeadMap: attention heads placed by MDS of their attention distances, coloured by layer (or a
 // score). Hover: scores. Drag: pick heads (shift adds) -> model "picked". Click: select the head
-// (selection.layer / selection.head) and show its attention pattern (fetched with rpc "pattern").
+// (selection.layer / selection.head) and show its attention pattern (fetched from Python with invoke "pattern").
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, showToken, notice, fmt } from "../lib/dom.js";
 import { sequential, viridis } from "../lib/colors.js";
-import { rpc } from "../lib/rpc.js";
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const SIZE = 420; // scatter side (px, viewBox units)
@@ -106,7 +105,7 @@ function draw(ctx) {
   const status = h("span", { class: "mri-status" });
   const clearBtn = h("button", { class: "mri-hm-clear", onclick: () => setPicked([]) }, "clear");
   root.appendChild(h("div", { class: "mri-toolbar" },
-    h("span", { class: "mri-title" }, `Attention heads of ${data.model}`),
+    h("span", { class: "mri-title" }, `Attention heads of ${data.model_name}`),
     h("label", {}, "colour by ", colorSel), status, clearBtn));
 
   // ---- scatter --------------------------------------------------------------------------
@@ -281,7 +280,7 @@ async function showPattern(ctx, layer, head) {
   st.patTitle.textContent = `Layer ${layer}, head ${head}: loading…`;
   let res;
   try {
-    res = await rpc(model, "pattern", { layer, head, example });
+    res = await ctx.invoke("pattern", { layer, head, example });
   } catch (e) {
     if (ticket !== st.ticket) return;
     st.patTitle.textContent = `Layer ${layer}, head ${head}`;
@@ -341,4 +340,10 @@ export function heatmap(ctx, res) {
   return wrap;
 }
 
-export default defineView({ name: "head_map", draw, onSelection });
+/** Traits of HeadMap (mri_widgets/widgets/head_map.py): the data, redrawn on change ... */
+export const TRAITS = ["x", "y", "layer", "head", "scores", "score_names", "score_help", "n_layers", "n_heads", "n_examples",
+  "examples", "model_name"];
+/** ... and the parameters the view reads and sets itself. */
+export const PARAMS = ["picked", "example", "color_by"];
+
+export default defineView({ name: "head_map", traits: TRAITS, params: PARAMS, draw, onSelection });

@@ -3,7 +3,6 @@
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, fmt } from "../lib/dom.js";
 import { diverging } from "../lib/colors.js";
-import { rpc } from "../lib/rpc.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const CSS = `
@@ -209,7 +208,7 @@ function showTip(ctx, tip, e, l, r, col, cache) {
   const withExamples = (ex) => [...lines, ...ex.map((x) => h("div", { class: "mri-example" }, `[${x.label}] ${x.text}`))];
   tip.show(e.clientX, e.clientY, total && cache.has(key) ? withExamples(cache.get(key)) : lines);
   if (total && !cache.has(key)) {
-    rpc(model, "region_examples", { layer: data.layer_ids[l], region: r, k: 3 }).then((ex) => {
+    ctx.invoke("region_examples", { layer: data.layer_ids[l], region: r, k: 3 }).then((ex) => {
       cache.set(key, Array.isArray(ex) ? ex : []);
       if (ctx.state.hover === key) tip.show(e.clientX, e.clientY, withExamples(cache.get(key)));
     }).catch((err) => console.warn(`mri_widgets layer_grid: no examples (${err.message})`));
@@ -245,4 +244,10 @@ function onSelection(ctx, sel) {
   rc.parentNode.appendChild(rc); // draw the outline on top
 }
 
-export default defineView({ name: "layer_grid", draw, onSelection });
+/** Traits of LayerGrid (mri_widgets/widgets/layer_grid.py): the data, redrawn on change ... */
+export const TRAITS = ["counts", "regions", "label_names", "label_colors", "label_totals", "layer_names", "layer_ids", "grid",
+  "cell", "title"];
+/** ... and the parameters the view reads and sets itself. */
+export const PARAMS = ["mode", "label", "labels"];
+
+export default defineView({ name: "layer_grid", traits: TRAITS, params: PARAMS, draw, onSelection });

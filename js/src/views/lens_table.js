@@ -197,7 +197,7 @@ function imagePatchOf(data, pos) {
 
 function buildToolbar(ctx) {
   const { model, data, state } = ctx;
-  const prompt = h("input", { class: "mri-lens-prompt", type: "text", value: model.get("prompt") ?? data.prompt ?? "",
+  const prompt = h("input", { class: "mri-lens-prompt", type: "text", value: model.get("prompt") ?? "",
     "aria-label": "prompt", title: "Enter runs the lens on this prompt" });
   const run = () => {
     const v = prompt.value;
@@ -208,7 +208,7 @@ function buildToolbar(ctx) {
     model.save_changes();
   };
   prompt.addEventListener("keydown", (e) => { if (e.key === "Enter") run(); e.stopPropagation(); });
-  const k = h("input", { class: "mri-lens-k", type: "number", min: 1, max: 50, value: model.get("k") ?? data.k, "aria-label": "k" });
+  const k = h("input", { class: "mri-lens-k", type: "number", min: 1, max: 50, value: model.get("k"), "aria-label": "k" });
   k.addEventListener("change", () => {
     const v = parseInt(k.value, 10);
     if (Number.isFinite(v) && v >= 1 && v !== model.get("k")) { state.status.textContent = "running…"; model.set("k", v); model.save_changes(); }
@@ -512,7 +512,7 @@ function draw(ctx) {
   main.appendChild(state.tableHost);
   root.appendChild(main);
   root.appendChild(h("div", { class: "mri-muted", style: { marginTop: "4px" } },
-    `${data.model} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${data.norm ? "" : " · no final norm"} · click a cell to pin it, arrows move`));
+    `${data.model_name} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${model.get("norm") === false ? " · no final norm" : ""} · click a cell to pin it, arrows move`));
   updateLegend(ctx);
   state.table = buildTable(ctx);
   state.table.paint();
@@ -562,4 +562,10 @@ function onSelection(ctx, sel) {
   state.table.paint();
 }
 
-export default defineView({ name: "lens_table", draw, onSelection });
+/** Traits of LensTable (mri_widgets/widgets/lens_table.py): the result, redrawn on change ... */
+export const TRAITS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "top_idx", "top_probs", "entropy",
+  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image"];
+/** ... and the parameters the view reads and sets itself. */
+export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height"];
+
+export default defineView({ name: "lens_table", traits: TRAITS, params: PARAMS, draw, onSelection });

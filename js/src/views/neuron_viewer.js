@@ -2,11 +2,10 @@
 // highest and lowest (tokens coloured on one shared diverging scale, a window around the extreme
 // token that expands to the whole text), channel switch for gated MLPs, direct effect on the
 // output tokens, and prev / next / random / go-to navigation. Per-token activations come from
-// Python on demand (rpc "examples"). Token strings and texts are always set as text.
+// Python on demand (invoke "examples"). Token strings and texts are always set as text.
 import { defineView } from "../lib/widget.js";
 import { h, showToken, showText, tooltip, notice, fmt } from "../lib/dom.js";
 import { diverging, textOn } from "../lib/colors.js";
-import { rpc } from "../lib/rpc.js";
 
 const CSS = `
 .mri-neuron_viewer .nv-nav { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 6px; }
@@ -58,19 +57,19 @@ function setTraits(ctx, patch) {
 function navBar(ctx) {
   const d = ctx.data;
   const goTo = (layer, neuron) => {
-    if (!d.layers.includes(layer)) layer = d.layer;
-    neuron = Math.min(d.d_mlp - 1, Math.max(0, Math.round(Number.isFinite(neuron) ? neuron : d.neuron)));
+    if (!d.layers.includes(layer)) layer = d.shown_layer;
+    neuron = Math.min(d.d_mlp - 1, Math.max(0, Math.round(Number.isFinite(neuron) ? neuron : d.shown_neuron)));
     setTraits(ctx, { layer, neuron });
   };
   const layerSel = h("select", { class: "nv-layer", title: "layer" },
-    d.layers.map((l) => h("option", { value: l, selected: l === d.layer }, `layer ${l}`)));
-  const neuronIn = h("input", { class: "nv-neuron", type: "number", min: 0, max: d.d_mlp - 1, value: d.neuron, title: "neuron" });
+    d.layers.map((l) => h("option", { value: l, selected: l === d.shown_layer }, `layer ${l}`)));
+  const neuronIn = h("input", { class: "nv-neuron", type: "number", min: 0, max: d.d_mlp - 1, value: d.shown_neuron, title: "neuron" });
   const go = () => goTo(Number(layerSel.value), Number(neuronIn.value));
   neuronIn.addEventListener("keydown", (e) => { if (e.key === "Enter") go(); });
   layerSel.addEventListener("change", go);
   const bar = h("div", { class: "nv-nav" },
-    h("button", { class: "nv-prev", title: "previous neuron", onclick: () => goTo(d.layer, (d.neuron - 1 + d.d_mlp) % d.d_mlp) }, "◀ prev"),
-    h("button", { class: "nv-next", title: "next neuron", onclick: () => goTo(d.layer, (d.neuron + 1) % d.d_mlp) }, "next ▶"),
+    h("button", { class: "nv-prev", title: "previous neuron", onclick: () => goTo(d.shown_layer, (d.shown_neuron - 1 + d.d_mlp) % d.d_mlp) }, "◀ prev"),
+    h("button", { class: "nv-next", title: "next neuron", onclick: () => goTo(d.shown_layer, (d.shown_neuron + 1) % d.d_mlp) }, "next ▶"),
     h("button", { class: "nv-random", title: "a random neuron of a scanned layer",
       onclick: () => goTo(d.layers[Math.floor(Math.random() * d.layers.length)], Math.floor(Math.random() * d.d_mlp)) }, "random"),
     layerSel, neuronIn, h("button", { class: "nv-go", onclick: go }, "go"));
@@ -184,7 +183,7 @@ function legend(scale, label) {
 
 function exampleTokens(ctx, tip, side, rank, info, ex, channel, scale) {
   const d = ctx.data;
-  const key = `${d.layer}:${d.neuron}:${side}:${rank}`;
+  const key = `${d.shown_layer}:${d.shown_neuron}:${side}:${rank}`;
   const expanded = ctx.state.expanded.has(key);
   const tokens = ex.tokens;
   const acts = ex.acts[channel] ? ex.acts[channel].data : new Float32Array(tokens.length);
@@ -204,7 +203,7 @@ function exampleTokens(ctx, tip, side, rank, info, ex, channel, scale) {
       onmouseleave: () => tip.hide(),
       onclick: () => {
         ctx.state.clicked = { key, position: i };
-        ctx.selection.set({ layer: d.layer, neuron: d.neuron, position: i });
+        ctx.selection.set({ layer: d.shown_layer, neuron: d.shown_neuron, position: i });
         markSelected(ctx, ctx.sel && { ...ctx.sel, position: i });
       },
     }, showText(tokens[i]));
@@ -234,7 +233,7 @@ function renderExamples(ctx, tip, res) {
     const sec = h("div", { class: `nv-section nv-${side}` }, h("div", { class: "nv-box-title" }, title));
     rows.forEach((info, rank) => {
       const ex = res && res[side] ? res[side][rank] : null;
-      const key = `${d.layer}:${d.neuron}:${side}:${rank}`;
+      const key = `${d.shown_layer}:${d.shown_neuron}:${side}:${rank}`;
       const expanded = ctx.state.expanded.has(key);
       const head = h("div", { class: "nv-head" },
         h("span", {}, `#${rank + 1}`), h("span", {}, `text ${info.text}`),
@@ -270,7 +269,7 @@ function markSelected(ctx, sel) {
   const c = ctx.state.clicked;
   for (const span of holder.querySelectorAll(".mri-tok")) {
     const on = !!(c && sel && span.dataset.key === c.key && Number(span.dataset.position) === sel.position
-      && sel.position === c.position && sel.layer === ctx.data.layer && sel.neuron === ctx.data.neuron);
+      && sel.position === c.position && sel.layer === ctx.data.shown_layer && sel.neuron === ctx.data.shown_neuron);
     span.classList.toggle("mri-selected", on);
   }
 }
@@ -278,20 +277,20 @@ function markSelected(ctx, sel) {
 function loadExamples(ctx, tip) {
   const d = ctx.data;
   if (!d.has_texts) { renderExamples(ctx, tip, null); return; }
-  const key = `${d.layer}:${d.neuron}`;
+  const key = `${d.shown_layer}:${d.shown_neuron}`;
   const cache = ctx.state.cache;
   const hit = cache.get(key);
   if (hit && !(hit instanceof Promise)) { renderExamples(ctx, tip, hit); return; }
   renderExamples(ctx, tip, null);
-  const p = hit || rpc(ctx.model, "examples", { layer: d.layer, neuron: d.neuron });
+  const p = hit || ctx.invoke("examples", { layer: d.shown_layer, neuron: d.shown_neuron });
   cache.set(key, p);
   p.then((res) => {
     cache.set(key, res);
     if (cache.size > 64) cache.delete(cache.keys().next().value);
-    if (ctx.data && `${ctx.data.layer}:${ctx.data.neuron}` === key) renderExamples(ctx, tip, res);
+    if (ctx.data && `${ctx.data.shown_layer}:${ctx.data.shown_neuron}` === key) renderExamples(ctx, tip, res);
   }, (err) => {
     cache.delete(key);
-    if (ctx.data && `${ctx.data.layer}:${ctx.data.neuron}` === key && ctx.state.examplesEl) {
+    if (ctx.data && `${ctx.data.shown_layer}:${ctx.data.shown_neuron}` === key && ctx.state.examplesEl) {
       ctx.state.examplesEl.replaceChildren(notice(`could not compute the examples: ${err.message}`, "error"));
     }
   });
@@ -304,10 +303,10 @@ function draw(ctx) {
   const st = ctx.state;
   st.cache ||= new Map();
   st.expanded ||= new Set();
-  if (!d || d.neuron == null) { ctx.root.appendChild(notice("no neuron yet")); return; }
+  if (!d || d.shown_neuron == null) { ctx.root.appendChild(notice("no neuron yet")); return; }
   const tip = tooltip(ctx.root);
   ctx.root.appendChild(navBar(ctx));
-  ctx.root.appendChild(h("div", { class: "nv-title" }, `Layer ${d.layer} · Neuron ${d.neuron}`,
+  ctx.root.appendChild(h("div", { class: "nv-title" }, `Layer ${d.shown_layer} · Neuron ${d.shown_neuron}`,
     d.model_name ? h("span", { class: "mri-muted", style: { fontWeight: "normal", marginLeft: "8px" } }, d.model_name) : null));
   ctx.root.appendChild(h("div", { class: "nv-summary" }, statsTable(d), histogram(ctx, tip), effectBox(d)));
   if (d.note) ctx.root.appendChild(notice(d.note));
@@ -330,4 +329,11 @@ function onSelection(ctx, sel) {
   markSelected(ctx, sel);
 }
 
-export default defineView({ name: "neuron_viewer", draw, onSelection });
+/** Traits of NeuronViewer (mri_widgets/widgets/neuron_viewer.py): the data, redrawn on change ... */
+export const TRAITS = ["shown_layer", "shown_neuron", "model_name", "layers", "d_mlp", "gated", "channels", "channel_labels",
+  "n_texts", "n_tokens", "k", "stats", "cases", "hist", "hist_edges", "top", "bottom", "scale", "effect", "effect_note",
+  "has_texts", "has_model", "note", "window"];
+/** ... and the parameters the view reads and sets itself. */
+export const PARAMS = ["layer", "neuron", "channel"];
+
+export default defineView({ name: "neuron_viewer", traits: TRAITS, params: PARAMS, draw, onSelection });

@@ -32,4 +32,8 @@ function onSelection(ctx, sel) {
   (ctx.spans || []).forEach((s, i) => s.classList.toggle("mri-selected", sel.position === i));
 }
 
-export default defineView({ name: "token_heat", draw, onSelection });
+/** Traits of TokenHeat (mri_widgets/widgets/token_heat.py); all of them redraw the view. */
+export const TRAITS = ["tokens", "values", "title", "value_name"];
+export const PARAMS = [];
+
+export default defineView({ name: "token_heat", traits: TRAITS, params: PARAMS, draw, onSelection });
