@@ -440,8 +440,10 @@ def _help(model_type: str) -> str:
         f"mri_widgets has no adapter for model_type {model_type!r}. Pass its module paths "
         "explicitly, e.g. mri_widgets.load(model, tokenizer, module_paths=dict(blocks='model.layers', "
         "embed='model.embed_tokens', final_norm='model.norm', attn='self_attn', attn_out='self_attn.o_proj', "
-        "mlp='mlp', mlp_out='mlp.down_proj', mlp_in='mlp.up_proj')) -- 'blocks', 'embed' and 'final_norm' "
-        "are dotted paths from the top model, the others are relative to one block. Supported families: "
+        "mlp='mlp', mlp_out='mlp.down_proj', mlp_in='mlp.up_proj', attn_q='self_attn.q_proj', "
+        "attn_k='self_attn.k_proj', attn_v='self_attn.v_proj', rotary='half')) -- 'blocks', 'embed' and "
+        "'final_norm' are dotted paths from the top model, the others are relative to one block (attn_q/k/v "
+        "and rotary are needed only for the q/k/v sites and W_Q/W_K/W_V). Supported families: "
         + ", ".join(sorted(FAMILY_OF))
     )
 

@@ -153,18 +153,22 @@ class LoadedModel:
         Parameters
         ----------
         texts : str or list of str
-        sites : names among ``"resid"`` (n_layers + 1 states: embeddings, then each block's output,
-            the last one before the final norm), ``"mlp"`` (input of each MLP output projection),
-            ``"mlp_gate"``, ``"mlp_up"``, ``"mlp_act"`` (gated MLPs), ``"attn"`` (attention
-            probabilities; eager attention is switched on for the call only) and ``"head_out"``
-            (each head's write into the residual stream, without the output bias).
+        sites : names of :data:`~mri_widgets.models.capture.SITES` (shape and place in the block
+            of each, and its TransformerLens name, in the README): ``"resid"`` (n_layers + 1
+            states: embeddings, then each block's output, the last one before the final norm),
+            ``"attn_in"``, ``"q"``, ``"k"``, ``"v"``, ``"z"`` (per head), ``"attn"`` (attention
+            probabilities; eager attention is switched on for the call only), ``"head_out"``
+            (each head's write into the residual stream, without the output bias),
+            ``"attn_out"``, ``"resid_mid"``, ``"mlp_in"``, ``"mlp"`` (input of each MLP output
+            projection), ``"mlp_gate"``, ``"mlp_up"``, ``"mlp_act"`` (gated MLPs), ``"mlp_out"``.
         batch_size : texts per forward pass.
         max_length : truncate texts to this many tokens (default: error for texts longer than the
             model accepts).
         reducer : callable receiving a :class:`~mri_widgets.models.capture.CaptureBatch` per batch;
             then nothing is kept and ``None`` is returned, so a corpus larger than memory never
             materialises.
-        layers : restrict to these layer indices (``resid`` counts the embeddings as layer 0).
+        layers : restrict to these layer indices (``resid`` counts the embeddings as layer 0); a
+            dict gives each site its own (``{"resid": [3, 4], "z": [3]}``).
         progress : show a tqdm progress bar (default: when there is more than one batch).
 
         Returns
