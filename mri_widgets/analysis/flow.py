@@ -23,7 +23,8 @@ import torch
 
 from ..models.adapters import AdapterError
 
-__all__ = ["flow_graph", "flow_layout", "RESIDUAL_KINDS", "NODE_KINDS", "LAYOUT_COLUMNS", "DEFAULT_LAYERS"]
+__all__ = ["flow_graph", "flow_layout", "capture_flow", "head_weights", "FlowCapture", "HeadWeights", "FLOW_SITES",
+           "RESIDUAL_KINDS", "NODE_KINDS", "LAYOUT_COLUMNS", "DEFAULT_LAYERS"]
 
 #: how many of the last layers ``layers=None`` shows (a readable graph has ~140 nodes per layer)
 DEFAULT_LAYERS = 2

@@ -31,6 +31,12 @@ class ArchSpec:
 
     ``blocks``, ``embed`` and ``final_norm`` are relative to the decoder base; the other paths are
     relative to one block. ``None`` means the family has no such part.
+
+    The attention weights are named by ``attn_q`` / ``attn_k`` / ``attn_v`` (separate
+    projections) or ``attn_qkv`` with its ``qkv_layout`` (fused), ``attn_out`` (output
+    projection), ``rotary`` (the rotary style; how many features it rotates comes from the config,
+    see :attr:`Adapter.rotary_dim`) and the optional query/key norms; the number of key/value
+    heads comes from the config (:attr:`Adapter.n_kv_heads`).
     """
 
     family: str
