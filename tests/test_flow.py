@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from mri_widgets.analysis.flow import DEFAULT_LAYERS, NODE_KINDS, RESIDUAL_KINDS, flow_graph, flow_layout
-from mri_widgets.models.flow_capture import FlowCaptureError, attention_maps, capture_flow
+from mri_widgets.analysis.flow import (DEFAULT_LAYERS, NODE_KINDS, RESIDUAL_KINDS, capture_flow, flow_graph,
+                                       flow_layout, head_weights)
+from mri_widgets.models.adapters import AdapterError
 
 PROMPT = "The capital of France is Paris. The capital of Italy is"
 FAMILIES = ("gpt2", "gpt_neox", "llama", "gptj", "gpt_neo")
@@ -38,45 +39,26 @@ def _nodes(G, kind, layer=None):
     return [n for n, a in G.nodes(data=True) if a["kind"] == kind and (layer is None or a["layer"] == layer)]
 
 
-# ---- the attention maps recovered without module paths ---------------------------------------------
+# ---- the attention weights the graph reads ----------------------------------------------------------
 
-def _literal_qkv(lm, layer):
-    """Query/key/value weights read from the module attributes (tests may know the paths)."""
-    attn = lm.adapter.part(layer, "attn")
-    H, dh, d = lm.n_heads, lm.d_head, lm.d_model
-    if lm.arch == "gpt2":
-        W, b = attn.c_attn.weight.t(), attn.c_attn.bias
-        return W[:d], b[:d], W[d:2 * d], b[d:2 * d], W[2 * d:], b[2 * d:]
-    if lm.arch == "gpt_neox":
-        W = attn.query_key_value.weight.reshape(H, 3, dh, d)
-        b = attn.query_key_value.bias.reshape(H, 3, dh)
-        return (W[:, 0].reshape(-1, d), b[:, 0].reshape(-1), W[:, 1].reshape(-1, d), b[:, 1].reshape(-1),
-                W[:, 2].reshape(-1, d), b[:, 2].reshape(-1))
-    mod = attn.attention if lm.arch == "gpt_neo" else attn
-    out = []
-    for proj in (mod.q_proj, mod.k_proj, mod.v_proj):
-        out += [proj.weight, proj.bias if proj.bias is not None else torch.zeros(proj.weight.shape[0])]
-    return out
+def test_flow_reads_the_engine_and_the_named_weights(tiny):
+    """capture_flow is the engine's capture of the same prompt; head_weights are LoadedModel.W_Q & co."""
+    lm = tiny("llama")
+    cap = capture_flow(lm, PROMPT, [1, 2])
+    eng = lm.capture(PROMPT, sites=("resid", "attn_in", "v", "z", "mlp_gate", "attn"), progress=False)
+    for i, l in enumerate((1, 2)):
+        for got, site, j in ((cap.block_in, "resid", l), (cap.block_out, "resid", l + 1), (cap.attn_in, "attn_in", l),
+                             (cap.values, "v", l), (cap.z, "z", l), (cap.gate, "mlp_gate", l), (cap.attn, "attn", l)):
+            torch.testing.assert_close(got[l], eng[site][0, j], atol=1e-6, rtol=0)
+    with torch.inference_mode():
+        logits = lm.model(**lm.encode(PROMPT)).logits[0]
+    torch.testing.assert_close(cap.logits, logits, atol=1e-4, rtol=0)
+    m = head_weights(lm, [2])[2]
+    for name in ("W_Q", "b_Q", "W_K", "b_K", "W_O"):
+        assert torch.equal(getattr(m, name), getattr(lm, name)(2).float())
 
 
-@pytest.mark.parametrize("arch", FAMILIES)
-def test_attention_maps_equal_the_projection_weights(tiny, arch):
-    lm = tiny(arch)
-    for layer in (0, 2):
-        m = attention_maps(lm, [layer])[layer]
-        Wq, bq, Wk, bk, Wv, bv = (t.detach().float() for t in _literal_qkv(lm, layer))
-        d = lm.d_model
-        torch.testing.assert_close(m.W_Q.reshape(-1, d), Wq, atol=1e-6, rtol=0)
-        torch.testing.assert_close(m.b_Q.reshape(-1), bq, atol=1e-6, rtol=0)
-        torch.testing.assert_close(m.W_K.reshape(-1, d), Wk, atol=1e-6, rtol=0)
-        torch.testing.assert_close(m.b_K.reshape(-1), bk, atol=1e-6, rtol=0)
-        torch.testing.assert_close(m.W_V.reshape(-1, d), Wv, atol=1e-6, rtol=0)
-        torch.testing.assert_close(m.b_V.reshape(-1), bv, atol=1e-6, rtol=0)
-    if arch == "llama":  # grouped-query attention: 4 query heads share 2 key/value heads
-        assert m.n_kv_heads == 2 and [m.kv_head(h) for h in range(4)] == [0, 0, 1, 1]
-
-
-def test_attention_maps_reject_normalised_keys():
+def test_flow_rejects_normalised_keys():
     import transformers as T
 
     from mri_widgets.models.loading import LoadedModel
@@ -86,9 +68,10 @@ def test_attention_maps_reject_normalised_keys():
                         intermediate_size=64, head_dim=8, vocab_size=len(tok), max_position_embeddings=64)
     torch.manual_seed(0)
     lm = LoadedModel(T.AutoModelForCausalLM.from_config(cfg), tok)  # Qwen3: RMS-normalised queries and keys
-    with pytest.raises(FlowCaptureError, match="not a plain projection"):
-        attention_maps(lm, [1])
-    with pytest.raises(FlowCaptureError, match="not a plain projection"):
+    assert lm.adapter.qk_normed(1)
+    with pytest.raises(AdapterError, match="not a plain projection"):
+        head_weights(lm, [1])
+    with pytest.raises(AdapterError, match="not a plain projection"):
         flow_graph(lm, PROMPT)
 
 
@@ -226,7 +209,7 @@ def test_query_and_key_nodes_reproduce_the_attention_scores(tiny):
     G = flow_graph(lm, "The cat sat on the", layers=[2], top_heads=4, top_neurons=0, bottom_neurons=0,
                    top_keys=100)
     cap = capture_flow(lm, "The cat sat on the", [2])
-    m = attention_maps(lm, [2])[2]
+    m = head_weights(lm, [2])[2]
     p = G.graph["position"]
     x = cap.attn_in[2][: p + 1].numpy()
     for h in range(4):
@@ -240,7 +223,7 @@ def test_query_and_key_nodes_reproduce_the_attention_scores(tiny):
         s = []
         for j in range(p + 1):
             kvec = G.nodes[f"L2/h{h}/k{j}"]["vector"]
-            k = (m.W_K[h] @ cap.attn_in[2][j] + m.b_K[h]).numpy()
+            k = (cap.attn_in[2][j] @ m.W_K[h] + m.b_K[h]).numpy()
             s.append((kvec @ x[p] + k @ q_bias) / np.sqrt(lm.d_head))
         s = np.array(s)
         np.testing.assert_allclose(np.exp(s - s.max()) / np.exp(s - s.max()).sum(), cap.attn[2][h, p, : p + 1].numpy(),

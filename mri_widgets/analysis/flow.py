@@ -14,13 +14,17 @@ blocks) work without configuration.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import networkx as nx
 import numpy as np
 import torch
 
-__all__ = ["flow_graph", "flow_layout", "RESIDUAL_KINDS", "NODE_KINDS", "LAYOUT_COLUMNS", "DEFAULT_LAYERS"]
+from ..models.adapters import AdapterError
+
+__all__ = ["flow_graph", "flow_layout", "capture_flow", "head_weights", "FlowCapture", "HeadWeights", "FLOW_SITES",
+           "RESIDUAL_KINDS", "NODE_KINDS", "LAYOUT_COLUMNS", "DEFAULT_LAYERS"]
 
 #: how many of the last layers ``layers=None`` shows (a readable graph has ~140 nodes per layer)
 DEFAULT_LAYERS = 2
@@ -73,6 +77,114 @@ def _position(position, seq: int) -> int:
     if not -seq <= position < seq:
         raise IndexError(f"position {position} is out of range: the prompt has {seq} tokens (0..{seq - 1}, or -1 for the last)")
     return int(position) % seq
+
+
+# ---- what the graph reads: one engine capture and the adapters' attention weights -------------------
+
+#: the engine sites (:data:`mri_widgets.models.capture.SITES`) one flow graph reads
+FLOW_SITES = ("resid", "attn_in", "v", "attn", "z", "attn_out", "resid_mid", "mlp_in", "mlp", "mlp_out")
+
+
+@dataclass
+class FlowCapture:
+    """Everything :func:`flow_graph` needs from one forward pass of one prompt, read through the
+    capture engine (:meth:`LoadedModel.capture <mri_widgets.models.loading.LoadedModel.capture>`).
+
+    Per-layer dicts map a layer index to float32 CPU tensors over all positions of the prompt:
+    ``block_in``, ``attn_in``, ``attn_out``, ``resid_mid``, ``mlp_in``, ``mlp_out``,
+    ``block_out`` (seq, d_model) (sites ``resid``, ``attn_in``, ``attn_out``, ``resid_mid``,
+    ``mlp_in``, ``mlp_out``); ``z`` and ``values`` (n_heads, seq, d_head) (sites ``z``, ``v``);
+    ``acts`` (seq, d_mlp) (site ``mlp``); for gated MLPs ``gate`` and ``up`` (seq, d_mlp)
+    (``mlp_gate``, ``mlp_up``); ``attn`` (n_heads, seq, seq). ``logits`` (seq, vocab) are the
+    model's own (the last residual through the final norm and the unembedding).
+    ``resid_mid`` is the input of ``ln_mlp`` for sequential blocks and ``block_in + attn_out``
+    for parallel blocks (a state the model never forms there: its MLP reads the block input).
+    """
+
+    input_ids: list
+    tokens: list
+    logits: torch.Tensor
+    block_in: dict = field(default_factory=dict)
+    attn_in: dict = field(default_factory=dict)
+    z: dict = field(default_factory=dict)
+    attn_out: dict = field(default_factory=dict)
+    resid_mid: dict = field(default_factory=dict)
+    mlp_in: dict = field(default_factory=dict)
+    acts: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+    up: dict = field(default_factory=dict)
+    mlp_out: dict = field(default_factory=dict)
+    block_out: dict = field(default_factory=dict)
+    attn: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+
+    @property
+    def seq_len(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class HeadWeights:
+    """One layer's attention weights per head, float32 on the CPU (see :meth:`LoadedModel.W_Q`):
+    ``W_Q``, ``W_K`` (n_heads, d_model, d_head), ``b_Q``, ``b_K`` (n_heads, d_head), ``W_O``
+    (n_heads, d_head, d_model); keys expanded to every query head (grouped-query attention)."""
+
+    W_Q: torch.Tensor
+    b_Q: torch.Tensor
+    W_K: torch.Tensor
+    b_K: torch.Tensor
+    W_O: torch.Tensor
+
+
+def _check_plain_qk(lm, layers) -> None:
+    for l in layers:
+        if lm.adapter.qk_normed(l):
+            raise AdapterError(
+                f"layer {l}: the queries and keys of {lm.name} are normalised after their projection (Qwen3 / "
+                "OLMo-2 style), so they are not a plain projection of the attention input; the flow graph cannot "
+                "decompose this model's heads")
+
+
+def capture_flow(lm, prompt: str, layers) -> FlowCapture:
+    """One forward pass of ``prompt`` through the capture engine, recording what :func:`flow_graph`
+    reads at ``layers`` (validated, non-negative; see :class:`FlowCapture`)."""
+    _check_plain_qk(lm, layers)
+    spec = lm.adapter.spec
+    n = lm.n_layers
+    sites = FLOW_SITES + (("mlp_gate", "mlp_up") if spec.gated else ())
+    resid = sorted({l for l in layers} | {l + 1 for l in layers} | {n})
+    sel = {s: (resid if s == "resid" else list(layers)) for s in sites}
+    cap = lm.capture([prompt], sites=sites, layers=sel, progress=False)
+    seq = int(cap.mask[0].sum())
+    ids = cap.input_ids[0, :seq].tolist()
+
+    def per_layer(site):
+        return {l: cap[site][0, i, ..., :seq, :] for i, l in enumerate(cap.layers[site])}
+
+    states = per_layer("resid")
+    out = FlowCapture(input_ids=ids, tokens=list(cap.tokens[0]), logits=lm.unembed(states[n]).float().cpu())
+    for l in layers:
+        out.block_in[l], out.block_out[l] = states[l], states[l + 1]
+    names = (("attn_in", "attn_in"), ("attn_out", "attn_out"), ("resid_mid", "resid_mid"), ("mlp_in", "mlp_in"),
+             ("mlp_out", "mlp_out"), ("acts", "mlp"), ("z", "z"), ("values", "v"))
+    for name, site in names + ((("gate", "mlp_gate"), ("up", "mlp_up")) if spec.gated else ()):
+        getattr(out, name).update(per_layer(site))
+    out.attn.update({l: cap["attn"][0, i, :, :seq, :seq] for i, l in enumerate(cap.layers["attn"])})
+    if spec.parallel:  # the engine's resid_mid is the block input there: the graph shows the sum, as documented
+        for l in layers:
+            out.resid_mid[l] = out.block_in[l] + out.attn_out[l]
+    return out
+
+
+def head_weights(lm, layers) -> dict:
+    """``{layer: HeadWeights}`` from the adapters' named attention weights."""
+    _check_plain_qk(lm, layers)
+
+    def f32(t):
+        return t.detach().float().cpu()
+
+    return {l: HeadWeights(W_Q=f32(lm.W_Q(l)), b_Q=f32(lm.b_Q(l)), W_K=f32(lm.W_K(l)), b_K=f32(lm.b_K(l)),
+                           W_O=f32(lm.W_O(l))) for l in layers}
 
 
 # ---- projection ---------------------------------------------------------------------------------
@@ -184,7 +296,6 @@ def flow_graph(model, prompt: str, *, layers=None, position: int = -1, target: U
     (activation: ``|activation|``), ``neuron_value -> mlp_out`` (norm of the neuron's write),
     and between shown layers ``block_out -> block_in`` (norm; ``skipped`` lists hidden layers).
     """
-    from ..models.flow_capture import attention_maps, capture_flow
     from ..models.loading import load
 
     lm = load(model)
@@ -199,19 +310,19 @@ def flow_graph(model, prompt: str, *, layers=None, position: int = -1, target: U
     tid = _target_id(lm, target)
     cap = capture_flow(lm, prompt, sel)
     pos = _position(position, cap.seq_len)
-    maps = attention_maps(lm, sel)
+    maps = head_weights(lm, sel)
     return build_flow_graph(lm, cap, maps, position=pos, target_id=tid, top_k=top_k, prompt=prompt, **counts)
 
 
 def build_flow_graph(lm, cap, maps, *, position: int, target_id: Optional[int], top_heads: int, top_neurons: int,
                      bottom_neurons: int, top_keys: int, top_k: int = 5, prompt: str = "") -> nx.DiGraph:
-    """Build the graph from a :class:`~mri_widgets.models.flow_capture.FlowCapture` (see :func:`flow_graph`).
+    """Build the graph from a :class:`FlowCapture` and :func:`head_weights` (see :func:`flow_graph`).
 
     Lets a view change ``position``, ``target`` and the counts without running the model again.
     """
     adapter = lm.adapter
     spec = adapter.spec
-    H, dh, d = adapter.n_heads, adapter.d_head, adapter.d_model
+    H = adapter.n_heads
     p = int(position)
     layers = sorted(maps)
     toks = cap.tokens
@@ -254,18 +365,17 @@ def build_flow_graph(lm, cap, maps, *, position: int, target_id: Optional[int], 
         edge(f"{L}/mlp_out", f"{L}/block_out", float(res["mlp_out"].norm()), "norm")
 
         # ---- attention heads
-        W_O = f32(adapter.W_O(l)).reshape(d, H, dh)  # (d, H, dh)
-        z = cap.z[l][p].reshape(H, dh)
-        head_out = torch.einsum("mhd,hd->hm", W_O, z)  # (H, d)
+        W_O = m.W_O  # (H, dh, d)
+        z = cap.z[l][:, p]  # (H, dh)
+        head_out = torch.einsum("hd,hdm->hm", z, W_O)  # (H, d)
         hnorm = head_out.norm(dim=-1)
         n_heads = min(top_heads, H)
         order = torch.argsort(hnorm, descending=True)[:n_heads].tolist()
         x_all = cap.attn_in[l][: p + 1]  # (p+1, d)
         for rank, h in enumerate(order):
-            kv = m.kv_head(h)
             hid = f"{L}/h{h}"
-            q = m.W_Q[h] @ cap.attn_in[l][p] + m.b_Q[h]  # (dh,)
-            qvec = m.W_K[kv].t() @ q
+            q = cap.attn_in[l][p] @ m.W_Q[h] + m.b_Q[h]  # (dh,)
+            qvec = m.W_K[h] @ q
             node(f"{hid}/q", qvec.numpy(), kind="query", layer=l, head=h, rank=rank, position=p, token=toks[p],
                  name=f"L{l} head {h} query")
             node(f"{hid}/out", head_out[h].numpy(), kind="head_out", layer=l, head=h, rank=rank, position=p,
@@ -275,9 +385,9 @@ def build_flow_graph(lm, cap, maps, *, position: int, target_id: Optional[int], 
             att = cap.attn[l][h, p, : p + 1]
             nk = min(top_keys, p + 1)
             kpos = torch.argsort(att, descending=True)[:nk].tolist()
-            keys = m.W_K[kv] @ x_all[kpos].t() + m.b_K[kv][:, None]  # (dh, nk)
-            kvecs = (m.W_Q[h].t() @ keys).t()  # (nk, d)
-            vvecs = (W_O[:, h, :] @ cap.values[l][kv, kpos].t()).t()  # (nk, d)
+            keys = x_all[kpos] @ m.W_K[h] + m.b_K[h]  # (nk, dh)
+            kvecs = keys @ m.W_Q[h].t()  # (nk, d)
+            vvecs = cap.values[l][h, kpos] @ W_O[h]  # (nk, d)
             for i, j in enumerate(kpos):
                 a = float(att[j])
                 common = dict(layer=l, head=h, rank=rank, key_rank=i, position=j, token=toks[j], attention=a)

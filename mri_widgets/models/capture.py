@@ -13,16 +13,41 @@ from .adapters import Adapter, AdapterError
 
 __all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", "check_texts"]
 
-#: site name -> (description, per-layer over blocks (True) or embeddings + blocks (False))
+#: Every site of the engine: name -> "shape: where in the block it is read". ``b`` texts, ``L``
+#: the captured layers (``resid``: ``n_layers + 1`` states, 0 = embeddings), ``H`` query heads.
+#: The README maps each one to its TransformerLens hook name.
 SITES = {
-    "resid": "residual stream: embeddings, then each block's output (before the final norm)",
-    "mlp": "the value each MLP feeds to its output projection (neuron activations)",
-    "mlp_gate": "gate pre-activation of a gated MLP",
-    "mlp_up": "up projection of a gated MLP",
-    "mlp_act": "act(gate) of a gated MLP",
-    "attn": "attention probabilities (n_heads, query, key)",
-    "head_out": "each head's contribution to the residual stream",
+    "resid": "(b, L, seq, d_model): the residual stream: the embeddings (the input of block 0), then each "
+             "block's output (before the final norm)",
+    "attn_in": "(b, L, seq, d_model): what attention reads: the output of the attention norm (ln_attn); "
+               "the block input for post-norm models (BERT)",
+    "q": "(b, L, H, seq, d_head): queries per head, after rotary embeddings where the model applies them "
+         "(and after the query norm of Qwen3 / OLMo-2)",
+    "k": "(b, L, H, seq, d_head): keys per head, after rotary embeddings; grouped-query attention: "
+         "expanded to every query head",
+    "v": "(b, L, H, seq, d_head): values per head; grouped-query attention: expanded to every query head",
+    "attn": "(b, L, H, seq, seq): attention probabilities (query, key); eager attention is switched on "
+            "for the call",
+    "z": "(b, L, H, seq, d_head): per head, the attention-weighted values, the input of the attention "
+         "output projection",
+    "head_out": "(b, L, H, seq, d_model): each head's write into the residual stream, z[h] @ W_O[h] "
+                "(without the output bias)",
+    "attn_out": "(b, L, seq, d_model): what attention adds to the residual stream: the output of its output "
+                "projection, bias included (BERT: before the add and LayerNorm)",
+    "resid_mid": "(b, L, seq, d_model): the residual after attention, before the MLP (the input of ln_mlp); "
+                 "parallel blocks (GPT-J, GPT-NeoX with use_parallel_residual): the block input, which is "
+                 "what their MLP reads; post-norm models (BERT): the attention block's normed output",
+    "mlp_in": "(b, L, seq, d_model): what the MLP reads: the output of the MLP norm (ln_mlp)",
+    "mlp_gate": "(b, L, seq, d_mlp): gate pre-activation of a gated MLP",
+    "mlp_up": "(b, L, seq, d_mlp): up projection of a gated MLP",
+    "mlp_act": "(b, L, seq, d_mlp): act(gate) of a gated MLP",
+    "mlp": "(b, L, seq, d_mlp): the neuron activations, the input of the MLP output projection",
+    "mlp_out": "(b, L, seq, d_model): what the MLP adds to the residual stream: the output of its output "
+               "projection, bias included (BERT: before the add and LayerNorm)",
 }
+
+#: sites with one tensor per head: (b, L, H, seq, last)
+_PER_HEAD = frozenset(("q", "k", "v", "z", "head_out"))
 
 
 class CaptureError(ValueError):
@@ -53,9 +78,10 @@ class CaptureBatch:
     Attributes
     ----------
     acts : dict
-        site -> tensor on the model's input device, in the model's dtype. Shapes:
-        ``resid`` (b, n_resid_layers, seq, d_model); ``mlp*`` (b, n_layers, seq, d_mlp);
-        ``attn`` (b, n_layers, n_heads, seq, seq); ``head_out`` (b, n_layers, n_heads, seq, d_model).
+        site -> tensor on the model's input device, in the model's dtype; shapes in :data:`SITES`
+        (``resid`` (b, n_resid_layers, seq, d_model); ``mlp*`` (b, n_layers, seq, d_mlp);
+        ``attn`` (b, n_layers, n_heads, seq, seq); ``q``/``k``/``v``/``z`` (b, n_layers, n_heads,
+        seq, d_head); ``head_out`` (b, n_layers, n_heads, seq, d_model)).
         Positions are right-padded: real tokens first. Padding positions hold zeros.
     mask : (b, seq) bool tensor of real tokens.
     input_ids : (b, seq) tensor.
@@ -158,6 +184,7 @@ def _eager_attention(model):
 
 
 def normalise_sites(adapter: Adapter, sites) -> list[str]:
+    """Check ``sites`` (a name or a list of names of :data:`SITES`); returns them without repeats."""
     if isinstance(sites, str):
         sites = (sites,)
     sites = list(dict.fromkeys(sites))
@@ -168,6 +195,8 @@ def normalise_sites(adapter: Adapter, sites) -> list[str]:
             raise CaptureError(f"unknown site {s!r}; known sites: " + ", ".join(SITES))
         if s in ("mlp_gate", "mlp_up", "mlp_act") and not adapter.gated:
             raise CaptureError(f"site {s!r} exists only for gated MLPs; the {adapter.family} MLP is not gated (use 'mlp')")
+        if s in ("q", "k", "v"):
+            adapter.qkv_module(0, s)  # names the module_paths keys to pass when the adapter has none
     return sites
 
 
@@ -175,13 +204,19 @@ def normalise_layers(adapter: Adapter, sites, layers) -> dict:
     """Per site, the layer indices to capture (see :func:`mri_widgets._checks.parse_layers`).
 
     ``layers`` is None (all), an int, a list of ints or a string such as ``"20-21"``; indices count
-    the site's own layers (``resid`` has ``n_layers + 1``: 0 is the embeddings)."""
+    the site's own layers (``resid`` has ``n_layers + 1``: 0 is the embeddings). A dict gives each
+    site its own selection (``{"resid": [3, 4], "z": [3]}``; sites it does not name: all layers)."""
     from .._checks import parse_layers
+    if isinstance(layers, dict):
+        extra = set(layers) - set(sites)
+        if extra:
+            raise CaptureError(f"layers names sites that are not captured: {sorted(extra)}; sites: {list(sites)}")
     out = {}
     for s in sites:
         n = adapter.n_layers + 1 if s == "resid" else adapter.n_layers
         what = "resid layer (0 = embeddings)" if s == "resid" else "layer"
-        out[s] = parse_layers(layers, n, what=what, error=CaptureError, unique=False)
+        sel = layers.get(s) if isinstance(layers, dict) else layers
+        out[s] = parse_layers(sel, n, what=what, error=CaptureError, unique=False)
     return out
 
 
@@ -366,7 +401,7 @@ def _zero_padding(t: torch.Tensor, mask: torch.Tensor, site: str) -> torch.Tenso
     b, seq = mask.shape
     if site == "attn":  # (b, L, H, q, k): zero padded queries and keys
         m = mask[:, None, None, :, None] & mask[:, None, None, None, :]
-    elif site == "head_out":  # (b, L, H, seq, d)
+    elif site in _PER_HEAD:  # (b, L, H, seq, x)
         m = mask[:, None, None, :, None]
     else:  # (b, L, seq, d)
         m = mask[:, None, :, None]
@@ -377,15 +412,50 @@ def _pad_seq(t: torch.Tensor, seq: int, site: str) -> torch.Tensor:
     if site == "attn":
         p = seq - t.shape[-1]
         return torch.nn.functional.pad(t, (0, p, 0, p))
-    if site == "head_out":
+    if site in _PER_HEAD:
         return torch.nn.functional.pad(t, (0, 0, 0, seq - t.shape[3]))
     return torch.nn.functional.pad(t, (0, 0, 0, seq - t.shape[2]))
 
 
+def _hidden(args, kwargs):
+    """The hidden states among a module's inputs (first positional argument or a known keyword)."""
+    if args:
+        return args[0]
+    for k in ("hidden_states", "input", "x", "hidden_state"):
+        if torch.is_tensor(kwargs.get(k)):
+            return kwargs[k]
+    raise AdapterError("cannot find the hidden states among the module's inputs")
+
+
+def _position_embeddings(adapter: Adapter, attn, kwargs, x):
+    """The rotary tables the model hands its attention module (see :meth:`Adapter.apply_rotary`)."""
+    pe = kwargs.get("position_embeddings")
+    if pe is not None:
+        return pe
+    table = getattr(attn, "embed_positions", None)  # GPT-J before transformers 5: sin|cos by position
+    if adapter.spec.rotary == "every_two" and torch.is_tensor(table):
+        pos = kwargs.get("position_ids")
+        if pos is None:
+            pos = torch.arange(x.shape[1], device=x.device)[None]
+        sincos = table.to(x.device)[pos]
+        half = sincos.shape[-1] // 2
+        return sincos[..., :half], sincos[..., half:]
+    raise CaptureError(f"the {adapter.family} attention received no rotary position embeddings, so queries and "
+                       "keys after rotary cannot be captured; upgrade transformers (>= 5)")
+
+
 def _install_hooks(adapter: Adapter, sites, layer_sel, got: dict):
+    """Register the hooks of ``sites`` only (nothing for sites not asked for); they fill ``got[site][layer]``."""
     handles = []
+    spec = adapter.spec
     for s in sites:
         got[s] = {}
+
+    def add(mod, hook, pre=False):
+        if pre:
+            handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))
+        else:
+            handles.append(mod.register_forward_hook(hook))
 
     def keep(site, layer):
         def hook(mod, inp, out):
@@ -394,29 +464,96 @@ def _install_hooks(adapter: Adapter, sites, layer_sel, got: dict):
 
     def keep_input(site, layer):
         def hook(mod, args, kwargs):
-            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
-            got[site][layer] = x
+            got[site][layer] = _hidden(args, kwargs)
         return hook
 
     if "resid" in sites:
         want = set(layer_sel["resid"])
         if 0 in want:
-            handles.append(adapter.blocks[0].register_forward_pre_hook(keep_input("resid", 0), with_kwargs=True))
+            add(adapter.blocks[0], keep_input("resid", 0), pre=True)
         for l in range(adapter.n_layers):
             if l + 1 in want:
-                handles.append(adapter.blocks[l].register_forward_hook(keep("resid", l + 1)))
+                add(adapter.blocks[l], keep("resid", l + 1))
+    if "attn_in" in sites:
+        for l in layer_sel["attn_in"]:
+            if spec.ln_attn is not None:
+                add(adapter.part(l, "ln_attn"), keep("attn_in", l))
+            else:
+                add(adapter.part(l, "attn"), keep_input("attn_in", l), pre=True)
+    if "mlp_in" in sites:
+        for l in layer_sel["mlp_in"]:
+            add(adapter.part(l, "mlp"), keep_input("mlp_in", l), pre=True)
+    for s, part in (("attn_out", "attn_out"), ("mlp_out", "mlp_out")):
+        if s in sites:
+            for l in layer_sel[s]:
+                add(adapter.part(l, part), keep(s, l))
+    if "resid_mid" in sites:
+        for l in layer_sel["resid_mid"]:
+            if spec.parallel:
+                add(adapter.blocks[l], keep_input("resid_mid", l), pre=True)
+            elif spec.ln_mlp is not None:
+                add(adapter.part(l, "ln_mlp"), keep_input("resid_mid", l), pre=True)
+            elif spec.post_norm:
+                add(adapter.part(l, "mlp"), keep_input("resid_mid", l), pre=True)
+            else:  # a sequential block whose MLP reads no norm of its own: block input + attention output
+                def block_in(mod, args, kwargs, l=l):
+                    got["resid_mid"][l] = _hidden(args, kwargs)
+
+                def plus_attn(mod, inp, out, l=l):
+                    got["resid_mid"][l] = got["resid_mid"][l] + _first(out)
+                add(adapter.blocks[l], block_in, pre=True)
+                add(adapter.part(l, "attn_out"), plus_attn)
     if "mlp" in sites:
         for l in layer_sel["mlp"]:
-            handles.append(adapter.part(l, "mlp_out").register_forward_pre_hook(keep_input("mlp", l), with_kwargs=True))
+            add(adapter.part(l, "mlp_out"), keep_input("mlp", l), pre=True)
     for s, part in (("mlp_gate", "mlp_gate"), ("mlp_up", "mlp_in"), ("mlp_act", "mlp_act")):
         if s in sites:
             for l in layer_sel[s]:
-                handles.append(adapter.part(l, part).register_forward_hook(keep(s, l)))
-    if "head_out" in sites:
-        H, dh = adapter.n_heads, adapter.d_head
+                add(adapter.part(l, part), keep(s, l))
+    H, dh = adapter.n_heads, adapter.d_head
+    qkv = [s for s in ("q", "k", "v") if s in sites]
+    if qkv:
+        rotary: dict = {}  # layer -> the rotary tables of this forward pass
+        needs_rotary = spec.rotary is not None and ("q" in sites or "k" in sites)
 
-        def heads(layer):
-            W = adapter.W_O(layer)  # (d_model, H*dh)
+        def tables(layer):
+            def hook(mod, args, kwargs):
+                rotary[layer] = _position_embeddings(adapter, mod, kwargs, _hidden(args, kwargs))
+            return hook
+
+        def heads(site, layer, split):
+            def hook(mod, inp, out):
+                t = adapter.split_qkv(_first(out), site) if split else _first(out)
+                b, seq = t.shape[:2]
+                t = t.reshape(b, seq, -1, dh).transpose(1, 2)  # (b, n, seq, dh)
+                if site != "v" and spec.rotary is not None:
+                    t = adapter.apply_rotary(t, rotary[layer])
+                if t.shape[1] != H:  # grouped-query attention: every query head gets its key/value head
+                    t = t.repeat_interleave(H // t.shape[1], dim=1)
+                got[site][layer] = t
+            return hook
+
+        for l in sorted({l for s in qkv for l in layer_sel[s]}):
+            if needs_rotary:
+                add(adapter.part(l, "attn"), tables(l), pre=True)
+            for s in qkv:
+                if l in layer_sel[s]:
+                    norm = adapter.optional_part(l, f"attn_{s}_norm") if s != "v" else None
+                    if norm is not None:  # Qwen3 / OLMo-2: the normed queries or keys
+                        add(norm, heads(s, l, split=False))
+                    else:
+                        add(adapter.qkv_module(l, s), heads(s, l, split=True))
+    if "z" in sites:
+        def zhook(layer):
+            def hook(mod, args, kwargs):
+                x = _hidden(args, kwargs)
+                got["z"][layer] = x.reshape(*x.shape[:2], H, dh).transpose(1, 2)
+            return hook
+        for l in layer_sel["z"]:
+            add(adapter.part(l, "attn_out"), zhook(l), pre=True)
+    if "head_out" in sites:
+        def per_head(layer):
+            W = adapter.W_O(layer)  # (H, dh, d_model)
 
             if W.device.type == "meta":
                 raise CaptureError(
@@ -424,13 +561,12 @@ def _install_hooks(adapter: Adapter, sites, layer_sel, got: dict):
                     "offloaded (device_map put it on 'cpu' or 'disk'); use a device_map without offloading")
 
             def hook(mod, args, kwargs):
-                z = args[0] if args else kwargs.get("hidden_states", kwargs.get("input"))
+                z = _hidden(args, kwargs)
                 b, seq, _ = z.shape
                 zh = z.reshape(b, seq, H, dh)
-                Wh = W.reshape(W.shape[0], H, dh).to(device=z.device, dtype=z.dtype)
-                got["head_out"][layer] = torch.einsum("bshd,mhd->bhsm", zh, Wh)
+                got["head_out"][layer] = torch.einsum("bshd,hdm->bhsm", zh, W.to(device=z.device, dtype=z.dtype))
             return hook
 
         for l in layer_sel["head_out"]:
-            handles.append(adapter.part(l, "attn_out").register_forward_pre_hook(heads(l), with_kwargs=True))
+            add(adapter.part(l, "attn_out"), per_head(l), pre=True)
     return handles

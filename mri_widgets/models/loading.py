@@ -49,7 +49,7 @@ class LoadedModel:
     arch : adapter family name (``"gpt2"``, ``"gpt_neox"``, ``"llama"``, ``"gptj"``,
         ``"gpt_neo"``, ``"bert"``, ``"distilbert"``); LLaVA-style models report their language
         model's family and set ``multimodal = "llava"``.
-    n_layers, n_heads, d_model, d_mlp, vocab_size : sizes.
+    n_layers, n_heads, n_kv_heads, d_head, d_model, d_mlp, vocab_size : sizes.
     """
 
     def __init__(self, model, tokenizer, *, module_paths: Optional[dict] = None, name: Optional[str] = None,
@@ -73,6 +73,7 @@ class LoadedModel:
     d_model = property(lambda self: self.adapter.d_model)
     d_mlp = property(lambda self: self.adapter.d_mlp)
     d_head = property(lambda self: self.adapter.d_head)
+    n_kv_heads = property(lambda self: self.adapter.n_kv_heads)
     vocab_size = property(lambda self: self.adapter.vocab_size)
     gated = property(lambda self: self.adapter.gated)
     is_encoder = property(lambda self: self.adapter.encoder)
@@ -152,18 +153,22 @@ class LoadedModel:
         Parameters
         ----------
         texts : str or list of str
-        sites : names among ``"resid"`` (n_layers + 1 states: embeddings, then each block's output,
-            the last one before the final norm), ``"mlp"`` (input of each MLP output projection),
-            ``"mlp_gate"``, ``"mlp_up"``, ``"mlp_act"`` (gated MLPs), ``"attn"`` (attention
-            probabilities; eager attention is switched on for the call only) and ``"head_out"``
-            (each head's write into the residual stream, without the output bias).
+        sites : names of :data:`~mri_widgets.models.capture.SITES` (shape and place in the block
+            of each, and its TransformerLens name, in the README): ``"resid"`` (n_layers + 1
+            states: embeddings, then each block's output, the last one before the final norm),
+            ``"attn_in"``, ``"q"``, ``"k"``, ``"v"``, ``"z"`` (per head), ``"attn"`` (attention
+            probabilities; eager attention is switched on for the call only), ``"head_out"``
+            (each head's write into the residual stream, without the output bias),
+            ``"attn_out"``, ``"resid_mid"``, ``"mlp_in"``, ``"mlp"`` (input of each MLP output
+            projection), ``"mlp_gate"``, ``"mlp_up"``, ``"mlp_act"`` (gated MLPs), ``"mlp_out"``.
         batch_size : texts per forward pass.
         max_length : truncate texts to this many tokens (default: error for texts longer than the
             model accepts).
         reducer : callable receiving a :class:`~mri_widgets.models.capture.CaptureBatch` per batch;
             then nothing is kept and ``None`` is returned, so a corpus larger than memory never
             materialises.
-        layers : restrict to these layer indices (``resid`` counts the embeddings as layer 0).
+        layers : restrict to these layer indices (``resid`` counts the embeddings as layer 0); a
+            dict gives each site its own (``{"resid": [3, 4], "z": [3]}``).
         progress : show a tqdm progress bar (default: when there is more than one batch).
 
         Returns
@@ -207,6 +212,42 @@ class LoadedModel:
                 x = self.apply_final_norm(x)
             dev, dtype = exec_device_dtype(head)
             return head(x.to(device=dev, dtype=dtype))
+
+    # ---- attention weights, per head (see :class:`~mri_widgets.models.adapters.Adapter`) -----
+    def W_Q(self, layer: int) -> torch.Tensor:
+        """Query weights of ``layer``, (n_heads, d_model, d_head): head h's query of the attention
+        input ``x`` (site ``attn_in``) is ``x @ W_Q[h] + b_Q[h]``, before rotary embeddings."""
+        return self.adapter.W_Q(self.adapter.check_layer(layer))
+
+    def W_K(self, layer: int) -> torch.Tensor:
+        """Key weights, (n_heads, d_model, d_head), expanded to every query head for grouped-query
+        attention; before rotary embeddings."""
+        return self.adapter.W_K(self.adapter.check_layer(layer))
+
+    def W_V(self, layer: int) -> torch.Tensor:
+        """Value weights, (n_heads, d_model, d_head), expanded to every query head."""
+        return self.adapter.W_V(self.adapter.check_layer(layer))
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        """Output weights, (n_heads, d_head, d_model): ``sum_h z[h] @ W_O[h] + b_O`` is the
+        attention output (sites ``z`` and ``attn_out``)."""
+        return self.adapter.W_O(self.adapter.check_layer(layer))
+
+    def b_Q(self, layer: int) -> torch.Tensor:
+        """Query bias, (n_heads, d_head); zeros where the model has none."""
+        return self.adapter.b_Q(self.adapter.check_layer(layer))
+
+    def b_K(self, layer: int) -> torch.Tensor:
+        """Key bias, (n_heads, d_head), expanded like :meth:`W_K`; zeros where none."""
+        return self.adapter.b_K(self.adapter.check_layer(layer))
+
+    def b_V(self, layer: int) -> torch.Tensor:
+        """Value bias, (n_heads, d_head), expanded like :meth:`W_V`; zeros where none."""
+        return self.adapter.b_V(self.adapter.check_layer(layer))
+
+    def b_O(self, layer: int) -> torch.Tensor:
+        """Output bias, (d_model,); zeros where none."""
+        return self.adapter.b_O(self.adapter.check_layer(layer))
 
     @property
     def W_U(self) -> torch.Tensor:

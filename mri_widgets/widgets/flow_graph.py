@@ -21,7 +21,7 @@ import numpy as np
 import traitlets as t
 
 from ..analysis.flow import (RESIDUAL_KINDS, _count, _layers, _position, _target_id, build_flow_graph,
-                             flow_layout)
+                             capture_flow, flow_layout, head_weights)
 from .graph_view import GraphError
 from .graph_view import CATEGORICAL, GraphView
 from .selection import Selection
@@ -171,12 +171,10 @@ class FlowGraph(GraphView):
 
     # ---- computing ---------------------------------------------------------------------------
     def _capture(self, prompt, layers):
-        from ..models.flow_capture import attention_maps, capture_flow
-
         key = (prompt, tuple(layers))
         if key not in self._cache:
             self._cache.clear()  # one prompt/layers at a time: position and target changes reuse it
-            self._cache[key] = (capture_flow(self.lm, prompt, layers), attention_maps(self.lm, layers))
+            self._cache[key] = (capture_flow(self.lm, prompt, layers), head_weights(self.lm, layers))
         return self._cache[key]
 
     def _compute(self, prompt, layers, position, target) -> dict:
