@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_int
 from ..corpus import Corpus
 from .graph_metrics import compare_graphs
 from .regions import bin_regions, correlation_graph, grid_counts, reduce, region_graph
@@ -61,14 +62,28 @@ def _check_choice(value, choices, what: str, hint: str = "") -> str:
     return value.lower()
 
 
-def _check_fit_args(reduction, grid, n_components) -> None:
+#: largest ``grid`` (bins per axis): 100 x 100 = 10,000 regions per layer, far past what a
+#: corpus of thousands of documents fills (LLM-MRI uses 10); the counts grow as grid**2.
+MAX_GRID = 100
+
+
+def _check_fit_args(reduction, grid, n_components, seed=0, threshold=0.0, n_docs=None):
+    """Check the reduction and binning options before any work; return them normalised."""
     if _check_choice(reduction, REDUCTIONS, "reduction") == "umap" and importlib.util.find_spec("umap") is None:
         raise ImportError("reduction='umap' needs the optional package umap-learn: pip install umap-learn "
                           "(or use reduction='pca')")
-    if not isinstance(grid, (int, np.integer)) or isinstance(grid, bool) or grid < 1:
-        raise ValueError(f"grid must be a positive integer (bins per axis), got {grid!r}")
-    if not isinstance(n_components, (int, np.integer)) or isinstance(n_components, bool) or n_components < 2:
-        raise ValueError(f"n_components must be an integer >= 2 (2 = regions, more = N-D mode), got {n_components!r}")
+    grid = check_int(grid, "grid", min=1, max=MAX_GRID,
+                     hint=f" (bins per axis: a layer has grid**2 regions; LLM-MRI uses 10, at most {MAX_GRID})")
+    n_components = check_int(n_components, "n_components", min=2,
+                             hint=" (2 = regions, more = N-D mode)")
+    if n_docs is not None and n_components > n_docs:
+        raise ValueError(f"n_components={n_components} but the corpus has {n_docs} texts; PCA/SVD give at most "
+                         f"one component per text: use n_components <= {n_docs}")
+    seed = check_int(seed, "seed")
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not -1.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a Spearman rho between -1 and 1, got {threshold!r}")
+    return grid, n_components, seed, float(threshold)
 
 
 class ActivationAreas:
@@ -127,7 +142,8 @@ class ActivationAreas:
             raise TypeError(f"model must be a LoadedModel from mri_widgets.load(), got {type(model).__name__}")
         self.site = _check_choice(site, AREA_SITES, "site")
         self.pool = _check_choice(pool, POOLS, "pool")
-        _check_fit_args(reduction, grid, n_components)
+        _check_fit_args(reduction, grid, n_components, seed, threshold, len(corpus))
+        progress = None if progress is None else check_bool(progress, "progress")
         if len(corpus) < 3:
             raise ValueError(f"the corpus has {len(corpus)} texts; regions need at least 3")
         self.model = model
@@ -189,7 +205,9 @@ class ActivationAreas:
                     n_components=self.n_components if n_components is None else n_components,
                     seed=self.seed if seed is None else seed,
                     threshold=self.threshold if threshold is None else threshold)
-        _check_fit_args(args["reduction"], args["grid"], args["n_components"])
+        _check_fit_args(args["reduction"], args["grid"], args["n_components"], args["seed"], args["threshold"],
+                        len(self.corpus))
+        progress = None if progress is None else check_bool(progress, "progress")
         new._fit(**args, progress=progress)
         return new
 
@@ -210,9 +228,7 @@ class ActivationAreas:
 
     def layer_index(self, layer) -> int:
         """Position of ``layer`` (a captured layer index) in :attr:`layer_ids`; clear IndexError otherwise."""
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layer must be an integer, got {layer!r}")
-        l = int(layer)
+        l = check_int(layer, "layer")
         if l not in self._pos:
             what = "resid layer (0 = embeddings)" if self.site == "resid" else f"{self.site} layer"
             ids = self.layer_ids
@@ -221,8 +237,7 @@ class ActivationAreas:
         return self._pos[l]
 
     def _check_region(self, region) -> int:
-        if isinstance(region, bool) or not isinstance(region, (int, np.integer)):
-            raise TypeError(f"region must be an integer, got {region!r}")
+        region = check_int(region, "region")
         if not 0 <= int(region) < self.n_regions:
             raise IndexError(f"region {region} out of range: a {self.grid_size}x{self.grid_size} grid has regions "
                              f"0..{self.n_regions - 1} (id = row * {self.grid_size} + col)")
