@@ -20,6 +20,8 @@ import networkx as nx
 import numpy as np
 import torch
 
+from .._checks import check_int
+
 __all__ = ["flow_graph", "flow_layout", "RESIDUAL_KINDS", "NODE_KINDS", "LAYOUT_COLUMNS", "DEFAULT_LAYERS"]
 
 #: how many of the last layers ``layers=None`` shows (a readable graph has ~140 nodes per layer)
@@ -195,7 +197,8 @@ def flow_graph(model, prompt: str, *, layers=None, position: int = -1, target: U
     sel = _layers(lm, layers)
     counts = dict(top_heads=_count(top_heads, "top_heads"), top_neurons=_count(top_neurons, "top_neurons"),
                   bottom_neurons=_count(bottom_neurons, "bottom_neurons"), top_keys=_count(top_keys, "top_keys"))
-    top_k = max(1, _count(top_k, "top_k"))
+    top_k = check_int(top_k, "top_k", min=1, max=lm.vocab_size,
+                      hint=f" (top_k is how many top tokens each node lists, 1..{lm.vocab_size}, e.g. 5)")
     tid = _target_id(lm, target)
     cap = capture_flow(lm, prompt, sel)
     pos = _position(position, cap.seq_len)
