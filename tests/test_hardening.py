@@ -454,6 +454,46 @@ def test_token_str_shows_bytes_demo():
     assert "本" in pieces and " na" in pieces  # whole characters stay text
 
 
+# ---- 9. documented science: N-D refit, last residual state ------------------------------------
+
+def test_nd_refit_is_llm_mri_per_label_reduction(tiny):
+    from mri_widgets.analysis.regions import correlation_graph
+    lm = tiny("gpt2")
+    corpus = Corpus(SAMPLE_TEXTS * 3, ["a", "b"] * 9)
+    nd = ActivationAreas(lm, corpus, n_components=3, grid=3, threshold=0.1, progress=False)
+    keep = corpus.label_ids == corpus.label_id("a")
+    C = np.stack([reduce(nd.pooled[keep, i, :], "pca", 3) for i in range(len(nd.layer_ids))])
+    want = correlation_graph(C, 0.1)
+    got = nd.graph("a", refit=True)
+    assert {(u[1], v[1], round(w, 9)) for u, v, w in got.edges(data="weight")} == \
+        {(u[1], v[1], round(w, 9)) for u, v, w in want.edges(data="weight")}
+    shared = correlation_graph(nd.coords[:, keep, :], 0.1)
+    assert {(u, v) for u, v in nd.graph("a").edges} == {(u, v) for u, v in shared.edges}
+    assert nd.compare_labels(refit=True).shape[1] == 2
+    with pytest.raises(TypeError, match="refit"):
+        nd.graph("a", refit="yes")
+    flat = nd.with_options(n_components=2)
+    with pytest.raises(ValueError, match="N-D mode"):
+        flat.graph(refit=True)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_last_resid_is_before_the_final_norm(tiny, arch):
+    """As documented in SITES and LoadedModel.capture: transformers' hidden_states[-1] is
+    the final-normed last state; the captured one is raw."""
+    lm = tiny(arch)
+    text = "The cat sat on the mat."
+    cap = lm.capture([text], progress=False)
+    enc = lm.tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        hs = lm.model(**enc, output_hidden_states=True).hidden_states
+    resid = cap["resid"][0]
+    for l in range(len(hs) - 1):
+        torch.testing.assert_close(resid[l], hs[l][0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(resid[-1], hs[-1][0], atol=1e-3)
+    torch.testing.assert_close(lm.apply_final_norm(resid[-1]).float(), hs[-1][0], atol=1e-5, rtol=1e-5)
+
+
 # ---- counts for the report ---------------------------------------------------------------------
 
 CASES = {
@@ -465,4 +505,5 @@ CASES = {
     "sizes": 5 + 2 + 1 + 2,
     "clear errors": 6 + 5 + 4 + 2 + 2 + 1,
     "token display": 2,
+    "documented science": 5 + 2,
 }

@@ -242,6 +242,9 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     norm : bool
         Apply the model's final norm before the unembedding (the usual logit lens; with it the
         last layer is exactly the model's output distribution). ``False`` unembeds raw states.
+        The states are taken before the final norm at every layer, the last one included; when
+        comparing with transformers' ``output_hidden_states``, note that its last entry already
+        has the final norm applied (do not normalise it again).
     target : None, str or int
         The token whose probability and rank are tracked at every position: ``None`` (default)
         tracks the model's own final prediction at each position; a single-token string such as

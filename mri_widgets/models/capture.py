@@ -15,7 +15,8 @@ __all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", 
 
 #: site name -> (description, per-layer over blocks (True) or embeddings + blocks (False))
 SITES = {
-    "resid": "residual stream: embeddings, then each block's output (before the final norm)",
+    "resid": "residual stream: embeddings, then each block's output (the last one before the final norm, "
+             "unlike transformers' hidden_states[-1], which has the final norm applied)",
     "mlp": "the value each MLP feeds to its output projection (neuron activations)",
     "mlp_gate": "gate pre-activation of a gated MLP",
     "mlp_up": "up projection of a gated MLP",

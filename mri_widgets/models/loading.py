@@ -203,7 +203,10 @@ class LoadedModel:
         ----------
         texts : str or list of str
         sites : names among ``"resid"`` (n_layers + 1 states: embeddings, then each block's output,
-            the last one before the final norm), ``"mlp"`` (input of each MLP output projection),
+            the last one before the final norm: transformers' ``output_hidden_states`` applies the
+            final norm to its last entry for GPT-2, Llama, NeoX ... models, so
+            ``hidden_states[-1]`` equals ``self.apply_final_norm(cap["resid"][:, -1])``, not
+            ``cap["resid"][:, -1]``; the other layers agree), ``"mlp"`` (input of each MLP output projection),
             ``"mlp_gate"``, ``"mlp_up"``, ``"mlp_act"`` (gated MLPs), ``"attn"`` (attention
             probabilities; eager attention is switched on for the call only) and ``"head_out"``
             (each head's write into the residual stream, without the output bias).
