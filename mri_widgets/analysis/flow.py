@@ -43,11 +43,7 @@ _NAMES = {
 # ---- validation ---------------------------------------------------------------------------------
 
 def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
+    return check_int(value, name, min=0)
 
 
 def _layers(lm, layers) -> list[int]:
@@ -70,11 +66,10 @@ def _target_id(lm, target) -> Optional[int]:
 
 
 def _position(position, seq: int) -> int:
-    if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
-        raise TypeError(f"position must be an integer token index, got {position!r}")
+    position = check_int(position, "position")
     if not -seq <= position < seq:
         raise IndexError(f"position {position} is out of range: the prompt has {seq} tokens (0..{seq - 1}, or -1 for the last)")
-    return int(position) % seq
+    return position % seq
 
 
 # ---- projection ---------------------------------------------------------------------------------

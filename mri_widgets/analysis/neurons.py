@@ -786,8 +786,7 @@ def neuron_logit_effect(lm, layer: int, neuron: int, k: int = 10) -> dict:
         ``layer``, ``neuron``, ``promoted`` (list of ``(token_string, token_id, logit)``, highest
         first) and ``suppressed`` (same, lowest first).
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_int(k, "k", min=1, hint=" (k is a positive integer: tokens per list)")
     logits = neuron_output_logits(lm, layer, [neuron])[0]
     k = min(k, logits.shape[0])
     hi = torch.topk(logits, k)

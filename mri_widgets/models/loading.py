@@ -250,6 +250,8 @@ class LoadedModel:
         ``vectors`` has shape (..., d_model). Applied to the last ``"resid"`` layer this equals the
         model's own logits.
         """
+        from .._checks import check_bool
+        norm = check_bool(norm, "norm")
         head = self.adapter.unembed_module
         if head is None:
             raise AdapterError(f"{self.name} is an encoder without an unembedding (LM head); the logit lens needs a causal LM")
