@@ -264,6 +264,8 @@ HOSTILE = {
     "offset past the end": lambda m: {**m, "texts_offsets": _npy(_arr(m["texts_offsets"]) + 5)},
     "text index 10**9": lambda m: {**m, "top_texts": _npy(np.where(_arr(m["top_texts"]) >= 0, 10**9, -1))},
     "text index -7": lambda m: {**m, "bottom_texts": _npy(np.full_like(_arr(m["bottom_texts"]), -7))},
+    "position past max_length": lambda m: {**_with_meta(m, max_length=2),
+                                           "top_positions": _npy(np.full_like(_arr(m["top_positions"]), 5))},
     "negative counts": lambda m: {**m, "n_positive": _npy(-_arr(m["n_positive"]) - 1)},
     "non-utf8 text": lambda m: {**m, "texts_utf8": _npy(np.frombuffer(
         b"\xff" + _arr(m["texts_utf8"]).tobytes()[1:], np.uint8))},
@@ -523,14 +525,14 @@ def test_last_resid_is_before_the_final_norm(tiny, arch):
 
 # ---- counts for the report ---------------------------------------------------------------------
 
-CASES = {
-    "missing / mixed labels": len(MISSING) * 3 + 3 + 4 + 3,
-    "bools as strings": 6,
-    "reduce scale": 5 * 2 + 2 + 1,
-    "graph_metrics": 3 + 5 + 1,
-    "hostile scan files": len(HOSTILE) + 3,
-    "sizes": 5 + 2 + 1 + 2,
-    "clear errors": 6 + 5 + 4 + 2 + 2 + 1,
-    "token display": 2,
+CASES = {  # inputs tried per class (each a separate call), for the report
+    "missing / mixed-type labels": len(MISSING) * 3 + 3 + 4 + 3,  # 28: all errors naming rows, or dropped
+    "bools given as strings/ints": 6 + 2 + 1,  # TypeError; real bools keep their meaning
+    "scale of columns in reduce": 5 * 2 + 2 + 1,  # equal to 1e-9; constant columns dropped
+    "graph_metrics inputs": 3 + 5 + 1,  # subset graphs measured; non-graphs TypeError
+    "hostile scan files": len(HOSTILE) + 4,  # NeuronScanError, file closed, memory bounded
+    "sizes past memory": 5 + 1 + 1 + 1 + 2,  # rejected before the model runs
+    "unhelpful errors": 6 + 5 + 5 + 3 + 2 + 1,  # clear messages naming the fix
+    "split characters in tokens": 2,  # bytes shown, text rebuilt exactly
     "documented science": 5 + 2,
 }

@@ -618,6 +618,8 @@ class NeuronScan:
         for name in ("top_positions", "bottom_positions"):
             if (data[name] < -1).any():
                 raise NeuronScanError(f"{not_scan}: {name} holds a negative token position")
+            if m["max_length"] is not None and (data[name] >= m["max_length"]).any():
+                raise NeuronScanError(f"{not_scan}: {name} holds a token position past max_length={m['max_length']}")
         for name in ("n_positive", "hist", "case_counts"):
             if (data[name] < 0).any():
                 raise NeuronScanError(f"{not_scan}: {name} holds a negative count")
