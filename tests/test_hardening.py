@@ -99,6 +99,13 @@ def test_bool_parameters_reject_strings(tiny):
     corpus = Corpus(["a b", "c d", "e f", "g h"], [0, 1, 0, 1])
     with pytest.raises(TypeError, match="progress"):
         ActivationAreas(lm, corpus, progress="no")
+    from mri_widgets import GraphView
+    nodes, edges = {"x": [0.0, 1.0], "y": [0.0, 1.0]}, {"source": [0], "target": [1]}
+    with pytest.raises(TypeError, match="directed must be True or False"):
+        GraphView(nodes, edges, directed="no")
+    with pytest.raises(TypeError, match="top_k must be an integer"):
+        GraphView(nodes, edges, top_k=2.5)
+    assert GraphView(nodes, edges, directed=False).data["directed"] is False
     # and a real bool still works, with the meaning it says
     on = mw.logit_lens(lm, "The cat", norm=True, k=1)
     off = mw.logit_lens(lm, "The cat", norm=np.bool_(False), k=1)
@@ -527,7 +534,7 @@ def test_last_resid_is_before_the_final_norm(tiny, arch):
 
 CASES = {  # inputs tried per class (each a separate call), for the report
     "missing / mixed-type labels": len(MISSING) * 3 + 3 + 4 + 3,  # 28: all errors naming rows, or dropped
-    "bools given as strings/ints": 6 + 2 + 1,  # TypeError; real bools keep their meaning
+    "bools given as strings/ints": 6 + 2 + 1 + 3,  # TypeError; real bools keep their meaning
     "scale of columns in reduce": 5 * 2 + 2 + 1,  # equal to 1e-9; constant columns dropped
     "graph_metrics inputs": 3 + 5 + 1,  # subset graphs measured; non-graphs TypeError
     "hostile scan files": len(HOSTILE) + 4,  # NeuronScanError, file closed, memory bounded
