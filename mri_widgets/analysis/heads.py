@@ -209,8 +209,9 @@ def classical_mds(D, k: int = 2, *, squared: bool = False) -> np.ndarray:
         raise HeadAnalysisError(f"D must be a square matrix, got shape {D.shape}")
     if not np.isfinite(D).all():
         raise HeadAnalysisError("D has NaN or infinite entries")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise HeadAnalysisError(f"k must be a positive integer, got {k!r}")
+    from .._checks import check_bool, check_int
+    k = check_int(k, "k", min=1, error=HeadAnalysisError)
+    squared = check_bool(squared, "squared")
     n = D.shape[0]
     D = (D + D.T) / 2
     D2 = D if squared else D ** 2

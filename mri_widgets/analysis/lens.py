@@ -23,6 +23,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_index, check_int
+
 __all__ = ["logit_lens", "LensResult", "LensError", "DEFAULT_CHUNK_BYTES"]
 
 #: default memory budget of one unembedding chunk (its logits and a few same-size temporaries)
@@ -151,12 +153,7 @@ class LensResult:
 
 
 def _check_index(i, n: int, what: str) -> int:
-    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-        raise TypeError(f"{what} must be an integer, got {i!r}")
-    i = int(i)
-    if not -n <= i < n:
-        raise IndexError(f"{what} {i} is out of range 0..{n - 1}")
-    return i % n
+    return check_index(i, n, what)
 
 
 # ---------------------------------------------------------------------------------- states
@@ -245,6 +242,9 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     norm : bool
         Apply the model's final norm before the unembedding (the usual logit lens; with it the
         last layer is exactly the model's output distribution). ``False`` unembeds raw states.
+        The states are taken before the final norm at every layer, the last one included; when
+        comparing with transformers' ``output_hidden_states``, note that its last entry already
+        has the final norm applied (do not normalise it again).
     target : None, str or int
         The token whose probability and rank are tracked at every position: ``None`` (default)
         tracks the model's own final prediction at each position; a single-token string such as
@@ -280,9 +280,12 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
                         "such as mri_widgets.load('demo')")
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= lm.vocab_size:
-        raise LensError(f"k must be an integer between 1 and the vocabulary size {lm.vocab_size}, got {k!r}")
-    k = int(k)
+    k = check_int(k, "k", min=1, max=lm.vocab_size, error=LensError,
+                  hint=f" (k is how many top tokens to keep, 1..{lm.vocab_size})")
+    norm = check_bool(norm, "norm")
+    progress = None if progress is None else check_bool(progress, "progress")
+    if chunk_rows is not None:
+        chunk_rows = check_int(chunk_rows, "chunk_rows", min=1, error=LensError)
     target_id = None
     if target is not None:
         if isinstance(target, str):
@@ -328,9 +331,6 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     V = lm.vocab_size
     if chunk_rows is None:
         chunk_rows = max(1, DEFAULT_CHUNK_BYTES // (_TEMPS * 4 * V))
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
-        raise LensError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    chunk_rows = int(chunk_rows)
 
     n_rows = n_lay * seq
     out = {

@@ -58,9 +58,9 @@ def neuron_memory(model, layer: int, neuron: int, scan=None, k: int = 10, *,
     [(' Paris', 0.71), ...]
     """
     lm = as_loaded_model(model)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise NeuronMemoryError(f"k must be a positive integer, got {k!r}")
-    effect = neuron_logit_effect(lm, layer, neuron, k=int(k))
+    from .._checks import check_int
+    k = check_int(k, "k", min=1, error=NeuronMemoryError, hint=" (k is a positive integer: tokens per list)")
+    effect = neuron_logit_effect(lm, layer, neuron, k=k)
     promotes = [(tok, logit) for tok, _, logit in effect["promoted"]]
     suppresses = [(tok, logit) for tok, _, logit in effect["suppressed"]]
     out = {"layer": effect["layer"], "neuron": int(neuron), "promotes": promotes, "suppresses": suppresses,

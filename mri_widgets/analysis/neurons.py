@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .._checks import check_bool, check_int
+
 __all__ = [
     "NeuronScan",
     "NeuronScanError",
@@ -263,6 +265,24 @@ _ARRAYS = {  # name -> (dtype, shape in terms of L, d, k)
 }
 
 
+#: bytes per (layer, neuron, slot) of the top and bottom lists while scanning: the running int64
+#: keys and int32 positions of both lists, one merge's concatenation and topk, and the finished
+#: float32 values, int64 texts and int32 positions of both lists. Measured on CPU: 62 bytes
+#: (peak RSS growth of 3.83 GiB for 2 layers x 1536 neurons x k=20,000).
+_SLOT_BYTES = 64
+#: the largest example-list memory :meth:`NeuronScan.run` starts (change it to allow more).
+MAX_LIST_BYTES = 8 * 2**30
+
+
+def scan_list_bytes(n_layers: int, d_mlp: int, k: int) -> int:
+    """Estimated peak bytes of a scan's top and bottom example lists (``k`` slots per neuron)."""
+    return int(n_layers) * int(d_mlp) * int(k) * _SLOT_BYTES
+
+
+def _max_k(n_layers: int, d_mlp: int) -> int:
+    return max(1, MAX_LIST_BYTES // (max(1, n_layers * d_mlp) * _SLOT_BYTES))
+
+
 # ---- the scan -----------------------------------------------------------------------------------
 class NeuronScan:
     """The strongest examples and statistics of every MLP neuron over a corpus.
@@ -357,14 +377,23 @@ class NeuronScan:
         texts = _texts_of(texts)
         if isinstance(texts, str):
             raise NeuronScanError("texts is a single string: pass a list of texts, e.g. [text]")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise NeuronScanError(f"k must be a positive integer, got {k!r}")
-        from ..models.capture import check_texts, normalise_layers
+        k = check_int(k, "k", min=1, error=NeuronScanError, hint=" (k is a positive integer: examples kept per neuron, e.g. 16)")
+        keep_texts = check_bool(keep_texts, "keep_texts")
+        from ..models.capture import check_capture_args, check_texts, normalise_layers
 
         texts = check_texts(texts)
+        batch_size, max_length, progress = check_capture_args(batch_size, max_length, progress)
         layer_list = normalise_layers(lm.adapter, ["mlp"], layers)["mlp"]
         if len(set(layer_list)) != len(layer_list):
             raise NeuronScanError(f"layers has duplicates: {layer_list}")
+        need = scan_list_bytes(len(layer_list), lm.d_mlp, k)
+        if need > MAX_LIST_BYTES:
+            raise NeuronScanError(
+                f"k={k} over {len(layer_list)} layers of {lm.d_mlp} neurons needs about {need / 2**30:.1f} GiB "
+                f"for the example lists ({len(layer_list)} x {lm.d_mlp} x {k} slots x {_SLOT_BYTES} bytes), more "
+                f"than the limit MAX_LIST_BYTES = {MAX_LIST_BYTES / 2**30:.0f} GiB. Lower k (the corpus has "
+                f"{len(texts)} texts; k <= {_max_k(len(layer_list), lm.d_mlp)} fits), scan fewer layers "
+                "(layers=[...]) or raise mri_widgets.analysis.neurons.MAX_LIST_BYTES.")
         sites = ["mlp"] + (["mlp_gate", "mlp_up"] if lm.gated else [])
         red = _Reducer(len(layer_list), lm.d_mlp, k, lm.gated, lm.device)
         lm.capture(texts, sites, reducer=red, layers=layer_list, batch_size=batch_size,
@@ -507,40 +536,201 @@ class NeuronScan:
 
     @classmethod
     def load(cls, path) -> "NeuronScan":
-        """Read a scan written by :meth:`save`. Nothing in the file is executed (no pickle)."""
+        """Read a scan written by :meth:`save`. Nothing in the file is executed (no pickle).
+
+        The file is treated as untrusted: the metadata is read first; only the members a scan has
+        are accepted; each member's ``.npy`` header (dtype, shape) is checked against the
+        metadata, and its declared size against the expected size, before any of its data is
+        decompressed, so memory stays bounded by the scan the metadata describes. Text offsets
+        must rise from 0 to the end of the text bytes, the texts must be UTF-8, and every text
+        index in the example lists must name a text of the scan. Any malformed file raises
+        :class:`NeuronScanError`; the file is closed in every case.
+        """
+        import zipfile
+
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path!r}")
         not_scan = f"{path!r} is not a NeuronScan file (write one with NeuronScan.save)"
         try:
-            with np.load(path, allow_pickle=False) as z:
-                if not hasattr(z, "files") or "meta" not in z.files:
-                    raise NeuronScanError(not_scan + ": it has no scan metadata")
-                data = {name: z[name] for name in z.files}
-        except NeuronScanError:
-            raise
-        except Exception as e:  # not a zip / npy file, or an object array
-            raise NeuronScanError(f"{not_scan}: {type(e).__name__}: {e}") from None
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise NeuronScanError(f"{not_scan}: not a .npz (zip) archive ({e})") from None
+        with zf:
+            try:
+                return cls._load_members(zf, path, not_scan)
+            except NeuronScanError:
+                raise
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError,
+                    TypeError, OverflowError, NotImplementedError, RuntimeError) as e:  # zlib.error is an Exception
+                raise NeuronScanError(f"{not_scan}: {type(e).__name__}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - zlib.error and other decoder failures
+                raise NeuronScanError(f"{not_scan}: {type(e).__name__}: {e}") from None
+
+    @classmethod
+    def _load_members(cls, zf, path: str, not_scan: str) -> "NeuronScan":
+        allowed = set(_ARRAYS) | {"meta", "texts_utf8", "texts_offsets"}
+        infos = {}
+        for info in zf.infolist():
+            name = info.filename
+            if not name.endswith(".npy") or name[:-4] not in allowed:
+                raise NeuronScanError(f"{not_scan}: unexpected member {name!r}; a scan holds only "
+                                      f"{sorted(n + '.npy' for n in allowed)}")
+            if name[:-4] in infos:
+                raise NeuronScanError(f"{not_scan}: member {name!r} appears twice")
+            infos[name[:-4]] = info
+        if "meta" not in infos:
+            raise NeuronScanError(not_scan + ": it has no scan metadata")
+        meta_bytes = _read_npy(zf, infos["meta"], np.uint8, None, _META_MAX_BYTES, not_scan)
         try:
-            meta = json.loads(bytes(data.pop("meta").astype(np.uint8)).decode("utf-8"))
-        except Exception as e:
+            meta = json.loads(meta_bytes.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise NeuronScanError(f"{not_scan}: unreadable metadata ({e})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise NeuronScanError(not_scan + ": wrong format marker")
         if meta.get("version") != VERSION:
-            raise NeuronScanError(f"{path!r} is a NeuronScan of format version {meta.get('version')}; "
+            raise NeuronScanError(f"{path!r} is a NeuronScan of format version {meta.get('version')!r}; "
                                   f"this mri_widgets reads version {VERSION}")
-        if [float(e) for e in meta.get("hist_edges", [])] != HIST_EDGES.tolist():
+        edges = meta.get("hist_edges")
+        try:
+            same_bins = [float(e) for e in edges] == HIST_EDGES.tolist()
+        except (TypeError, ValueError):
+            same_bins = False
+        if not same_bins:
             raise NeuronScanError(f"{path!r} uses other histogram bins than this mri_widgets")
+        m = _check_meta(meta, not_scan)
+        L, d, k = len(m["layers"]), m["d_mlp"], m["k"]
+        dims = {"L": L, "d": d, "k": k, "B": N_BINS, "4": 4}
+        if not m["has_texts"] and ({"texts_utf8", "texts_offsets"} & infos.keys()):
+            raise NeuronScanError(f"{not_scan}: it holds texts but its metadata says it has none")
+        data = {}
+        for name, (dtype, shape) in _ARRAYS.items():
+            if name not in infos:
+                raise NeuronScanError(f"{not_scan}: missing array {name!r}")
+            data[name] = _read_npy(zf, infos[name], dtype, tuple(dims[c] for c in shape), None, not_scan)
+        n = m["n_texts"]
+        for name in ("top_texts", "bottom_texts"):
+            t = data[name]
+            bad = (t < -1) | (t >= n)
+            if bad.any():
+                raise NeuronScanError(f"{not_scan}: {name} holds text index {int(t[bad].flat[0])}, but the scan "
+                                      f"has {n} texts (0..{n - 1}, or -1 for an empty slot)")
+        for name in ("top_positions", "bottom_positions"):
+            if (data[name] < -1).any():
+                raise NeuronScanError(f"{not_scan}: {name} holds a negative token position")
+            if m["max_length"] is not None and (data[name] >= m["max_length"]).any():
+                raise NeuronScanError(f"{not_scan}: {name} holds a token position past max_length={m['max_length']}")
+        for name in ("n_positive", "hist", "case_counts"):
+            if (data[name] < 0).any():
+                raise NeuronScanError(f"{not_scan}: {name} holds a negative count")
         texts = None
-        if meta.get("has_texts"):
-            blob = data.pop("texts_utf8").tobytes()
-            off = data.pop("texts_offsets")
-            texts = [blob[off[i]:off[i + 1]].decode("utf-8") for i in range(len(off) - 1)]
-        return cls(layers=meta["layers"], d_mlp=meta["d_mlp"], k=meta["k"], n_texts=meta["n_texts"],
-                   n_tokens=meta["n_tokens"], gated=meta["gated"], arrays=data,
-                   model_name=meta.get("model_name"), max_length=meta.get("max_length"), texts=texts,
-                   n_model_layers=meta.get("n_model_layers"))
+        if m["has_texts"]:
+            for name in ("texts_offsets", "texts_utf8"):
+                if name not in infos:
+                    raise NeuronScanError(f"{not_scan}: missing array {name!r}")
+            off = _read_npy(zf, infos["texts_offsets"], np.int64, (n + 1,), None, not_scan)
+            if off[0] != 0 or (np.diff(off) < 0).any():
+                raise NeuronScanError(f"{not_scan}: text offsets must start at 0 and never decrease")
+            blob = _read_npy(zf, infos["texts_utf8"], np.uint8, (int(off[-1]),), None, not_scan).tobytes()
+            texts = []
+            for i in range(n):
+                try:
+                    texts.append(blob[off[i]:off[i + 1]].decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    raise NeuronScanError(f"{not_scan}: text {i} is not UTF-8 ({e.reason} at byte {e.start})") from None
+        return cls(layers=m["layers"], d_mlp=d, k=k, n_texts=n, n_tokens=m["n_tokens"], gated=m["gated"],
+                   arrays=data, model_name=m["model_name"], max_length=m["max_length"], texts=texts,
+                   n_model_layers=m["n_model_layers"])
+
+
+#: largest metadata member accepted by :meth:`NeuronScan.load` (the JSON is a few hundred bytes).
+_META_MAX_BYTES = 1 << 20
+
+
+def _check_meta(meta: dict, not_scan: str) -> dict:
+    """The metadata fields, type- and range-checked (NeuronScanError otherwise)."""
+    def integer(name, lo, optional=False):
+        v = meta.get(name)
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise NeuronScanError(f"{not_scan}: metadata {name!r} must be an integer >= {lo}, got {v!r}")
+        return v
+
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or not layers or any(isinstance(l, bool) or not isinstance(l, int) or l < 0
+                                                         for l in layers) or len(set(layers)) != len(layers):
+        raise NeuronScanError(f"{not_scan}: metadata 'layers' must be a list of distinct layer indices")
+    out = {"layers": layers, "d_mlp": integer("d_mlp", 1), "k": integer("k", 1), "n_texts": integer("n_texts", 0),
+           "n_tokens": integer("n_tokens", 0), "max_length": integer("max_length", 1, True),
+           "n_model_layers": integer("n_model_layers", 1, True)}
+    for name in ("gated", "has_texts"):
+        if not isinstance(meta.get(name), bool):
+            raise NeuronScanError(f"{not_scan}: metadata {name!r} must be true or false, got {meta.get(name)!r}")
+        out[name] = meta[name]
+    name = meta.get("model_name")
+    if name is not None and not isinstance(name, str):
+        raise NeuronScanError(f"{not_scan}: metadata 'model_name' must be a string, got {type(name).__name__}")
+    out["model_name"] = name
+    return out
+
+
+def _read_npy(zf, info, dtype, shape, max_bytes, not_scan: str) -> np.ndarray:
+    """One ``.npy`` member of an open zip, checked before its data is decompressed.
+
+    The declared uncompressed size (``info.file_size``) is compared with what the expected
+    shape and dtype need (plus the header) before the member is opened; then the header is read
+    and its dtype, shape and order are checked; then exactly the expected bytes are read into a
+    fresh array. ``shape=None`` accepts any 1-D array of at most ``max_bytes``.
+    """
+    from numpy.lib import format as npy
+
+    want = np.dtype(dtype).newbyteorder("<")
+    name = info.filename
+    header_max = 1 << 16
+    if shape is not None:
+        nbytes = int(np.prod(shape, dtype=object)) * want.itemsize
+        if info.file_size > nbytes + header_max or info.file_size < nbytes:
+            raise NeuronScanError(f"{not_scan}: member {name!r} declares {info.file_size} bytes; an array of "
+                                  f"shape {shape} {want.name} has {nbytes} (plus a small header)")
+    elif info.file_size > max_bytes + header_max:
+        raise NeuronScanError(f"{not_scan}: member {name!r} declares {info.file_size} bytes, more than "
+                              f"the {max_bytes} allowed")
+    with zf.open(info) as f:
+        version = npy.read_magic(f)
+        if version == (1, 0):
+            got_shape, fortran, got_dtype = npy.read_array_header_1_0(f)
+        elif version == (2, 0):
+            got_shape, fortran, got_dtype = npy.read_array_header_2_0(f)
+        else:
+            raise NeuronScanError(f"{not_scan}: member {name!r} has .npy format version {version}")
+        if got_dtype.hasobject or got_dtype.newbyteorder("<") != want or (
+                got_dtype.byteorder not in ("<", "=", "|") and got_dtype.itemsize > 1):
+            raise NeuronScanError(f"{not_scan}: member {name!r} has dtype {got_dtype}, expected {want.name}")
+        if fortran and len(got_shape) > 1:
+            raise NeuronScanError(f"{not_scan}: member {name!r} is in Fortran order")
+        if shape is None:
+            if len(got_shape) != 1:
+                raise NeuronScanError(f"{not_scan}: member {name!r} has shape {got_shape}, expected 1-D")
+            shape = got_shape
+        elif tuple(got_shape) != tuple(shape):
+            raise NeuronScanError(f"{not_scan}: array {name[:-4]!r} has shape {tuple(got_shape)}, expected {tuple(shape)}")
+        nbytes = int(np.prod(shape, dtype=object)) * want.itemsize
+        header = f.tell()
+        if info.file_size != header + nbytes:
+            raise NeuronScanError(f"{not_scan}: member {name!r} holds {info.file_size - header} data bytes, "
+                                  f"expected {nbytes} for shape {tuple(shape)} {want.name}")
+        out = np.empty(shape, dtype=want)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        done = 0
+        while done < nbytes:
+            got = f.readinto(view[done:])
+            if not got:
+                raise NeuronScanError(f"{not_scan}: member {name!r} is truncated")
+            done += got
+        if f.read(1):
+            raise NeuronScanError(f"{not_scan}: member {name!r} is longer than its header says")
+    return out.astype(np.dtype(dtype), copy=False)
 
 
 # ---- direct effect on the output ---------------------------------------------------------------
@@ -598,8 +788,7 @@ def neuron_logit_effect(lm, layer: int, neuron: int, k: int = 10) -> dict:
         ``layer``, ``neuron``, ``promoted`` (list of ``(token_string, token_id, logit)``, highest
         first) and ``suppressed`` (same, lowest first).
     """
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_int(k, "k", min=1, hint=" (k is a positive integer: tokens per list)")
     logits = neuron_output_logits(lm, layer, [neuron])[0]
     k = min(k, logits.shape[0])
     hi = torch.topk(logits, k)

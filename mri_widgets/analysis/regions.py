@@ -41,12 +41,35 @@ def _check_matrix(X) -> np.ndarray:
     return X
 
 
+def _constant_columns(X: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """Columns that cannot be told apart from a constant, judged against their own scale.
+
+    A column whose values are all equal can still show a tiny variance after floating-point
+    rounding of its mean. The rounding error of the two-pass variance of ``n`` values is
+    bounded by about ``n * eps * var + (n * eps * mean)**2`` (Chan, Golub & LeVeque), which is
+    the criterion scikit-learn's ``StandardScaler`` uses; a variance within that bound is
+    rounding noise. The bound scales with the column (multiplying a column by ``c`` multiplies
+    both sides by ``c**2``), so a column of tiny but varying values, such as the dimensions a
+    final LayerNorm gain of 5e-33 leaves, is kept and standardised like any other.
+    """
+    n = X.shape[0]
+    eps = np.finfo(np.float64).eps
+    bound = n * eps * var + (n * eps * mean) ** 2
+    return var <= bound
+
+
 def _standard_scale(X: np.ndarray, center: bool = True) -> np.ndarray:
-    """(X - mean) / std per column (population std); zero-variance columns -> 0."""
+    """(X - mean) / std per column (population std); constant columns -> 0.
+
+    Constant columns are detected relative to each column's own scale (see
+    `_constant_columns`), so the result does not change when a column is multiplied by any
+    non-zero factor.
+    """
     mean = X.mean(axis=0)
-    std = X.std(axis=0)
+    var = X.var(axis=0)
     # a constant column carries no information: map it to 0 rather than dividing by 0
-    keep = std > 1e-12 * np.maximum(1.0, np.abs(mean))
+    keep = ~_constant_columns(X, mean, var)
+    std = np.sqrt(var)
     Z = (X - mean) if center else X.copy()
     Z[:, keep] /= std[keep]
     Z[:, ~keep] = 0.0
@@ -102,7 +125,8 @@ def reduce(X, method: str = "pca", n_components: int = 2, seed: int = 0) -> np.n
         One vector per document (e.g. pooled hidden states of one layer).
     method : {"pca", "svd", "umap"}
         * ``"pca"``: standard scaling (centre, divide by the population std;
-          zero-variance columns become 0), then projection on the top
+          columns indistinguishable from a constant, judged against their own
+          scale as scikit-learn's StandardScaler does, become 0), then projection on the top
           principal axes (SVD of the scaled matrix). This is LLM-MRI's PCA and
           its 2-D "SVD", which standard-scales too and so equals PCA.
         * ``"svd"``: columns divided by their std but *not* centred, then

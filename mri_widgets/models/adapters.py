@@ -254,11 +254,8 @@ class Adapter:
 
     def check_layer(self, layer: int, *, n: Optional[int] = None, what: str = "layer") -> int:
         n = self.n_layers if n is None else n
-        if not isinstance(layer, (int,)) or isinstance(layer, bool):
-            try:
-                layer = int(layer)
-            except (TypeError, ValueError):
-                raise TypeError(f"{what} must be an integer, got {layer!r}") from None
+        from .._checks import check_int
+        layer = check_int(layer, what)
         if not -n <= layer < n:
             raise IndexError(f"{what} {layer} is out of range: this model has {n} ({what}s 0..{n - 1})")
         return layer % n

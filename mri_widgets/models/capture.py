@@ -18,7 +18,8 @@ __all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", 
 #: The README maps each one to its TransformerLens hook name.
 SITES = {
     "resid": "(b, L, seq, d_model): the residual stream: the embeddings (the input of block 0), then each "
-             "block's output (before the final norm)",
+             "block's output; the last one is before the final norm, unlike transformers' hidden_states[-1], "
+             "which has the final norm applied",
     "attn_in": "(b, L, seq, d_model): what attention reads: the output of the attention norm (ln_attn); "
                "the block input for post-norm models (BERT)",
     "q": "(b, L, H, seq, d_head): queries per head, after rotary embeddings where the model applies them "
@@ -55,20 +56,52 @@ class CaptureError(ValueError):
 
 
 def check_texts(texts, *, what: str = "texts") -> list[str]:
-    """Validate a list of texts (a single string is accepted as one text)."""
+    """Validate a list of texts (a single string is accepted as one text).
+
+    Bytes are rejected as bytes (decode them first), and so is text that is not valid Unicode
+    (a lone surrogate such as ``"\\ud83d"``, left by splitting an emoji's UTF-16 pair): the
+    error names the text and the character position.
+    """
     if isinstance(texts, str):
         texts = [texts]
     if texts is None:
         raise CaptureError(f"{what} is None: pass a list of strings")
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        raise CaptureError(f"{what} is {type(texts).__name__}, not text: decode it first, "
+                           f"e.g. {what}.decode('utf-8'), and pass the string")
     texts = list(texts)
     if not texts:
         raise CaptureError(f"{what} is empty: pass at least one string")
     for i, t in enumerate(texts):
+        if isinstance(t, (bytes, bytearray, memoryview)):
+            raise CaptureError(f"{what}[{i}] is {type(t).__name__}, not text: decode it first, "
+                               "e.g. x.decode('utf-8')")
         if not isinstance(t, str):
             raise CaptureError(f"{what}[{i}] is a {type(t).__name__}, not a string: pass text, e.g. str(x)")
         if not t.strip():
             raise CaptureError(f"{what}[{i}] is empty or blank: remove it or give it some text")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise CaptureError(
+                f"{what}[{i}] is not valid Unicode: character {e.start} is a lone surrogate "
+                f"{t[e.start]!r} (half of a UTF-16 pair, e.g. from splitting an emoji). Rejoin the "
+                "pair with text.encode('utf-16', 'surrogatepass').decode('utf-16'), or drop it with "
+                "text.encode('utf-8', 'replace').decode('utf-8')") from None
     return texts
+
+
+def check_capture_args(batch_size, max_length, progress) -> tuple:
+    """``(batch_size, max_length, progress)`` checked: positive integers (``max_length`` may be
+    None), ``progress`` None or a bool."""
+    from .._checks import check_bool, check_int
+
+    batch_size = check_int(batch_size, "batch_size", min=1, error=CaptureError)
+    if max_length is not None:
+        max_length = check_int(max_length, "max_length", min=1, error=CaptureError,
+                               hint=" (max_length is the number of tokens kept per text; None keeps all)")
+    progress = None if progress is None else check_bool(progress, "progress")
+    return batch_size, max_length, progress
 
 
 @dataclass

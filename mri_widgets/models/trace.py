@@ -151,6 +151,8 @@ def trace_graph(module, *example_inputs, method: str = "auto", example_kwargs: O
     """
     if method not in METHODS:
         raise TraceError(f"unknown method {method!r}; choose one of {METHODS}")
+    from .._checks import check_bool
+    progress = check_bool(progress, "progress")
     module, lm, args, kwargs = _normalise_inputs(module, example_inputs, example_kwargs)
     was_training = module.training
     module.eval()
@@ -719,6 +721,8 @@ def to_dot(G: TraceGraph, *, clusters: bool = True, rankdir: str = "TB") -> str:
     Ops are boxes labelled with their op and shape; with ``clusters=True`` the ops of each module
     are drawn inside nested ``cluster`` subgraphs named by module path.
     """
+    from .._checks import check_bool
+    clusters = check_bool(clusters, "clusters")
     lines = ["digraph trace {", f"  rankdir={rankdir};", '  node [shape=box, fontsize=10, fontname="Helvetica"];',
              '  edge [arrowsize=0.6];']
 

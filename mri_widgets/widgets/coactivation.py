@@ -203,7 +203,9 @@ class CoactivationGraph(GraphView):
         """Tooltip lines for node ``index``: a few example texts of the region."""
         if self.areas.mode != "2d":
             return []
-        layer, region = self.nodes[int(index)]
+        from .._checks import check_index
+
+        layer, region = self.nodes[check_index(index, len(self.nodes), "node index")]
         return [f"[{e['label']}] {_short(e['text'])}" for e in self.areas.examples(layer, region, k=3)]
 
     # ---- export ------------------------------------------------------------------------------

@@ -296,7 +296,8 @@ class GraphView(MRIWidget):
                        height=height, label_size=label_size, label_position=label_position,
                        label_width=label_width, min_zoom=min_zoom)
         self.min_weight = float(min_weight)
-        self.top_k = int(top_k)
+        from .._checks import check_int
+        self.top_k = check_int(top_k, "top_k", min=0, error=GraphError, hint=" (0 shows every edge)")
 
     # ---- building ----------------------------------------------------------------------------
     def set_graph(self, nodes, edges=None, *, groups=None, annotations=None, part_names=None, part_colors=None,
@@ -305,7 +306,8 @@ class GraphView(MRIWidget):
                   min_zoom: float = 0.0) -> None:
         """Replace the graph drawn (same arguments as the constructor); clears the highlight."""
         data = self._encode(nodes, edges, groups, annotations, part_names, part_colors)
-        data.update(title=str(title), directed=bool(directed), weight_name=str(weight_name),
+        from .._checks import check_bool
+        data.update(title=str(title), directed=check_bool(directed, "directed"), weight_name=str(weight_name),
                     height=_positive(height, "height", int), details_command=self._details_rpc,
                     label_size=_positive(label_size, "label_size"),
                     label_position=_choice(label_position, "label_position", LABEL_POSITIONS),
