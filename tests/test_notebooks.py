@@ -25,3 +25,7 @@ def test_notebook_executes(path, tmp_path):
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
     assert not errors
+    # notebooks run clean: no warnings or other stderr text in any output
+    stderr = [(i, o.get("text", "")[:300]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.outputs if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not stderr, f"stderr output in cells: {stderr}"
