@@ -11,7 +11,7 @@ const check = process.argv.includes("--check");
 mkdirSync(out, { recursive: true });
 
 const entries = readdirSync(views).filter((f) => f.endsWith(".js")).sort();
-let stale = [];
+const stale = [];
 for (const f of entries) {
   const result = await esbuild.build({
     entryPoints: [join(views, f)],

@@ -101,7 +101,7 @@ describe("invoke", () => {
     const model = new MockModel({ a: 1 });
     const calls = [];
     const el = document.createElement("div");
-    await mod.render({ model, el, experimental: { invoke: async (n, m) => { calls.push(n); return [{ result: 7 }, []]; } } });
+    await mod.render({ model, el, experimental: { invoke: async (n, _m) => { calls.push(n); return [{ result: 7 }, []]; } } });
     expect(await ctx.invoke("f", {})).toBe(7);
     expect(calls).toEqual(["f"]);
   });

@@ -20,10 +20,13 @@ export class MockModel {
     if (changed) this.emit("change");
   }
   save_changes() { this.saved++; }
-  on(ev, cb) { (this.handlers[ev] ||= []).push(cb); }
+  on(ev, cb) {
+    if (!this.handlers[ev]) this.handlers[ev] = [];
+    this.handlers[ev].push(cb);
+  }
   off(ev, cb) { this.handlers[ev] = (this.handlers[ev] || []).filter((f) => f !== cb); }
   emit(ev, ...args) { for (const cb of this.handlers[ev] || []) cb(...args); }
-  send(msg, cbs, buffers) { this.sent.push(msg); }
+  send(msg, _cbs, _buffers) { this.sent.push(msg); }
   /** Simulate a custom message from Python. */
   receive(msg, buffers = []) { this.emit("msg:custom", msg, buffers); }
 }

@@ -100,7 +100,7 @@ export function buildElements(data) {
       }
     }
     if (data.parent && data.parent.data[i] >= 0) d.parent = `g${data.parent.data[i]}`;
-    if (data.select_keys && data.select_keys.length && patchOf(data, i)) classes += " selectable";
+    if (data.select_keys?.length && patchOf(data, i)) classes += " selectable";
     els.push({ group: "nodes", data: d, position: { x: data.x.data[i], y: data.y.data[i] }, classes });
   }
   (data.annotations || []).forEach((a, i) => {
@@ -231,7 +231,7 @@ export function createGraph(container, data, on = {}) {
   // cytoscape caches where its canvas is on the page and refreshes that on scroll and resize only; the
   // canvas also moves when something above it changes height (a toolbar line, a notice), so refresh
   // it before every pointer event it handles
-  const fresh = () => { const r = cy.renderer(); if (r && r.invalidateContainerClientCoordsCache) r.invalidateContainerClientCoordsCache(); };
+  const fresh = () => { const r = cy.renderer(); if (r?.invalidateContainerClientCoordsCache) r.invalidateContainerClientCoordsCache(); };
   if (!headless) for (const t of ["pointerenter", "pointerdown", "pointermove", "wheel"]) container.addEventListener(t, fresh, { capture: true, passive: true });
   // drawn while hidden (zero size, e.g. a closed tab): take the first view once it is shown
   let resize = null;
@@ -285,9 +285,9 @@ export function createGraph(container, data, on = {}) {
   }
 
   function setHighlight(hl) {
-    const ns = hl && hl.nodes ? Array.from(hl.nodes.data) : [];
-    const es = hl && hl.edges ? Array.from(hl.edges.data) : [];
-    const ew = hl && hl.edge_weight ? hl.edge_weight.data : null;
+    const ns = hl?.nodes ? Array.from(hl.nodes.data) : [];
+    const es = hl?.edges ? Array.from(hl.edges.data) : [];
+    const ew = hl?.edge_weight ? hl.edge_weight.data : null;
     let maxW = 0;
     if (ew) for (const v of ew) maxW = Math.max(maxW, Math.abs(v));
     cy.batch(() => {

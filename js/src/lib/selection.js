@@ -12,7 +12,7 @@ async function resolveModel(model) {
   if (!mgr || typeof mgr.get_model !== "function") return null;
   try {
     return await mgr.get_model(ref.slice("IPY_MODEL_".length));
-  } catch (e) {
+  } catch (_e) {
     return null;
   }
 }

@@ -18,7 +18,7 @@ import { h, notice } from "./dom.js";
  * `onSelection(ctx, sel)` on selection changes. `ctx.invoke(name, args)` calls a Python
  * @command. Returns the anywidget module object {render}.
  */
-export function defineView({ name, traits = [], params = [], draw, onSelection }) {
+export function defineView({ name, traits = [], params: _params = [], draw, onSelection }) {
   async function render({ model, el, experimental }) {
     const root = h("div", { class: `mri-view mri-${name}` });
     el.appendChild(root);

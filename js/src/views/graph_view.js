@@ -27,7 +27,7 @@ function fmtWeight(x) {
 
 /** Lines "name: value" for a row of parts (labels with their counts), largest first. */
 function partLines(data, arr, i) {
-  if (!arr || !data.part_names || !data.part_names.length) return [];
+  if (!arr || !data.part_names?.length) return [];
   const K = arr.shape[1];
   const rows = [];
   for (let k = 0; k < K; k++) rows.push([data.part_names[k], arr.data[i * K + k], data.part_colors[k]]);
@@ -43,7 +43,7 @@ function nodeTip(ctx, i) {
   if (head) out.push(h("div", {}, head));
   out.push(...partLines(data, data.parts, i));
   const hl = ctx.state.hl;
-  if (hl && hl.nodes && hl.node_weight) {
+  if (hl?.nodes && hl.node_weight) {
     const r = Array.from(hl.nodes.data).indexOf(i);
     if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected ${data.weight_name || ""}: ${fmtWeight(hl.node_weight.data[r])}`));
   }
@@ -54,12 +54,12 @@ function edgeTip(ctx, j) {
   const { data } = ctx;
   const s = data.edge_source.data[j], t = data.edge_target.data[j];
   const out = [];
-  if (data.edge_tooltip && data.edge_tooltip[j]) out.push(h("div", {}, data.edge_tooltip[j]));
+  if (data.edge_tooltip?.[j]) out.push(h("div", {}, data.edge_tooltip[j]));
   else out.push(h("div", {}, `${data.label[s] || `#${s}`} \u2192 ${data.label[t] || `#${t}`}`));
   out.push(h("div", {}, `${data.weight_name || "weight"}: ${fmtWeight(data.edge_weight.data[j])}`));
   out.push(...partLines(data, data.edge_parts, j));
   const hl = ctx.state.hl;
-  if (hl && hl.edges && hl.edge_weight) {
+  if (hl?.edges && hl.edge_weight) {
     const r = Array.from(hl.edges.data).indexOf(j);
     if (r >= 0) out.push(h("div", { style: { marginTop: "3px", fontWeight: "600" } }, `selected ${data.weight_name || ""}: ${fmtWeight(hl.edge_weight.data[r])}`));
   }
@@ -103,7 +103,7 @@ function draw(ctx) {
   injectCss();
   const { data, root, model } = ctx;
   if (ctx.state.graph) { ctx.state.graph.destroy(); ctx.state.graph = null; }
-  if (!data || !data.x) { root.appendChild(notice("No graph yet.")); return; }
+  if (!data?.x) { root.appendChild(notice("No graph yet.")); return; }
   const m = data.edge_source.data.length;
   if (data.title) root.appendChild(h("div", { class: "mri-title" }, data.title));
   const ctl = controls(ctx);
@@ -119,10 +119,10 @@ function draw(ctx) {
     "aria-label": "show only the k heaviest edges (0: all)" });
   const status = h("span", { class: "mri-status" });
   const fit = h("button", { class: "mri-fit", title: "show the whole graph",
-    onclick: () => ctx.state.graph && ctx.state.graph.cy.fit(undefined, 24) }, "fit");
+    onclick: () => ctx.state.graph?.cy.fit(undefined, 24) }, "fit");
   // graphs that start zoomed in (data.min_zoom) get a button back to that first view
   const start = data.min_zoom > 0 ? h("button", { class: "mri-home", title: "back to the first view: readable zoom, top of the graph",
-    onclick: () => ctx.state.graph && ctx.state.graph.home() }, "start") : null;
+    onclick: () => ctx.state.graph?.home() }, "start") : null;
   minInput.addEventListener("input", () => {
     model.set("min_weight", Number(minInput.value));
     model.save_changes();
@@ -134,7 +134,7 @@ function draw(ctx) {
   root.appendChild(h("div", { class: "mri-toolbar" },
     h("label", {}, `min ${data.weight_name || "weight"} `), minInput, minText,
     h("label", {}, " top-k edges "), topInput, fit, start, status));
-  if (data.part_names && data.part_names.length) {
+  if (data.part_names?.length) {
     root.appendChild(h("div", { class: "mri-legend" }, data.part_names.map((name, k) =>
       h("span", {}, h("span", { class: "sw", style: { background: data.part_colors[k] } }), name))));
   }
@@ -149,12 +149,12 @@ function draw(ctx) {
     const oe = evt.originalEvent;
     if (oe && oe.clientX != null) return [oe.clientX, oe.clientY];
     const rb = canvas.getBoundingClientRect();
-    const p = evt.renderedPosition || (evt.target.renderedPosition && evt.target.renderedPosition()) || { x: 0, y: 0 };
+    const p = evt.renderedPosition || (evt.target.renderedPosition?.()) || { x: 0, y: 0 };
     return [rb.left + p.x, rb.top + p.y];
   };
 
   const graph = createGraph(canvas, data, {
-    tap(ele, evt, patch) {
+    tap(_ele, _evt, patch) {
       if (patch) ctx.selection.set(patch);
     },
     over(ele, evt) {

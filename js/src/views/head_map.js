@@ -144,7 +144,7 @@ function draw(ctx) {
   // hover: scores
   scatter.addEventListener("mousemove", (e) => {
     if (st.drag) return;
-    const i = e.target && e.target.dataset ? Number(e.target.dataset.index) : NaN;
+    const i = e.target?.dataset ? Number(e.target.dataset.index) : NaN;
     if (!Number.isFinite(i) || e.target.tagName.toLowerCase() !== "circle") { tip.hide(); return; }
     const lines = [h("div", { style: { fontWeight: "600" } }, headLabel(data, i))];
     data.score_names.forEach((k, j) => lines.push(h("div", { title: data.score_help[j] }, `${k}: ${fmt(data.scores[k].data[i])}`)));
@@ -181,7 +181,7 @@ function draw(ctx) {
       return;
     }
     const t = d.target;
-    if (t && t.tagName && t.tagName.toLowerCase() === "circle") {
+    if (t?.tagName && t.tagName.toLowerCase() === "circle") {
       const i = Number(t.dataset.index);
       const layer = data.layer.data[i], head = data.head.data[i];
       ctx.selection.set({ layer, head });
@@ -224,7 +224,7 @@ function draw(ctx) {
     window.removeEventListener("mousemove", onMove);
     window.removeEventListener("mouseup", onUp);
   };
-  ctx.cleanup = () => st.off && st.off();
+  ctx.cleanup = () => st.off?.();
 
   function setPicked(pairs) {
     const seen = new Set();
@@ -276,7 +276,8 @@ async function showPattern(ctx, layer, head) {
   const { model, data, state: st } = ctx;
   const example = Number(model.get("example") || 0);
   st.shown = { layer, head, example };
-  const ticket = (st.ticket = (st.ticket || 0) + 1);
+  st.ticket = (st.ticket || 0) + 1;
+  const ticket = st.ticket;
   st.patTitle.textContent = `Layer ${layer}, head ${head}: loading…`;
   let res;
   try {
@@ -304,7 +305,7 @@ export function heatmap(ctx, res) {
   const lab = showLabels ? Math.min(110, 8 + 6.5 * Math.max(...tokens.map((t) => Math.min(14, showToken(t).length)))) : 4;
   const W = lab + n * cell + 4, Hh = lab + n * cell + 4;
   const root = svg("svg", { class: "mri-hm-heatmap", width: W, height: Hh, viewBox: `0 0 ${W} ${Hh}`, "data-n": n });
-  const short = (t) => { const s = showToken(t); return s.length > 14 ? s.slice(0, 13) + "…" : s; };
+  const short = (t) => { const s = showToken(t); return s.length > 14 ? `${s.slice(0, 13)}…` : s; };
   if (showLabels) {
     for (let q = 0; q < n; q++) {
       root.appendChild(svg("text", { x: lab - 4, y: lab + q * cell + cell * 0.72, "text-anchor": "end", "font-size": Math.min(11, cell - 1), class: "mri-hm-qlabel" }, short(tokens[q])));
@@ -327,7 +328,7 @@ export function heatmap(ctx, res) {
   let hot = null;
   g.addEventListener("mousemove", (e) => {
     const t = e.target;
-    if (!t || !t.dataset || t.dataset.q == null) return;
+    if (!t?.dataset || t.dataset.q == null) return;
     if (hot) hot.classList.remove("mri-hm-hot");
     hot = t; t.classList.add("mri-hm-hot");
     const q = Number(t.dataset.q), k = Number(t.dataset.k);

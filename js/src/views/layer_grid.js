@@ -140,7 +140,7 @@ function draw(ctx) {
     for (const k of ["mode", "label", "labels"]) model.on(`change:${k}`, again);
     ctx.cleanup = () => { for (const k of ["mode", "label", "labels"]) model.off(`change:${k}`, again); };
   }
-  const [L, K, g] = data.counts.shape;
+  const [L, _K, g] = data.counts.shape;
   const R = g * g;
   const cell = data.cell || 12;
   const mode = model.get("mode") || "label";
@@ -151,7 +151,8 @@ function draw(ctx) {
     ? h("span", { class: "mri-muted" }, x)
     : h("span", {}, h("span", { class: "sw", style: { background: x[1] } }), x[0])))));
   const tip = tooltip(root);
-  const cache = ctx.state.examples || (ctx.state.examples = new Map());
+  if (!ctx.state.examples) ctx.state.examples = new Map();
+  const cache = ctx.state.examples;
   const grids = h("div", { class: "mri-grids" });
   ctx.cells = [];
   ctx.figures = [];
@@ -190,7 +191,7 @@ function draw(ctx) {
 }
 
 function showTip(ctx, tip, e, l, r, col, cache) {
-  const { data, model } = ctx;
+  const { data } = ctx;
   const [, K, g] = data.counts.shape;
   const R = g * g;
   const lines = [h("div", { style: { fontWeight: "600" } }, `${data.layer_names[l]} \u00b7 region ${r} (row ${Math.floor(r / g)}, col ${r % g})`)];

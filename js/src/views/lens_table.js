@@ -103,7 +103,7 @@ export function scrollToShow(scroll, viewport, start, size) {
 /** Label of a position: image tokens become IMG001.. (with their patch), others their token text. */
 export function positionLabel(data, pos) {
   const img = data.image;
-  if (img && img.positions) {
+  if (img?.positions) {
     const i = img.positions.data.indexOf(pos);
     if (i >= 0) {
       const gw = img.grid[1];
@@ -191,7 +191,7 @@ function cellSummary(data, layer, pos) {
 
 function imagePatchOf(data, pos) {
   const img = data.image;
-  if (!img || !img.positions) return -1;
+  if (!img?.positions) return -1;
   return img.positions.data.indexOf(pos);
 }
 
@@ -249,7 +249,7 @@ function updateLegend(ctx) {
 
 /** Build the scrolling table into state.tableHost; returns its painter. */
 function buildTable(ctx) {
-  const { data, state, model, root } = ctx;
+  const { data, state, model } = ctx;
   const L = data.layer_names.length;
   const S = data.tokens.length;
   const T = !!model.get("transpose");
@@ -377,7 +377,7 @@ function buildTable(ctx) {
   }
 
   const cellOf = (e) => {
-    const el = e.target && e.target.closest ? e.target.closest(".mri-lens-cell") : null;
+    const el = e.target?.closest ? e.target.closest(".mri-lens-cell") : null;
     if (!el) return null;
     return { layer: Number(el.dataset.layer), pos: Number(el.dataset.pos) };
   };
@@ -497,7 +497,7 @@ function draw(ctx) {
   injectCss();
   const { data, root, model, state } = ctx;
   if (state.revoke) { state.revoke(); state.revoke = null; }
-  if (!data || !data.tokens || !data.top_idx) return;
+  if (!data?.tokens || !data.top_idx) return;
   const L = data.layer_names.length, S = data.tokens.length;
   if (state.pinned && (state.pinned.layer >= L || state.pinned.pos >= S)) state.pinned = null;
   state.hiPos = null;
@@ -542,7 +542,7 @@ function draw(ctx) {
 
 function onSelection(ctx, sel) {
   const { data, state } = ctx;
-  if (!state.table || !data || !data.tokens) return;
+  if (!state.table || !data?.tokens) return;
   const L = data.layer_names.length, S = data.tokens.length;
   const okPos = Number.isInteger(sel.position) && sel.position >= 0 && sel.position < S;
   const okLayer = Number.isInteger(sel.layer) && sel.layer >= 0 && sel.layer < L;

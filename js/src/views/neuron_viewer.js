@@ -96,7 +96,7 @@ function statsTable(d) {
   ];
   const box = h("div", { class: "nv-stats" }, h("div", { class: "nv-box-title" }, "statistics over all tokens"),
     h("table", { class: "nv-table" }, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))));
-  if (d.cases && d.cases.length) {
+  if (d.cases?.length) {
     box.appendChild(h("div", { class: "nv-box-title", style: { marginTop: "6px" } }, "sign of (gate, up): + is > 0"));
     box.appendChild(h("table", { class: "nv-table nv-cases" },
       h("tr", {}, h("th", {}, "case"), h("th", {}, "tokens"), h("th", {}, "mean act")),
@@ -168,7 +168,7 @@ function channelScale(ctx, res, channel) {
   let m = 0;
   for (const side of ["top", "bottom"]) {
     for (const ex of res[side] || []) {
-      const a = ex.acts && ex.acts[channel];
+      const a = ex.acts?.[channel];
       if (a) for (const v of a.data) m = Math.max(m, Math.abs(v));
     }
   }
@@ -232,13 +232,13 @@ function renderExamples(ctx, tip, res) {
       : `lowest activations (bottom ${rows.length} texts by min)`;
     const sec = h("div", { class: `nv-section nv-${side}` }, h("div", { class: "nv-box-title" }, title));
     rows.forEach((info, rank) => {
-      const ex = res && res[side] ? res[side][rank] : null;
+      const ex = res?.[side] ? res[side][rank] : null;
       const key = `${d.shown_layer}:${d.shown_neuron}:${side}:${rank}`;
       const expanded = ctx.state.expanded.has(key);
       const head = h("div", { class: "nv-head" },
         h("span", {}, `#${rank + 1}`), h("span", {}, `text ${info.text}`),
         h("span", {}, `${side === "top" ? "max" : "min"} ${fmt(info.value)} at token ${info.position}`));
-      if (ex && ex.tokens) {
+      if (ex?.tokens) {
         const n = ex.tokens.length;
         const [before, after] = d.window;
         if (info.position - before > 0 || info.position + after + 1 < n) {
@@ -252,7 +252,7 @@ function renderExamples(ctx, tip, res) {
       }
       const body = !d.has_texts ? null
         : !res ? h("div", { class: "mri-muted nv-loading" }, "loading…")
-          : ex && ex.tokens ? exampleTokens(ctx, tip, side, rank, info, ex, channel, scale)
+          : ex?.tokens ? exampleTokens(ctx, tip, side, rank, info, ex, channel, scale)
             : ex && ex.raw != null ? h("div", { class: "nv-raw" }, ex.raw) : null;
       sec.appendChild(h("div", { class: "nv-example", "data-text": info.text }, head, body));
     });
