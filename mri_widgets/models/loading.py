@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +13,10 @@ import torch
 from .adapters import Adapter, AdapterError, resolve_adapter
 from .capture import Capture, CaptureError, capture_inputs, check_texts, max_positions, run_capture
 
-__all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable"]
+__all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable", "Readout", "READOUT_BYTES"]
+
+#: default memory budget of one :meth:`LoadedModel.readout` chunk (its (rows, vocab) buffers)
+READOUT_BYTES = 128 * 2**20
 
 
 def exec_device_dtype(module: torch.nn.Module):
@@ -38,6 +42,74 @@ def _as_dtype(dtype):
         if isinstance(d, torch.dtype):
             return d
     raise TypeError(f"dtype must be a torch dtype or a name such as 'float16', got {dtype!r}")
+
+
+@dataclass
+class Readout:
+    """What :meth:`LoadedModel.readout` reads from vectors through the unembedding.
+
+    ``S`` below is the leading shape of the vectors (``vectors.shape[:-1]``). Probabilities are
+    the softmax over the whole vocabulary of the logits ``unembed(norm(x))``; they are computed in
+    float32 from the logits the LM head returns (in the model's dtype).
+
+    Attributes
+    ----------
+    top_ids : (*S, k) int64 array
+        The k highest-logit tokens, highest first (the order among exactly equal logits is
+        unspecified).
+    top_probs : (*S, k) float32 array, descending.
+    top_logits : (*S, k) float32 array.
+    entropy : (*S,) float32 array
+        Entropy of the distribution, in nats.
+    logsumexp : (*S,) float32 array
+        ``log(sum(exp(logits)))``: ``log p = logit - logsumexp``.
+    target_ids : (*S,) int64 array
+        The tracked token of each row: the one named by ``target``, or the row's own top-1.
+    target_probs, target_logits : (*S,) float32 arrays.
+    target_ranks : (*S,) int64 array
+        ``1 + the number of tokens whose logit is strictly greater`` than the target's: 1 means
+        the target is (one of) the most probable tokens, and tied tokens share the best rank.
+        (:class:`~mri_widgets.analysis.lens.LensResult` stores ``target_ranks`` counted from 0,
+        i.e. this minus 1.)
+    """
+
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    top_logits: np.ndarray
+    entropy: np.ndarray
+    logsumexp: np.ndarray
+    target_ids: np.ndarray
+    target_probs: np.ndarray
+    target_logits: np.ndarray
+    target_ranks: np.ndarray
+    token_str: Optional[Callable] = field(default=None, repr=False, compare=False)
+
+    @property
+    def k(self) -> int:
+        return int(self.top_ids.shape[-1])
+
+    @property
+    def top_tokens(self) -> np.ndarray:
+        """(*S, k) object array of the top tokens as strings (each distinct id decoded once)."""
+        if self.token_str is None:
+            raise ValueError("this Readout was built without a tokenizer; decode top_ids yourself")
+        uniq, inv = np.unique(self.top_ids, return_inverse=True)
+        strs = np.empty(len(uniq), dtype=object)
+        strs[:] = self.token_str(uniq)
+        return strs[inv.reshape(-1)].reshape(self.top_ids.shape)
+
+    @property
+    def target_tokens(self) -> np.ndarray:
+        """(*S,) object array of the target tokens as strings."""
+        if self.token_str is None:
+            raise ValueError("this Readout was built without a tokenizer; decode target_ids yourself")
+        uniq, inv = np.unique(self.target_ids, return_inverse=True)
+        strs = np.empty(len(uniq), dtype=object)
+        strs[:] = self.token_str(uniq)
+        return strs[inv.reshape(-1)].reshape(self.target_ids.shape)
+
+    def __repr__(self) -> str:
+        return f"Readout(rows={tuple(self.entropy.shape)}, k={self.k})"
 
 
 class LoadedModel:
@@ -207,6 +279,162 @@ class LoadedModel:
                 x = self.apply_final_norm(x)
             dev, dtype = exec_device_dtype(head)
             return head(x.to(device=dev, dtype=dtype))
+
+    def readout(self, vectors, *, k: int = 5, target=None, norm: bool = True, bias: bool = True,
+                chunk_rows: Optional[int] = None, max_bytes: Optional[int] = None,
+                progress: Optional[bool] = None) -> Readout:
+        """Read vectors through the (final norm and the) unembedding: top-k, entropy, a target's rank.
+
+        The one projection of the package: :func:`~mri_widgets.logit_lens`,
+        :func:`~mri_widgets.flow_graph` and the neuron logit effects all read through it. Rows
+        go through in chunks whose (rows, vocab) buffers fit in ``max_bytes``, and only the
+        statistics are kept, so memory stays bounded for any number of rows.
+
+        Parameters
+        ----------
+        vectors : array or tensor of shape (..., d_model)
+            Residual-stream vectors (or any vectors in the residual basis).
+        k : int
+            Top tokens per row, 1..vocab_size.
+        target : None, str, int or integer array of shape ``vectors.shape[:-1]``
+            The token whose probability and rank are reported: ``None`` is each row's own top-1
+            token; a single-token string such as ``" Paris"`` or a token id is the same token
+            for every row; an array gives one token id per row.
+        norm : bool
+            Apply the final norm first (``False`` unembeds the vectors as they are).
+        bias : bool
+            Add the LM head's bias (if it has one). ``False`` reads a direction's direct effect.
+        chunk_rows : int, optional
+            Rows per chunk (default: as many as fit in ``max_bytes``).
+        max_bytes : int, optional
+            Memory budget of one chunk's buffers (default :data:`READOUT_BYTES`, 128 MiB).
+        progress : bool, optional
+            Show a progress bar (default: when there are more than 16 chunks).
+
+        Returns
+        -------
+        Readout
+            Arrays shaped like the vectors' leading dimensions (see :class:`Readout` for the
+            rank convention: 1 = the top token).
+
+        Examples
+        --------
+        >>> r = lm.readout(lm.capture("The capital of France is")["resid"][0, :, -1], target=" Paris")
+        >>> r.target_ranks        # rank of " Paris" after each layer, 1 = top
+        """
+        from .._checks import check_bool, check_int, check_target
+
+        head = self.adapter.unembed_module
+        if head is None:
+            raise AdapterError(f"{self.name} is an encoder without an unembedding (LM head); the readout needs a causal LM")
+        x = torch.as_tensor(vectors)
+        if x.dim() == 0 or x.shape[-1] != self.d_model:
+            raise ValueError(f"vectors must have shape (..., d_model={self.d_model}), got {tuple(x.shape)}")
+        if not (x.is_floating_point()):
+            raise TypeError(f"vectors must be floating point, got {x.dtype}")
+        lead = tuple(x.shape[:-1])
+        x = x.reshape(-1, self.d_model)
+        n = x.shape[0]
+        V = self.vocab_size
+        k = check_int(k, "k", min=1, max=V, hint=f" (between 1 and the vocabulary size {V})")
+        norm = check_bool(norm, "norm")
+        bias = check_bool(bias, "bias")
+        tgt = check_target(self, target, shape=lead)
+        dev, dtype = exec_device_dtype(head)
+        per_row = V * (8 + (0 if dtype == torch.float32 else torch.finfo(dtype).bits // 8))
+        if chunk_rows is None:
+            budget = READOUT_BYTES if max_bytes is None else check_int(max_bytes, "max_bytes", min=1)
+            chunk_rows = max(1, budget // per_row)
+        chunk_rows = check_int(chunk_rows, "chunk_rows", min=1)
+        if isinstance(tgt, np.ndarray):
+            tgt = torch.from_numpy(tgt.reshape(-1))
+        elif tgt is not None:
+            tgt = torch.full((n,), tgt, dtype=torch.long)
+
+        out = Readout(
+            top_ids=np.zeros((n, k), np.int64), top_probs=np.zeros((n, k), np.float32),
+            top_logits=np.zeros((n, k), np.float32), entropy=np.zeros(n, np.float32),
+            logsumexp=np.zeros(n, np.float32), target_ids=np.zeros(n, np.int64),
+            target_probs=np.zeros(n, np.float32), target_logits=np.zeros(n, np.float32),
+            target_ranks=np.zeros(n, np.int64), token_str=self.token_str)
+        if n:
+            self._readout_chunks(x, k, tgt, norm, bias, min(chunk_rows, n), out, progress)
+        for name in ("top_ids", "top_probs", "top_logits"):
+            setattr(out, name, getattr(out, name).reshape(lead + (k,)))
+        for name in ("entropy", "logsumexp", "target_ids", "target_probs", "target_logits", "target_ranks"):
+            setattr(out, name, getattr(out, name).reshape(lead))
+        return out
+
+    def _readout_chunks(self, x, k, tgt, norm, bias, c, out: Readout, progress) -> None:
+        """The readout loop: logits of ``c`` rows at a time in reused buffers, statistics only.
+
+        Per chunk: one matmul into a float32 buffer, top-k, the rank count (a comparison written
+        into the second buffer, summed), then ``exp(logit - max)`` in that buffer, its sum and its
+        dot product with the logits give logsumexp and entropy (``H = lse - sum(p * logit)``).
+        """
+        from tqdm.auto import tqdm
+
+        head = self.adapter.unembed_module
+        dev, dtype = exec_device_dtype(head)
+        plain = isinstance(head, torch.nn.Linear) and getattr(head, "_hf_hook", None) is None
+        b = head.bias if bias else None
+        n, V = x.shape[0], self.vocab_size
+        n_chunks = -(-n // c)
+        show = (n_chunks > 16) if progress is None else bool(progress)
+        bar = tqdm(total=n, desc="readout", unit="row", disable=not show, leave=False)
+        with torch.inference_mode():
+            logits = torch.empty((c, V), dtype=torch.float32, device=dev)
+            work = torch.empty((c, V), dtype=torch.float32, device=dev)
+            raw = None if dtype == torch.float32 else torch.empty((c, V), dtype=dtype, device=dev)
+            W = head.weight
+            try:
+                for s in range(0, n, c):
+                    xs = x[s:s + c]
+                    m = xs.shape[0]
+                    if norm:
+                        xs = self.apply_final_norm(xs)
+                    xs = xs.to(device=dev, dtype=dtype)
+                    L = logits[:m]
+                    if plain:
+                        R = L if raw is None else raw[:m]
+                        torch.mm(xs, W.T, out=R)
+                        if b is not None:
+                            R.add_(b)
+                        if raw is not None:
+                            L.copy_(R)
+                    else:
+                        y = head(xs)
+                        if not bias and getattr(head, "bias", None) is not None:
+                            y = y - head.bias
+                        L.copy_(y)
+                    top_v, top_i = torch.topk(L, k, dim=-1)
+                    t = top_i[:, 0] if tgt is None else tgt[s:s + m].to(dev)
+                    t_logit = L.gather(1, t[:, None])
+                    E = work[:m]
+                    rank = torch.gt(L, t_logit, out=E).sum(-1)  # a float count: exact below 2**24 tokens
+                    mx = top_v[:, :1]
+                    torch.sub(L, mx, out=E).exp_()
+                    S = E.sum(-1)
+                    D = torch.bmm(E.unsqueeze(1), L.unsqueeze(2)).view(m)  # sum(exp(z) * logit)
+                    if not bool(torch.isfinite(D).all()):  # -inf logits: 0 * -inf
+                        bad = ~torch.isfinite(D)
+                        D[bad] = torch.where(E[bad] > 0, E[bad] * L[bad], 0).sum(-1)
+                    logS = S.log()
+                    lse = mx[:, 0] + logS
+                    ent = lse - D / S
+                    sl = slice(s, s + m)
+                    out.top_ids[sl] = top_i.cpu().numpy()
+                    out.top_logits[sl] = top_v.cpu().numpy()
+                    out.top_probs[sl] = (top_v - lse[:, None]).exp_().cpu().numpy()
+                    out.entropy[sl] = ent.cpu().numpy()
+                    out.logsumexp[sl] = lse.cpu().numpy()
+                    out.target_ids[sl] = t.cpu().numpy()
+                    out.target_logits[sl] = t_logit[:, 0].cpu().numpy()
+                    out.target_probs[sl] = (t_logit[:, 0] - lse).exp_().cpu().numpy()
+                    out.target_ranks[sl] = (rank + 1).cpu().numpy()
+                    bar.update(m)
+            finally:
+                bar.close()
 
     @property
     def W_U(self) -> torch.Tensor:
