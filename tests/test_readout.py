@@ -127,6 +127,14 @@ def test_readout_chunked_equals_unchunked(arch, monkeypatch):
     rows.clear()
     lm.readout(x, k=5)
     assert rows == [37]  # 37 rows fit in the default budget: one chunk
+    # targets mostly inside the top-k (ranked from it), a few far below (counted over the vocabulary)
+    logits = lm.unembed(x).float()
+    near = whole.top_ids[:, 3].copy()
+    near[[2, 11, 30]] = logits.argsort(-1)[[2, 11, 30], 5].numpy()  # 6th lowest: rank ~ vocab - 5
+    for kw in (dict(chunk_rows=10**6), dict(chunk_rows=4), dict(max_bytes=1)):
+        r = lm.readout(x, k=5, target=near, **kw)
+        np.testing.assert_array_equal(r.target_ranks, ranks_of(logits, near))
+    assert set(r.target_ranks.tolist()) >= {4, lm.vocab_size - 5}
 
 
 def test_readout_low_precision_model():

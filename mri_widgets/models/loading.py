@@ -411,7 +411,7 @@ class LoadedModel:
                     t = top_i[:, 0] if tgt is None else tgt[s:s + m].to(dev)
                     t_logit = L.gather(1, t[:, None])
                     E = work[:m]
-                    rank = torch.gt(L, t_logit, out=E).sum(-1)  # a float count: exact below 2**24 tokens
+                    rank = self._count_above(L, t_logit, top_v, E, own=tgt is None)
                     mx = top_v[:, :1]
                     torch.sub(L, mx, out=E).exp_()
                     S = E.sum(-1)
@@ -435,6 +435,29 @@ class LoadedModel:
                     bar.update(m)
             finally:
                 bar.close()
+
+    @staticmethod
+    def _count_above(L, t_logit, top_v, buf, *, own: bool) -> torch.Tensor:
+        """(rows,) number of logits strictly above each row's target logit.
+
+        A row's own top-1 has none above it. A target at least as high as the k-th largest logit
+        is counted within the top-k (every logit above it is one of them); only the other rows
+        are compared against the whole vocabulary, as a float count (exact below 2**24 tokens),
+        in the buffer ``buf`` (no new (rows, vocab) memory).
+        """
+        m = L.shape[0]
+        if own:
+            return torch.zeros(m, dtype=torch.float32, device=L.device)
+        rank = (top_v > t_logit).sum(-1).float()
+        need = t_logit[:, 0] < top_v[:, -1]
+        n_need = int(need.sum())
+        if 2 * n_need > m:  # most rows: one comparison of the whole chunk
+            return torch.gt(L, t_logit, out=buf).sum(-1)
+        if n_need:  # a few rows: copy them into the buffer and compare there
+            rows = need.nonzero()[:, 0]
+            sub = torch.index_select(L, 0, rows, out=buf[:n_need])
+            rank[rows] = torch.gt(sub, t_logit[rows], out=sub).sum(-1)
+        return rank
 
     @property
     def W_U(self) -> torch.Tensor:
