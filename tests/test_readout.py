@@ -197,3 +197,26 @@ def test_check_target_one_parser(tiny):
     with pytest.raises(KeyError, match="outside the vocabulary"):
         _checks.check_target(lm, -1, error=KeyError)
     np.testing.assert_array_equal(_checks.check_target(lm, [[1, 2]], shape=(1, 2)), [[1, 2]])
+
+
+@pytest.mark.parametrize("V", [49152, 50257, 3000, 700])
+def test_blocked_topk_equals_torch_topk(V):
+    """_topk_rows (k best blocks by their maxima, then top-k within them) == torch.topk, ties too."""
+    from mri_widgets.models.loading import _topk_rows
+
+    g = torch.Generator().manual_seed(V)
+    for k in (1, 5, 20):
+        L = torch.randn(9, V, generator=g)
+        L[3] = 0.0  # all tied
+        L[4, ::7] = 5.0  # many tied maxima across blocks
+        L[5] = -float("inf")
+        L[5, V - 1] = 1.0  # the only finite logit, past the last whole block
+        L[6] = torch.randint(0, 3, (V,), generator=g).float()
+        v, i = _topk_rows(L, k)
+        ref_v, ref_i = torch.topk(L, k)
+        assert torch.equal(v, ref_v)
+        assert torch.equal(L.gather(1, i), v)  # indices point at those values ...
+        assert all(len(set(row.tolist())) == k for row in i)  # ... without repeats
+        rows = [0, 1, 2, 7, 8]  # no ties: the same indices
+        assert torch.equal(i[rows], ref_i[rows])
+        assert i[5, 0] == V - 1

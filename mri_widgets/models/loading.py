@@ -335,13 +335,13 @@ class LoadedModel:
         lead = tuple(x.shape[:-1])
         x = x.reshape(-1, self.d_model)
         n = x.shape[0]
-        V = self.vocab_size
+        V = _head_rows(head, self.vocab_size)
         k = check_int(k, "k", min=1, max=V, hint=f" (between 1 and the vocabulary size {V})")
         norm = check_bool(norm, "norm")
         bias = check_bool(bias, "bias")
         tgt = check_target(self, target, shape=lead)
         dev, dtype = exec_device_dtype(head)
-        per_row = V * (8 + (0 if dtype == torch.float32 else torch.finfo(dtype).bits // 8))
+        per_row = V * (8 + (0 if dtype == torch.float32 else torch.empty(0, dtype=dtype).element_size()))
         if chunk_rows is None:
             budget = READOUT_BYTES if max_bytes is None else check_int(max_bytes, "max_bytes", min=1)
             chunk_rows = max(1, budget // per_row)
@@ -368,9 +368,10 @@ class LoadedModel:
     def _readout_chunks(self, x, k, tgt, norm, bias, c, out: Readout, progress) -> None:
         """The readout loop: logits of ``c`` rows at a time in reused buffers, statistics only.
 
-        Per chunk: one matmul into a float32 buffer, top-k, the rank count (a comparison written
-        into the second buffer, summed), then ``exp(logit - max)`` in that buffer, its sum and its
-        dot product with the logits give logsumexp and entropy (``H = lse - sum(p * logit)``).
+        Per chunk: one matmul into a float32 buffer, top-k (:func:`_topk_rows`), the rank count (a
+        comparison written into the second buffer, summed; only where the top-k cannot tell), then
+        ``exp(logit - max)`` in that buffer: its sum, and the sum of its product with the logits,
+        give logsumexp and entropy (``H = lse - sum(p * logit)``). No other (rows, vocab) pass.
         """
         from tqdm.auto import tqdm
 
@@ -378,7 +379,7 @@ class LoadedModel:
         dev, dtype = exec_device_dtype(head)
         plain = isinstance(head, torch.nn.Linear) and getattr(head, "_hf_hook", None) is None
         b = head.bias if bias else None
-        n, V = x.shape[0], self.vocab_size
+        n, V = x.shape[0], _head_rows(head, self.vocab_size)
         n_chunks = -(-n // c)
         show = (n_chunks > 16) if progress is None else bool(progress)
         bar = tqdm(total=n, desc="readout", unit="row", disable=not show, leave=False)
@@ -407,7 +408,7 @@ class LoadedModel:
                         if not bias and getattr(head, "bias", None) is not None:
                             y = y - head.bias
                         L.copy_(y)
-                    top_v, top_i = torch.topk(L, k, dim=-1)
+                    top_v, top_i = _topk_rows(L, k)
                     t = top_i[:, 0] if tgt is None else tgt[s:s + m].to(dev)
                     t_logit = L.gather(1, t[:, None])
                     E = work[:m]
@@ -415,10 +416,12 @@ class LoadedModel:
                     mx = top_v[:, :1]
                     torch.sub(L, mx, out=E).exp_()
                     S = E.sum(-1)
-                    D = torch.bmm(E.unsqueeze(1), L.unsqueeze(2)).view(m)  # sum(exp(z) * logit)
+                    D = E.mul_(L).sum(-1)  # sum(exp(logit - max) * logit); E is spent
                     if not bool(torch.isfinite(D).all()):  # -inf logits: 0 * -inf
-                        bad = ~torch.isfinite(D)
-                        D[bad] = torch.where(E[bad] > 0, E[bad] * L[bad], 0).sum(-1)
+                        bad = (~torch.isfinite(D)).nonzero()[:, 0]
+                        Lb = L[bad]
+                        Eb = torch.exp(Lb - mx[bad])
+                        D[bad] = torch.where(Eb > 0, Eb * Lb, 0).sum(-1)
                     logS = S.log()
                     lse = mx[:, 0] + logS
                     ent = lse - D / S
@@ -466,6 +469,42 @@ class LoadedModel:
         if head is None:
             raise AdapterError(f"{self.name} is an encoder without an unembedding")
         return head.weight
+
+
+#: largest vocabulary block of :func:`_topk_rows`
+_TOPK_BLOCK = 512
+
+
+def _topk_rows(L: torch.Tensor, k: int):
+    """``torch.topk(L, k, dim=-1)`` (values, indices) of a 2-D tensor, faster on CPU for small k.
+
+    The k largest values of a row lie in the k blocks (of up to :data:`_TOPK_BLOCK` columns) with the
+    largest block maxima: a block holding one of them has a maximum at least as large, and at
+    most k blocks can have a maximum that high. So one fast ``amax`` over blocks, then ``topk``
+    over those k blocks (and the columns past the last whole block) gives the same values; among
+    exactly equal values the chosen indices may differ, as ``torch.topk`` leaves that order open.
+    """
+    n, V = L.shape
+    bs = max(64, min(_TOPK_BLOCK, V // (16 * k)))
+    nb = V // bs
+    if L.device.type != "cpu" or nb < 4 * k or n == 0 or L.stride(1) != 1:
+        return torch.topk(L, k, dim=-1)
+    V0 = nb * bs
+    blocks = L.as_strided((n, nb, bs), (L.stride(0), bs, 1))
+    best = torch.topk(blocks.amax(-1), k, dim=-1).indices  # (n, k) block numbers
+    cand = blocks.gather(1, best[:, :, None].expand(n, k, bs)).reshape(n, k * bs)
+    cols = (best[:, :, None] * bs + torch.arange(bs, device=L.device)).reshape(n, k * bs)
+    if V0 < V:  # the columns past the last whole block are always candidates
+        cand = torch.cat([cand, L[:, V0:]], 1)
+        cols = torch.cat([cols, torch.arange(V0, V, device=L.device).expand(n, V - V0)], 1)
+    v, i = torch.topk(cand, k, dim=-1)
+    return v, cols.gather(1, i)
+
+
+def _head_rows(head, default: int) -> int:
+    """Number of logits the LM head returns (its weight's rows; ``default`` if it has none)."""
+    w = getattr(head, "weight", None)
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else int(default)
 
 
 def as_loaded_model(model) -> LoadedModel:
