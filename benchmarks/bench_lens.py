@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 
-from _common import bench_model, best_of
+from _common import bench_model
 
 TEXT = ("The logit lens reads the residual stream of a transformer after every block through the final "
         "norm and the unembedding, so one can watch the next-token guess form layer by layer. ")
