@@ -5,11 +5,20 @@ For a 128-token prompt (demo model when installed, else a small random Llama):
 - bytes the widget sends (binary buffers + the JSON part of the message) against the same
   content written as JSON text (token strings per cell, numbers as JSON numbers), as a static
   page with embedded JSON would carry it;
-- the lens computation (one forward pass with hooks + chunked final norm, unembedding, softmax
-  statistics) against one unembedding matmul of all layer x position states at once (which
-  materialises the whole (layers * positions, vocab) logits that the lens avoids).
+- the lens computation (one forward pass with hooks + :meth:`LoadedModel.readout`: chunked final
+  norm, unembedding, top-k, entropy, rank) against one unembedding matmul of all layer x position
+  states at once (which materialises the whole (layers * positions, vocab) logits that the lens
+  avoids), against the forward pass plus that matmul, and against the naive lens a user writes by
+  hand (``output_hidden_states`` -> final norm -> ``lm_head`` -> ``log_softmax`` -> ``topk`` ->
+  entropy, all at once).
 
-Prints ratios measured in one run; never a timed test.
+The same comparison is repeated for a 2048-token prompt. There one (layers * positions, vocab)
+float32 tensor is 12.5 GB on the demo model, so the matmul and the naive lens go one layer at a
+time (2048 rows each, their best case short of the impossible all-at-once).
+
+Timings are interleaved (each round runs every contender once) and the best of several rounds
+is kept. Prints ratios measured in one run; never a timed test. Usage:
+``python benchmarks/bench_lens.py [N_TOKENS ...]`` (default 128 2048).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 
-from _common import bench_model, best_of
+from _common import bench_model
 
 TEXT = ("The logit lens reads the residual stream of a transformer after every block through the final "
         "norm and the unembedding, so one can watch the next-token guess form layer by layer. ")
@@ -67,11 +76,79 @@ def as_json_text(res, digits=None) -> int:
     return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def main(n_tokens: int = 128, k: int = 5) -> dict:
+def naive_lens(lm, enc, k: int, *, per_layer: bool = False):
+    """The lens a user writes by hand: hidden states -> final norm -> lm_head -> log_softmax -> top-k,
+    entropy; all states at once (``per_layer``: one layer at a time)."""
+    norm, head = lm.adapter.final_norm, lm.adapter.unembed_module
+    with torch.inference_mode():
+        hs = lm.model(**enc, output_hidden_states=True).hidden_states
+        groups = [torch.stack(hs)] if not per_layer else [h[None] for h in hs]
+        out = []
+        for x in groups:
+            lp = torch.log_softmax(head(norm(x)).float(), -1)
+            top = lp.topk(k, -1)
+            ent = -(lp.exp() * lp).sum(-1)
+            out.append((top.values.exp(), top.indices, ent))
+            del lp
+        return out
+
+
+def time_lens(lm, n_tokens: int, k: int = 5, repeat: int = 3) -> dict:
+    """Lens, naive lens, forward pass and unembedding matmul at one prompt length, interleaved."""
+    import mri_widgets as mw
+
+    prompt = prompt_of(lm, n_tokens)
+    enc = lm.encode(prompt)
+    n = int(enc["input_ids"].shape[1])
+    states = lm.capture([prompt], sites=["resid"], progress=False)["resid"][0].reshape(-1, lm.d_model)
+    W = lm.W_U.detach()
+    rows = states.shape[0]
+    per_layer = rows * lm.vocab_size * 4 > 2**31  # over 2 GB of logits: one layer at a time
+
+    def matmul():
+        with torch.inference_mode():
+            if not per_layer:
+                return states.to(W.dtype) @ W.T
+            for s in range(0, rows, n):
+                states[s:s + n].to(W.dtype) @ W.T
+
+    def forward():
+        with torch.inference_mode():
+            lm.model(**enc)
+
+    fns = {
+        "lens": lambda: mw.logit_lens(lm, prompt, k, progress=False),
+        "naive": lambda: naive_lens(lm, enc, k, per_layer=per_layer),
+        "matmul": matmul,
+        "forward": forward,
+    }
+    best = {name: float("inf") for name in fns}
+    if rows * lm.vocab_size * 4 <= 2**31:  # warm up (long prompts: the short one warmed up already)
+        for fn in fns.values():
+            fn()
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    t_lens, t_mm, t_fwd, t_naive = best["lens"], best["matmul"], best["forward"], best["naive"]
+    return {
+        "tokens": n, "rows": rows, "per_layer_baselines": per_layer, "repeat": repeat,
+        "lens_s": t_lens, "naive_lens_s": t_naive, "unembed_matmul_s": t_mm, "forward_s": t_fwd,
+        "lens_over_naive": t_lens / t_naive, "lens_over_forward_plus_matmul": t_lens / (t_fwd + t_mm),
+        "lens_over_matmul": t_lens / t_mm, "lens_over_forward": t_lens / t_fwd,
+        "lens_minus_forward_over_matmul": (t_lens - t_fwd) / t_mm,
+    }
+
+
+def main(n_tokens=(128, 2048), k: int = 5, repeat: int = 3) -> dict:
     import mri_widgets as mw
 
     lm = bench_model()
-    prompt = prompt_of(lm, n_tokens)
+    sizes = [int(t) for t in n_tokens]
+    if lm.max_positions:
+        sizes = [t for t in sizes if t <= lm.max_positions]
+    prompt = prompt_of(lm, sizes[0])
     n = len(lm.encode(prompt)["input_ids"][0])
 
     # ---- bytes -----------------------------------------------------------------------------
@@ -80,43 +157,35 @@ def main(n_tokens: int = 128, k: int = 5) -> dict:
     total = sent["json"] + sent["buffers"]
     full = as_json_text(w.result)
     short = as_json_text(w.result, digits=4)
-
-    # ---- time ------------------------------------------------------------------------------
-    t_lens = best_of(lambda: mw.logit_lens(lm, prompt, k, progress=False), repeat=2)
-    cap = lm.capture([prompt], sites=["resid"], progress=False)
-    states = cap["resid"][0].reshape(-1, lm.d_model).to(lm.device)
-    W = lm.W_U.detach()
-
-    def matmul():
-        with torch.inference_mode():
-            return states.to(W.dtype) @ W.T
-
-    t_mm = best_of(matmul, repeat=2)
-
-    def forward():
-        with torch.inference_mode():
-            lm.model(**lm.encode(prompt))
-
-    t_fwd = best_of(forward)
     out = {
-        "model": lm.name, "tokens": n, "layers": lm.n_layers + 1, "k": k,
+        "model": lm.name, "tokens": n, "layers": lm.n_layers + 1, "k": k, "threads": torch.get_num_threads(),
         "sent_json_bytes": sent["json"], "sent_buffer_bytes": sent["buffers"], "sent_total_bytes": total,
         "json_text_bytes": full, "json_text_4digits_bytes": short,
         "json_text_over_sent": full / total, "json_4digits_over_sent": short / total,
-        "lens_s": t_lens, "unembed_matmul_s": t_mm, "forward_s": t_fwd,
-        "lens_over_matmul": t_lens / t_mm, "lens_over_forward": t_lens / t_fwd,
-        "lens_minus_forward_over_matmul": (t_lens - t_fwd) / t_mm,
     }
-    print(f"[lens] {lm.name}: {n} tokens x {lm.n_layers + 1} layers, k={k}")
+    print(f"[lens] {lm.name}: {lm.n_layers + 1} layers, k={k}, {torch.get_num_threads()} torch threads")
     print(f"[lens] widget sends {total / 1024:.1f} KiB ({sent['buffers'] / 1024:.1f} KiB binary + "
-          f"{sent['json'] / 1024:.1f} KiB JSON); as JSON text {full / 1024:.1f} KiB "
+          f"{sent['json'] / 1024:.1f} KiB JSON) for {n} tokens; as JSON text {full / 1024:.1f} KiB "
           f"({out['json_text_over_sent']:.1f}x), rounded to 4 digits {short / 1024:.1f} KiB "
           f"({out['json_4digits_over_sent']:.1f}x)")
-    print(f"[lens] lens {t_lens:.3f}s = {out['lens_over_matmul']:.2f}x one unembedding matmul of all states "
-          f"({t_mm:.3f}s), {out['lens_over_forward']:.1f}x a plain forward pass; without the forward pass "
-          f"{out['lens_minus_forward_over_matmul']:.2f}x the matmul")
+
+    # ---- time ------------------------------------------------------------------------------
+    for t in sizes:
+        r = time_lens(lm, t, k, repeat=repeat if t <= 512 else max(1, repeat - 1))
+        out[f"time_{t}"] = r
+        how = "one layer at a time" if r["per_layer_baselines"] else "all states at once"
+        print(f"[lens] {r['tokens']} tokens ({r['rows']} rows; baselines {how}, best of {r['repeat']}): "
+              f"lens {r['lens_s']:.3f}s = {r['lens_over_naive']:.2f}x the naive lens ({r['naive_lens_s']:.3f}s), "
+              f"{r['lens_over_forward_plus_matmul']:.2f}x forward + unembedding matmul "
+              f"({r['forward_s']:.3f}s + {r['unembed_matmul_s']:.3f}s), {r['lens_over_matmul']:.2f}x the matmul alone; "
+              f"without the forward pass {r['lens_minus_forward_over_matmul']:.2f}x the matmul")
+    first = out[f"time_{sizes[0]}"]
+    # the figures this benchmark reported before (short prompt), kept under their old names
+    out.update(lens_s=first["lens_s"], unembed_matmul_s=first["unembed_matmul_s"], forward_s=first["forward_s"],
+               lens_over_matmul=first["lens_over_matmul"], lens_over_forward=first["lens_over_forward"],
+               lens_minus_forward_over_matmul=first["lens_minus_forward_over_matmul"])
     return out
 
 
 if __name__ == "__main__":
-    main()
+    main(tuple(sys.argv[1:]) or (128, 2048))

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["check_int", "check_bool", "check_choice", "parse_layers", "check_index"]
+__all__ = ["check_int", "check_bool", "check_choice", "parse_layers", "check_index", "check_target"]
 
 
 def _is_int(value) -> bool:
@@ -141,3 +141,43 @@ def parse_layers(layers, n: int, *, name: str = "layers", what: str = "layer", d
     if sort:
         out.sort()
     return out
+
+
+_TARGET_HELP = "None (the model's own prediction), a single-token string such as ' Paris', or a token id"
+
+
+def check_target(lm, target, *, shape: Optional[tuple] = None, error: type = ValueError):
+    """A target token as ``None``, one token id (``int``) or, with ``shape``, an int64 array of ids.
+
+    ``lm`` is anything with ``vocab_size`` and ``token_id(text)`` (a
+    :class:`~mri_widgets.models.loading.LoadedModel`). Accepts ``None``; a string that is exactly
+    one token (``" Paris"``; otherwise the error says which tokens it splits into); a token id
+    (Python or numpy integer, not a boolean); and, when ``shape`` is given, an integer array or
+    list of that shape holding one id per row. Ids outside ``0..vocab_size-1`` raise ``error``.
+    """
+    V = int(lm.vocab_size)
+    if target is None:
+        return None
+    if isinstance(target, str):
+        if not target:
+            raise error(f"target is an empty string; pass {_TARGET_HELP}")
+        return int(lm.token_id(target))
+    if _is_int(target):
+        t = int(target)
+        if not 0 <= t < V:
+            raise error(f"target token id {t} is outside the vocabulary 0..{V - 1}")
+        return t
+    if shape is not None and not isinstance(target, (bytes, float, bool, np.bool_)) and hasattr(target, "__len__"):
+        if hasattr(target, "detach"):  # a torch tensor
+            target = target.detach().cpu().numpy()
+        arr = np.asarray(target)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)):
+            raise TypeError(f"per-row targets must be integer token ids, got an array of {arr.dtype}")
+        if arr.shape != tuple(shape):
+            raise error(f"per-row targets must have shape {tuple(shape)} (one id per vector), got {arr.shape}")
+        if arr.size and (arr.min() < 0 or arr.max() >= V):
+            bad = int(arr[(arr < 0) | (arr >= V)].reshape(-1)[0])
+            raise error(f"target token id {bad} is outside the vocabulary 0..{V - 1}")
+        return arr.astype(np.int64)
+    rows = ", or an integer array with one id per row" if shape is not None else ""
+    raise TypeError(f"target must be {_TARGET_HELP}{rows}; got {target!r} ({type(target).__name__})")

@@ -56,16 +56,8 @@ def _layers(lm, layers) -> list[int]:
 
 
 def _target_id(lm, target) -> Optional[int]:
-    if target is None:
-        return None
-    if isinstance(target, str):
-        return lm.token_id(target)
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        if not 0 <= int(target) < lm.vocab_size:
-            raise ValueError(f"target token id {target} is outside the vocabulary (0..{lm.vocab_size - 1})")
-        return int(target)
-    raise TypeError(f"target must be None (the model's prediction), a token string such as ' Paris' or a "
-                    f"token id, got {type(target).__name__}")
+    from .._checks import check_target
+    return check_target(lm, target)
 
 
 def _position(position, seq: int) -> int:
@@ -185,23 +177,14 @@ def head_weights(lm, layers) -> dict:
 
 # ---- projection ---------------------------------------------------------------------------------
 
-def _project(lm, vectors: np.ndarray, target: Optional[int], top_k: int, chunk: int = 256):
-    """Final norm + unembedding of each row (in chunks): top-k ids and probs, the target's prob and rank.
+def _project(lm, vectors: np.ndarray, target: Optional[int], top_k: int, chunk: Optional[int] = None):
+    """Final norm + unembedding of each row through :meth:`LoadedModel.readout
+    <mri_widgets.models.loading.LoadedModel.readout>`: top-k ids and probs, the target's prob and rank.
 
     Returns (top_ids (n, k), top_probs (n, k), target_prob (n,), target_rank (n,), 1 = top).
     """
-    ids, probs, tprob, trank = [], [], [], []
-    for s in range(0, vectors.shape[0], chunk):
-        logits = lm.unembed(torch.from_numpy(vectors[s:s + chunk])).float().cpu()
-        logp = torch.log_softmax(logits, -1)
-        top = torch.topk(logp, top_k, dim=-1)
-        ids.append(top.indices.numpy())
-        probs.append(top.values.exp().numpy())
-        col = logits[:, target]
-        tprob.append(logp[:, target].exp().numpy())
-        trank.append((1 + (logits > col[:, None]).sum(-1)).numpy())
-    return (np.concatenate(ids), np.concatenate(probs).astype(np.float64), np.concatenate(tprob).astype(np.float64),
-            np.concatenate(trank).astype(np.int64))
+    r = lm.readout(vectors, k=top_k, target=target, chunk_rows=chunk, progress=False)
+    return (r.top_ids, r.top_probs.astype(np.float64), r.target_probs.astype(np.float64), r.target_ranks)
 
 
 # ---- the graph ----------------------------------------------------------------------------------

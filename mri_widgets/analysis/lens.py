@@ -27,10 +27,8 @@ from .._checks import check_bool, check_index, check_int
 
 __all__ = ["logit_lens", "LensResult", "LensError", "DEFAULT_CHUNK_BYTES"]
 
-#: default memory budget of one unembedding chunk (its logits and a few same-size temporaries)
+#: default memory budget of one unembedding chunk (the readout's two float32 (rows, vocab) buffers)
 DEFAULT_CHUNK_BYTES = 128 * 2**20
-#: float32 temporaries of the vocabulary size alive at once per row in :func:`_lens_rows`
-_TEMPS = 4
 
 
 class LensError(ValueError):
@@ -193,35 +191,22 @@ def _check_image(image):
 # ---------------------------------------------------------------------------------- lens
 
 
-def _lens_rows(lm, flat: torch.Tensor, rows: torch.Tensor, targets: Optional[torch.Tensor], seq: int, k: int,
-               norm: bool, chunk: int, out: dict, bar) -> None:
-    """Lens statistics of the rows ``rows`` of ``flat`` (row = layer * seq + position), chunk by chunk.
+def _lens_rows(lm, flat: torch.Tensor, start: int, stop: int, targets, k: int, norm: bool, chunk: int,
+               out: dict, progress) -> None:
+    """Lens statistics of rows ``start:stop`` of ``flat`` (row = layer * seq + position) through
+    :meth:`~mri_widgets.models.loading.LoadedModel.readout`, written into ``out``.
 
-    ``targets`` (seq,) gives the tracked token per position; ``None`` tracks each row's own top-1.
+    ``targets`` holds one tracked token per row (``None``: each row's own top-1).
     """
-    for s in range(0, len(rows), chunk):
-        idx = rows[s:s + chunk]
-        logits = lm.unembed(flat[idx.to(flat.device)], norm=norm)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        del logits
-        top_lp, top_i = logp.topk(k, dim=-1)
-        ent = -(logp.exp() * logp).nansum(-1)
-        if targets is None:
-            tgt = top_i[:, :1]
-        else:
-            tgt = targets.to(logp.device)[(idx % seq).to(logp.device)][:, None]
-        t_lp = logp.gather(-1, tgt)
-        rank = torch.gt(logp, t_lp).float().sum(-1)  # a float sum is faster than a bool sum; exact < 2**24
-        del logp
-        i = idx.numpy()
-        out["top_ids"][i] = top_i.cpu().numpy()
-        out["top_probs"][i] = top_lp.exp().cpu().numpy()
-        out["entropy"][i] = ent.cpu().numpy()
-        out["target_probs"][i] = t_lp[:, 0].exp().cpu().numpy()
-        out["target_ranks"][i] = rank.cpu().numpy()
-        out["target_ids"][i] = tgt[:, 0].cpu().numpy()
-        if bar is not None:
-            bar.update(len(idx))
+    r = lm.readout(flat[start:stop], k=k, target=targets, norm=norm, chunk_rows=chunk,
+                   max_bytes=DEFAULT_CHUNK_BYTES, progress=progress)
+    sl = slice(start, stop)
+    out["top_ids"][sl] = r.top_ids
+    out["top_probs"][sl] = r.top_probs
+    out["entropy"][sl] = r.entropy
+    out["target_probs"][sl] = r.target_probs
+    out["target_ranks"][sl] = r.target_ranks - 1  # the lens counts from 0
+    out["target_ids"][sl] = r.target_ids
 
 
 def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Union[None, str, int] = None,
@@ -268,8 +253,6 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     >>> res = mri_widgets.logit_lens(lm, "The capital of France is", target=" Paris")
     >>> res.target_ranks[:, -1]          # rank of " Paris" after each layer at the last token
     """
-    from tqdm.auto import tqdm
-
     from ..models.loading import LoadedModel
 
     if not isinstance(model, LoadedModel):
@@ -286,16 +269,8 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     progress = None if progress is None else check_bool(progress, "progress")
     if chunk_rows is not None:
         chunk_rows = check_int(chunk_rows, "chunk_rows", min=1, error=LensError)
-    target_id = None
-    if target is not None:
-        if isinstance(target, str):
-            target_id = lm.token_id(target)
-        elif isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-            target_id = int(target)
-            if not 0 <= target_id < lm.vocab_size:
-                raise LensError(f"target id {target_id} is outside the vocabulary 0..{lm.vocab_size - 1}")
-        else:
-            raise TypeError(f"target must be None, a single-token string such as ' Paris', or a token id; got {target!r}")
+    from .._checks import check_target
+    target_id = check_target(lm, target, error=LensError)
 
     # ---- one forward pass: residual states (n_layers + 1, seq, d_model) ---------------------
     image_positions = np.zeros(0, np.int64)
@@ -329,8 +304,6 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     n_lay, seq = states.shape[0], states.shape[1]
     flat = states.reshape(n_lay * seq, -1)
     V = lm.vocab_size
-    if chunk_rows is None:
-        chunk_rows = max(1, DEFAULT_CHUNK_BYTES // (_TEMPS * 4 * V))
 
     n_rows = n_lay * seq
     out = {
@@ -341,23 +314,15 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         "target_ranks": np.zeros(n_rows, np.int64),
         "target_ids": np.zeros(n_rows, np.int64),
     }
-    n_chunks = -(-n_rows // chunk_rows)
-    show = (n_chunks > 16) if progress is None else bool(progress)
-    bar = tqdm(total=n_rows, desc="logit lens", unit="row", disable=not show, leave=False)
-    last = torch.arange((n_lay - 1) * seq, n_rows)
-    rest = torch.arange(0, (n_lay - 1) * seq)
-    try:
-        if target_id is None:
-            # the model's own prediction first: the last layer tracks its own top-1 ...
-            _lens_rows(lm, flat, last, None, seq, k, norm, chunk_rows, out, bar)
-            targets = torch.from_numpy(out["target_ids"][(n_lay - 1) * seq:].copy())
-            # ... and every earlier layer tracks that token
-            _lens_rows(lm, flat, rest, targets, seq, k, norm, chunk_rows, out, bar)
-        else:
-            targets = torch.full((seq,), target_id, dtype=torch.long)
-            _lens_rows(lm, flat, torch.arange(n_rows), targets, seq, k, norm, chunk_rows, out, bar)
-    finally:
-        bar.close()
+    last = (n_lay - 1) * seq
+    if target_id is None:
+        # the model's own prediction first: the last layer tracks its own top-1 ...
+        _lens_rows(lm, flat, last, n_rows, None, k, norm, chunk_rows, out, progress)
+        # ... and every earlier layer tracks that token
+        targets = np.tile(out["target_ids"][last:], n_lay - 1)
+        _lens_rows(lm, flat, 0, last, targets, k, norm, chunk_rows, out, progress)
+    else:
+        _lens_rows(lm, flat, 0, n_rows, target_id, k, norm, chunk_rows, out, progress)
 
     shape = (n_lay, seq)
     top_ids = out["top_ids"].reshape(n_lay, seq, k)

@@ -742,6 +742,9 @@ def neuron_output_logits(lm, layer: int, neurons=None) -> torch.Tensor:
     the final norm (which rescales ``w`` to unit RMS, centres it for LayerNorm, and applies its
     gain) then the unembedding, without the norm's bias or the LM head's bias (which do not depend
     on the neuron). Values are logits per unit-RMS write; their ranking is what matters.
+    Computed as ``W_U @ (norm(w) - norm(0))``, the same directions that
+    :func:`neuron_logit_effect` reads through :meth:`LoadedModel.readout
+    <mri_widgets.models.loading.LoadedModel.readout>` (``norm=False, bias=False``).
 
     Parameters
     ----------
@@ -754,6 +757,15 @@ def neuron_output_logits(lm, layer: int, neurons=None) -> torch.Tensor:
     torch.Tensor
         float32 on CPU, shape (n_neurons, vocab_size).
     """
+    dirs = _neuron_directions(lm, layer, neurons)
+    with torch.inference_mode():
+        W_U = lm.W_U.detach()
+        return (dirs.to(device=W_U.device, dtype=W_U.dtype) @ W_U.T).float().cpu()
+
+
+def _neuron_directions(lm, layer: int, neurons=None) -> torch.Tensor:
+    """``norm(w) - norm(0)`` for the output rows ``w`` of ``neurons`` (n, d_model): the final norm
+    without its bias, ready for the unembedding without its bias."""
     layer = lm.adapter.check_layer(layer)
     W = lm.adapter.W_out(layer)  # (d_model, d_mlp)
     if neurons is None:
@@ -767,8 +779,8 @@ def neuron_output_logits(lm, layer: int, neurons=None) -> torch.Tensor:
                 raise IndexError(f"neuron {n} is out of range: layer {layer} has {W.shape[1]} neurons (0..{W.shape[1] - 1})")
     with torch.inference_mode():
         cols = W[:, idx].T.float()  # (n, d_model)
-        base = lm.unembed(torch.zeros(1, W.shape[0]))
-        return (lm.unembed(cols).float() - base.float()).cpu()
+        base = lm.apply_final_norm(torch.zeros(1, W.shape[0]))
+        return (lm.apply_final_norm(cols).float() - base.float())
 
 
 def neuron_logit_effect(lm, layer: int, neuron: int, k: int = 10) -> dict:
@@ -789,12 +801,12 @@ def neuron_logit_effect(lm, layer: int, neuron: int, k: int = 10) -> dict:
         first) and ``suppressed`` (same, lowest first).
     """
     k = check_int(k, "k", min=1, hint=" (k is a positive integer: tokens per list)")
-    logits = neuron_output_logits(lm, layer, [neuron])[0]
-    k = min(k, logits.shape[0])
-    hi = torch.topk(logits, k)
-    lo = torch.topk(-logits, k)
+    d = _neuron_directions(lm, layer, [neuron])
+    k = min(k, lm.vocab_size)
+    # the unembedding without bias is linear: the top of -d's logits is the bottom of d's
+    r = lm.readout(torch.cat([d, -d]), k=k, norm=False, bias=False, progress=False)
     out = {"layer": int(lm.adapter.check_layer(layer)), "neuron": int(neuron)}
-    for name, ids, vals in (("promoted", hi.indices, hi.values), ("suppressed", lo.indices, -lo.values)):
-        ids = ids.tolist()
-        out[name] = [(s, i, float(v)) for s, i, v in zip(lm.token_str(ids), ids, vals.tolist())]
+    for name, row, sign in (("promoted", 0, 1.0), ("suppressed", 1, -1.0)):
+        ids = r.top_ids[row].tolist()
+        out[name] = [(s, i, sign * float(v)) for s, i, v in zip(lm.token_str(ids), ids, r.top_logits[row].tolist())]
     return out

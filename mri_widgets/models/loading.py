@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +16,10 @@ from .adapters import Adapter, AdapterError, resolve_adapter
 from .capture import (Capture, CaptureError, capture_inputs, check_capture_args, check_texts, max_positions,
                       run_capture)
 
-__all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable"]
+__all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable", "Readout", "READOUT_BYTES"]
+
+#: default memory budget of one :meth:`LoadedModel.readout` chunk (its (rows, vocab) buffers)
+READOUT_BYTES = 128 * 2**20
 
 
 def exec_device_dtype(module: torch.nn.Module):
@@ -78,6 +82,74 @@ def _as_dtype(dtype):
         if isinstance(d, torch.dtype):
             return d
     raise TypeError(f"dtype must be a torch dtype or a name such as 'float16', got {dtype!r}")
+
+
+@dataclass
+class Readout:
+    """What :meth:`LoadedModel.readout` reads from vectors through the unembedding.
+
+    ``S`` below is the leading shape of the vectors (``vectors.shape[:-1]``). Probabilities are
+    the softmax over the whole vocabulary of the logits ``unembed(norm(x))``; they are computed in
+    float32 from the logits the LM head returns (in the model's dtype).
+
+    Attributes
+    ----------
+    top_ids : (*S, k) int64 array
+        The k highest-logit tokens, highest first (the order among exactly equal logits is
+        unspecified).
+    top_probs : (*S, k) float32 array, descending.
+    top_logits : (*S, k) float32 array.
+    entropy : (*S,) float32 array
+        Entropy of the distribution, in nats.
+    logsumexp : (*S,) float32 array
+        ``log(sum(exp(logits)))``: ``log p = logit - logsumexp``.
+    target_ids : (*S,) int64 array
+        The tracked token of each row: the one named by ``target``, or the row's own top-1.
+    target_probs, target_logits : (*S,) float32 arrays.
+    target_ranks : (*S,) int64 array
+        ``1 + the number of tokens whose logit is strictly greater`` than the target's: 1 means
+        the target is (one of) the most probable tokens, and tied tokens share the best rank.
+        (:class:`~mri_widgets.analysis.lens.LensResult` stores ``target_ranks`` counted from 0,
+        i.e. this minus 1.)
+    """
+
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    top_logits: np.ndarray
+    entropy: np.ndarray
+    logsumexp: np.ndarray
+    target_ids: np.ndarray
+    target_probs: np.ndarray
+    target_logits: np.ndarray
+    target_ranks: np.ndarray
+    token_str: Optional[Callable] = field(default=None, repr=False, compare=False)
+
+    @property
+    def k(self) -> int:
+        return int(self.top_ids.shape[-1])
+
+    @property
+    def top_tokens(self) -> np.ndarray:
+        """(*S, k) object array of the top tokens as strings (each distinct id decoded once)."""
+        if self.token_str is None:
+            raise ValueError("this Readout was built without a tokenizer; decode top_ids yourself")
+        uniq, inv = np.unique(self.top_ids, return_inverse=True)
+        strs = np.empty(len(uniq), dtype=object)
+        strs[:] = self.token_str(uniq)
+        return strs[inv.reshape(-1)].reshape(self.top_ids.shape)
+
+    @property
+    def target_tokens(self) -> np.ndarray:
+        """(*S,) object array of the target tokens as strings."""
+        if self.token_str is None:
+            raise ValueError("this Readout was built without a tokenizer; decode target_ids yourself")
+        uniq, inv = np.unique(self.target_ids, return_inverse=True)
+        strs = np.empty(len(uniq), dtype=object)
+        strs[:] = self.token_str(uniq)
+        return strs[inv.reshape(-1)].reshape(self.target_ids.shape)
+
+    def __repr__(self) -> str:
+        return f"Readout(rows={tuple(self.entropy.shape)}, k={self.k})"
 
 
 class LoadedModel:
@@ -306,6 +378,188 @@ class LoadedModel:
         """Output bias, (d_model,); zeros where none."""
         return self.adapter.b_O(self.adapter.check_layer(layer))
 
+    def readout(self, vectors, *, k: int = 5, target=None, norm: bool = True, bias: bool = True,
+                chunk_rows: Optional[int] = None, max_bytes: Optional[int] = None,
+                progress: Optional[bool] = None) -> Readout:
+        """Read vectors through the (final norm and the) unembedding: top-k, entropy, a target's rank.
+
+        The one projection of the package: :func:`~mri_widgets.logit_lens`,
+        :func:`~mri_widgets.flow_graph` and the neuron logit effects all read through it. Rows
+        go through in chunks whose (rows, vocab) buffers fit in ``max_bytes``, and only the
+        statistics are kept, so memory stays bounded for any number of rows.
+
+        Parameters
+        ----------
+        vectors : array or tensor of shape (..., d_model)
+            Residual-stream vectors (or any vectors in the residual basis).
+        k : int
+            Top tokens per row, 1..vocab_size.
+        target : None, str, int or integer array of shape ``vectors.shape[:-1]``
+            The token whose probability and rank are reported: ``None`` is each row's own top-1
+            token; a single-token string such as ``" Paris"`` or a token id is the same token
+            for every row; an array gives one token id per row.
+        norm : bool
+            Apply the final norm first (``False`` unembeds the vectors as they are).
+        bias : bool
+            Add the LM head's bias (if it has one). ``False`` reads a direction's direct effect.
+        chunk_rows : int, optional
+            Rows per chunk (default: as many as fit in ``max_bytes``).
+        max_bytes : int, optional
+            Memory budget of one chunk's buffers (default :data:`READOUT_BYTES`, 128 MiB).
+        progress : bool, optional
+            Show a progress bar (default: when there are more than 16 chunks).
+
+        Returns
+        -------
+        Readout
+            Arrays shaped like the vectors' leading dimensions (see :class:`Readout` for the
+            rank convention: 1 = the top token).
+
+        Examples
+        --------
+        >>> r = lm.readout(lm.capture("The capital of France is")["resid"][0, :, -1], target=" Paris")
+        >>> r.target_ranks        # rank of " Paris" after each layer, 1 = top
+        """
+        from .._checks import check_bool, check_int, check_target
+
+        head = self.adapter.unembed_module
+        if head is None:
+            raise AdapterError(f"{self.name} is an encoder without an unembedding (LM head); the readout needs a causal LM")
+        x = torch.as_tensor(vectors)
+        if x.dim() == 0 or x.shape[-1] != self.d_model:
+            raise ValueError(f"vectors must have shape (..., d_model={self.d_model}), got {tuple(x.shape)}")
+        if not (x.is_floating_point()):
+            raise TypeError(f"vectors must be floating point, got {x.dtype}")
+        lead = tuple(x.shape[:-1])
+        x = x.reshape(-1, self.d_model)
+        n = x.shape[0]
+        V = _head_rows(head, self.vocab_size)
+        k = check_int(k, "k", min=1, max=V, hint=f" (between 1 and the vocabulary size {V})")
+        norm = check_bool(norm, "norm")
+        bias = check_bool(bias, "bias")
+        tgt = check_target(self, target, shape=lead)
+        dev, dtype = exec_device_dtype(head)
+        per_row = V * (8 + (0 if dtype == torch.float32 else torch.empty(0, dtype=dtype).element_size()))
+        if chunk_rows is None:
+            budget = READOUT_BYTES if max_bytes is None else check_int(max_bytes, "max_bytes", min=1)
+            chunk_rows = max(1, budget // per_row)
+        chunk_rows = check_int(chunk_rows, "chunk_rows", min=1)
+        if isinstance(tgt, np.ndarray):
+            tgt = torch.from_numpy(tgt.reshape(-1))
+        elif tgt is not None:
+            tgt = torch.full((n,), tgt, dtype=torch.long)
+
+        out = Readout(
+            top_ids=np.zeros((n, k), np.int64), top_probs=np.zeros((n, k), np.float32),
+            top_logits=np.zeros((n, k), np.float32), entropy=np.zeros(n, np.float32),
+            logsumexp=np.zeros(n, np.float32), target_ids=np.zeros(n, np.int64),
+            target_probs=np.zeros(n, np.float32), target_logits=np.zeros(n, np.float32),
+            target_ranks=np.zeros(n, np.int64), token_str=self.token_str)
+        if n:
+            self._readout_chunks(x, k, tgt, norm, bias, min(chunk_rows, n), out, progress)
+        for name in ("top_ids", "top_probs", "top_logits"):
+            setattr(out, name, getattr(out, name).reshape(lead + (k,)))
+        for name in ("entropy", "logsumexp", "target_ids", "target_probs", "target_logits", "target_ranks"):
+            setattr(out, name, getattr(out, name).reshape(lead))
+        return out
+
+    def _readout_chunks(self, x, k, tgt, norm, bias, c, out: Readout, progress) -> None:
+        """The readout loop: logits of ``c`` rows at a time in reused buffers, statistics only.
+
+        Per chunk: one matmul into a float32 buffer, top-k (:func:`_topk_rows`), the rank count (a
+        comparison written into the second buffer, summed; only where the top-k cannot tell), then
+        ``exp(logit - max)`` in that buffer: its sum, and the sum of its product with the logits,
+        give logsumexp and entropy (``H = lse - sum(p * logit)``). No other (rows, vocab) pass.
+        """
+        from tqdm.auto import tqdm
+
+        head = self.adapter.unembed_module
+        dev, dtype = exec_device_dtype(head)
+        plain = isinstance(head, torch.nn.Linear) and getattr(head, "_hf_hook", None) is None
+        b = head.bias if bias else None
+        n, V = x.shape[0], _head_rows(head, self.vocab_size)
+        n_chunks = -(-n // c)
+        show = (n_chunks > 16) if progress is None else bool(progress)
+        bar = tqdm(total=n, desc="readout", unit="row", disable=not show, leave=False)
+        with torch.inference_mode():
+            logits = torch.empty((c, V), dtype=torch.float32, device=dev)
+            work = torch.empty((c, V), dtype=torch.float32, device=dev)
+            raw = None if dtype == torch.float32 else torch.empty((c, V), dtype=dtype, device=dev)
+            W = head.weight
+            try:
+                for s in range(0, n, c):
+                    xs = x[s:s + c]
+                    m = xs.shape[0]
+                    if norm:
+                        xs = self.apply_final_norm(xs)
+                    xs = xs.to(device=dev, dtype=dtype)
+                    L = logits[:m]
+                    if plain:
+                        R = L if raw is None else raw[:m]
+                        torch.mm(xs, W.T, out=R)
+                        if b is not None:
+                            R.add_(b)
+                        if raw is not None:
+                            L.copy_(R)
+                    else:
+                        y = head(xs)
+                        if not bias and getattr(head, "bias", None) is not None:
+                            y = y - head.bias
+                        L.copy_(y)
+                    top_v, top_i = _topk_rows(L, k)
+                    t = top_i[:, 0] if tgt is None else tgt[s:s + m].to(dev)
+                    t_logit = L.gather(1, t[:, None])
+                    E = work[:m]
+                    rank = self._count_above(L, t_logit, top_v, E, own=tgt is None)
+                    mx = top_v[:, :1]
+                    torch.sub(L, mx, out=E).exp_()
+                    S = E.sum(-1)
+                    D = E.mul_(L).sum(-1)  # sum(exp(logit - max) * logit); E is spent
+                    if not bool(torch.isfinite(D).all()):  # -inf logits: 0 * -inf
+                        bad = (~torch.isfinite(D)).nonzero()[:, 0]
+                        Lb = L[bad]
+                        Eb = torch.exp(Lb - mx[bad])
+                        D[bad] = torch.where(Eb > 0, Eb * Lb, 0).sum(-1)
+                    logS = S.log()
+                    lse = mx[:, 0] + logS
+                    ent = lse - D / S
+                    sl = slice(s, s + m)
+                    out.top_ids[sl] = top_i.cpu().numpy()
+                    out.top_logits[sl] = top_v.cpu().numpy()
+                    out.top_probs[sl] = (top_v - lse[:, None]).exp_().cpu().numpy()
+                    out.entropy[sl] = ent.cpu().numpy()
+                    out.logsumexp[sl] = lse.cpu().numpy()
+                    out.target_ids[sl] = t.cpu().numpy()
+                    out.target_logits[sl] = t_logit[:, 0].cpu().numpy()
+                    out.target_probs[sl] = (t_logit[:, 0] - lse).exp_().cpu().numpy()
+                    out.target_ranks[sl] = (rank + 1).cpu().numpy()
+                    bar.update(m)
+            finally:
+                bar.close()
+
+    @staticmethod
+    def _count_above(L, t_logit, top_v, buf, *, own: bool) -> torch.Tensor:
+        """(rows,) number of logits strictly above each row's target logit.
+
+        A row's own top-1 has none above it. A target at least as high as the k-th largest logit
+        is counted within the top-k (every logit above it is one of them); only the other rows
+        are compared against the whole vocabulary, as a float count (exact below 2**24 tokens),
+        in the buffer ``buf`` (no new (rows, vocab) memory).
+        """
+        m = L.shape[0]
+        if own:
+            return torch.zeros(m, dtype=torch.float32, device=L.device)
+        rank = (top_v > t_logit).sum(-1).float()
+        need = t_logit[:, 0] < top_v[:, -1]
+        n_need = int(need.sum())
+        if 2 * n_need > m:  # most rows: one comparison of the whole chunk
+            return torch.gt(L, t_logit, out=buf).sum(-1)
+        if n_need:  # a few rows: copy them into the buffer and compare there
+            rows = need.nonzero()[:, 0]
+            sub = torch.index_select(L, 0, rows, out=buf[:n_need])
+            rank[rows] = torch.gt(sub, t_logit[rows], out=sub).sum(-1)
+        return rank
+
     @property
     def W_U(self) -> torch.Tensor:
         """Unembedding matrix (vocab, d_model)."""
@@ -313,6 +567,42 @@ class LoadedModel:
         if head is None:
             raise AdapterError(f"{self.name} is an encoder without an unembedding")
         return head.weight
+
+
+#: largest vocabulary block of :func:`_topk_rows`
+_TOPK_BLOCK = 512
+
+
+def _topk_rows(L: torch.Tensor, k: int):
+    """``torch.topk(L, k, dim=-1)`` (values, indices) of a 2-D tensor, faster on CPU for small k.
+
+    The k largest values of a row lie in the k blocks (of up to :data:`_TOPK_BLOCK` columns) with the
+    largest block maxima: a block holding one of them has a maximum at least as large, and at
+    most k blocks can have a maximum that high. So one fast ``amax`` over blocks, then ``topk``
+    over those k blocks (and the columns past the last whole block) gives the same values; among
+    exactly equal values the chosen indices may differ, as ``torch.topk`` leaves that order open.
+    """
+    n, V = L.shape
+    bs = max(64, min(_TOPK_BLOCK, V // (16 * k)))
+    nb = V // bs
+    if L.device.type != "cpu" or nb < 4 * k or n == 0 or L.stride(1) != 1:
+        return torch.topk(L, k, dim=-1)
+    V0 = nb * bs
+    blocks = L.as_strided((n, nb, bs), (L.stride(0), bs, 1))
+    best = torch.topk(blocks.amax(-1), k, dim=-1).indices  # (n, k) block numbers
+    cand = blocks.gather(1, best[:, :, None].expand(n, k, bs)).reshape(n, k * bs)
+    cols = (best[:, :, None] * bs + torch.arange(bs, device=L.device)).reshape(n, k * bs)
+    if V0 < V:  # the columns past the last whole block are always candidates
+        cand = torch.cat([cand, L[:, V0:]], 1)
+        cols = torch.cat([cols, torch.arange(V0, V, device=L.device).expand(n, V - V0)], 1)
+    v, i = torch.topk(cand, k, dim=-1)
+    return v, cols.gather(1, i)
+
+
+def _head_rows(head, default: int) -> int:
+    """Number of logits the LM head returns (its weight's rows; ``default`` if it has none)."""
+    w = getattr(head, "weight", None)
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else int(default)
 
 
 def as_loaded_model(model) -> LoadedModel:
