@@ -80,7 +80,8 @@ def long_texts(tok, n: int = 16, n_tokens: int = 256) -> list:
     return out
 
 
-def main_long(lm=None, n_texts: int = 16, n_tokens: int = 256, k: int = 16, repeat: int = 3) -> dict:
+def main_long(lm=None, n_texts: int = 16, n_tokens: int = 256, k: int = 16, repeat: int = 3,
+              body: bool = True) -> dict:
     """The scan of ``n_texts`` texts of ``n_tokens`` tokens against the forward passes over its batches."""
     from mri_widgets.analysis.neurons import NeuronScan
     from mri_widgets.models import capture as C
@@ -105,17 +106,22 @@ def main_long(lm=None, n_texts: int = 16, n_tokens: int = 256, k: int = 16, repe
     def scan():
         NeuronScan.run(lm, texts, k=k, max_length=n_tokens, progress=False, keep_texts=False)
 
-    runs = {"forward": forward, "body": lambda: forward(logits_to_keep=1), "scan": scan}
+    runs = {"forward": forward, "scan": scan}
+    if body:  # the model body alone: what the capture runs
+        runs["body"] = lambda: forward(logits_to_keep=1)
     best = _interleaved(runs, sync, repeat, warmup=dev.type != "cpu")  # long runs: the best of 3 is warm
     n_tok = sum(lengths)
     out = {"model": lm.name, "device": str(dev), "n_texts": n_texts, "n_tokens": n_tok,
-           "batches": [len(b) for b in plan], "k": k, "forward_s": best["forward"], "body_s": best["body"],
+           "batches": [len(b) for b in plan], "k": k, "forward_s": best["forward"],
            "scan_s": best["scan"], "scan_ratio": best["scan"] / best["forward"],
-           "scan_body_ratio": best["scan"] / best["body"], "scan_tokens_per_s": n_tok / best["scan"]}
+           "scan_tokens_per_s": n_tok / best["scan"]}
+    extra = ""
+    if body:
+        out.update(body_s=best["body"], scan_body_ratio=best["scan"] / best["body"])
+        extra = f", {out['scan_body_ratio']:.2f}x the body without LM head ({best['body']:.2f}s)"
     print(f"[neuron_scan long] {lm.name} on {dev}: {n_texts} texts x {n_tokens} tokens, all {lm.n_layers} layers, "
-          f"k={k}, batches {out['batches']}; forward {best['forward']:.2f}s, body {best['body']:.2f}s, "
-          f"scan {best['scan']:.2f}s = {out['scan_ratio']:.2f}x forward (target <= 1.25x), "
-          f"{out['scan_body_ratio']:.2f}x the body without LM head")
+          f"k={k}, batches {out['batches']}; forward {best['forward']:.2f}s, "
+          f"scan {best['scan']:.2f}s = {out['scan_ratio']:.2f}x forward (target <= 1.25x){extra}")
     return out
 
 
@@ -175,5 +181,10 @@ def main_short(lm=None, n_texts: int = 64, batch_size: int = 8, k: int = 16, rep
 
 
 if __name__ == "__main__":
+    # python bench_neuron_scan.py [long|short|both] [repeat] [nobody]  (nobody: skip the body timing)
     which = sys.argv[1] if len(sys.argv) > 1 else "both"
-    {"long": main_long, "short": main_short, "both": main}[which]()
+    rep = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    if which == "long":
+        main_long(repeat=rep, body="nobody" not in sys.argv)
+    else:
+        {"short": main_short, "both": main}[which](repeat=rep)
