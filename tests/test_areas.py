@@ -271,7 +271,6 @@ def test_default_batching_by_tokens_keeps_the_corpus_order(gpt2, monkeypatch):
     texts = [" ".join(rng.choice(words, n)) for n in (2, 30, 5, 17, 1, 24, 9, 3, 28, 12)]
     corpus = Corpus(texts, ["a", "b"] * 5)
     monkeypatch.setattr(C, "BATCH_TOKENS", 60)  # several batches, regrouped by length
-    a = ActivationAreas(gpt2, corpus, grid=3, progress=False)
     for pool in ("mean", "last"):
         a = ActivationAreas(gpt2, corpus, grid=3, pool=pool, progress=False)
         one = ActivationAreas(gpt2, corpus, grid=3, pool=pool, batch_size=1, progress=False)  # no padding

@@ -220,7 +220,7 @@ def test_reducer_rows_of_a_budget_batch_need_indices(tiny, monkeypatch):
     mixed = [b for b in batches if b.indices != list(range(b.indices[0], b.indices[0] + len(b.indices)))]
     assert mixed, "expected a batch of non-consecutive texts"
     with pytest.raises(CaptureError, match="batch.indices"):
-        mixed[0].start
+        _ = mixed[0].start
     # batch_size= keeps consecutive batches in the given order, where start still works
     starts = []
     lm.capture(MIXED, ["resid"], batch_size=3, progress=False, reducer=lambda b: starts.append((b.start, b.indices)))
