@@ -260,3 +260,20 @@ def test_demo_encoder_and_decoder():
     assert all(b.grid(l, "joy").sum() == corpus.counts["joy"] for l in b.layer_ids)
     assert nx.is_directed_acyclic_graph(b.graph())
     assert b.compare_labels().shape[1] == 4
+
+
+def test_default_batching_by_tokens_keeps_the_corpus_order(gpt2, monkeypatch):
+    import mri_widgets.models.capture as C
+    from mri_widgets.corpus import Corpus
+
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat while the dog slept by the warm fire".split()
+    texts = [" ".join(rng.choice(words, n)) for n in (2, 30, 5, 17, 1, 24, 9, 3, 28, 12)]
+    corpus = Corpus(texts, ["a", "b"] * 5)
+    monkeypatch.setattr(C, "BATCH_TOKENS", 60)  # several batches, regrouped by length
+    for pool in ("mean", "last"):
+        a = ActivationAreas(gpt2, corpus, grid=3, pool=pool, progress=False)
+        one = ActivationAreas(gpt2, corpus, grid=3, pool=pool, batch_size=1, progress=False)  # no padding
+        np.testing.assert_allclose(a.pooled, one.pooled, rtol=1e-4, atol=1e-5)
+        ref = np.stack([brute_pool(gpt2.capture([t], ("resid",), progress=False), pool)[0] for t in texts])
+        np.testing.assert_allclose(a.pooled, ref, rtol=1e-4, atol=1e-5)

@@ -429,3 +429,108 @@ def test_qkv_need_named_projections(tiny):
         bare.W_Q(0)
     fused = load(lm.model, lm.tokenizer, module_paths={**paths, "attn_qkv": "attn.c_attn"})
     assert torch.equal(fused.W_K(1), lm.W_K(1))
+
+
+# ---- batching by a token budget ------------------------------------------------------------------
+# texts of very different lengths, in an order that sorting by length changes
+MIXED = ["Hi.", SAMPLE_TEXTS[0] + " " + SAMPLE_TEXTS[1] + " " + SAMPLE_TEXTS[2], "The cat sat.",
+         SAMPLE_TEXTS[3], "Ok", SAMPLE_TEXTS[4] + " " + SAMPLE_TEXTS[0], "A b c d e f g."]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "bert"])
+def test_default_batching_restores_the_order_of_texts(tiny, arch, monkeypatch):
+    import mri_widgets.models.capture as C
+
+    lm = tiny(arch)
+    lengths = [len(lm.tokenizer(t)["input_ids"]) for t in MIXED]
+    assert max(lengths) > 5 * min(lengths)
+    monkeypatch.setattr(C, "BATCH_TOKENS", 2 * max(lengths))  # several batches, texts regrouped by length
+    sites = ["resid", "mlp", "attn"]
+    seen = []
+    lm.capture(MIXED, sites, progress=False, reducer=lambda b: seen.append((list(b.indices), b.tokens)))
+    assert len(seen) > 1 and sorted(i for idx, _ in seen for i in idx) == list(range(len(MIXED)))
+    assert [i for idx, _ in seen for i in idx] != list(range(len(MIXED)))  # really reordered
+    for idx, toks in seen:  # each row's tokens are those of the text at its index
+        assert toks == [lm.token_str(lm.tokenizer(MIXED[i])["input_ids"]) for i in idx]
+    cap = lm.capture(MIXED, sites, progress=False)
+    assert cap.mask.sum(1).tolist() == lengths and cap.texts == MIXED
+    for i, text in enumerate(MIXED):
+        one = _single(lm, text, sites)
+        n = lengths[i]
+        assert cap.tokens[i] == one.tokens[0]
+        assert torch.equal(cap.input_ids[i, :n], one.input_ids[0, :n])
+        assert not cap.mask[i, n:].any() and torch.all(cap["resid"][i, :, n:] == 0)
+        for s in ("resid", "mlp"):
+            assert torch.allclose(cap[s][i, :, :n], one[s][0, :, :n], atol=1e-4), (arch, s, i)
+        assert torch.allclose(cap["attn"][i, :, :, :n, :n], one["attn"][0, :, :, :n, :n], atol=1e-5)
+
+
+def test_reducer_rows_of_a_budget_batch_need_indices(tiny, monkeypatch):
+    import mri_widgets.models.capture as C
+
+    lm = tiny("gpt2")
+    monkeypatch.setattr(C, "BATCH_TOKENS", 40)
+    batches = []
+    lm.capture(MIXED, ["resid"], progress=False, reducer=batches.append)
+    mixed = [b for b in batches if b.indices != list(range(b.indices[0], b.indices[0] + len(b.indices)))]
+    assert mixed, "expected a batch of non-consecutive texts"
+    with pytest.raises(CaptureError, match="batch.indices"):
+        _ = mixed[0].start
+    # batch_size= keeps consecutive batches in the given order, where start still works
+    starts = []
+    lm.capture(MIXED, ["resid"], batch_size=3, progress=False, reducer=lambda b: starts.append((b.start, b.indices)))
+    assert starts == [(0, [0, 1, 2]), (3, [3, 4, 5]), (6, [6])]
+
+
+def test_plan_batches_hand_computed():
+    from mri_widgets.models.capture import plan_batches
+
+    lengths = [3, 10, 2, 10, 7, 1]
+    # sorted longest first (ties in the given order): texts 1, 3, 4, 0, 2, 5 of 10, 10, 7, 3, 2, 1 tokens.
+    # bytes: b * (n * per_token + n**2 * per_pair); 3 texts of 10 tokens cost 330 > 224; [4] costs
+    # 56 >= 224 // 4, a quarter of the budget, so text 0 (3 < 7 * 7/8 tokens) starts a new batch
+    assert plan_batches(lengths, max_tokens=10 ** 6, max_bytes=224,
+                        bytes_per_token=1, bytes_per_pair=1) == [[1, 3], [4], [0, 2, 5]]
+    # 20 tokens: [1, 3] is full; [4] holds 7 >= 20 // 4 tokens, so text 0 (3 < 7 * 7/8 tokens) starts
+    # a new batch; [0, 2] holds 6 tokens and text 5 (1 token) is too short for it
+    assert plan_batches(lengths, max_tokens=20) == [[1, 3], [4], [0, 2], [5]]
+    assert plan_batches(lengths, max_tokens=5) == [[1], [3], [4], [0], [2], [5]]  # too long alone: own batch
+    assert plan_batches([8, 8, 7, 8, 6], max_tokens=32) == [[0, 1, 3, 2], [4]]  # 7 >= 8 * 7/8 joins
+    assert plan_batches(lengths, batch_size=4) == [[0, 1, 2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("sites", [["resid", "mlp"], ["attn"]])
+def test_budget_batches_respect_the_budget_with_little_padding(tiny, monkeypatch, sites):
+    import mri_widgets.models.capture as C
+
+    lm = tiny("llama")
+    texts = [" ".join(SAMPLE_TEXTS[i % 5].split()[: 2 + (7 * i) % 23]) for i in range(40)]
+    per_tok, per_pair = C._token_bytes(lm.adapter, sites, C.normalise_layers(lm.adapter, sites, None))
+    budget = 6 * 30 * per_tok + 6 * 30 ** 2 * per_pair
+    monkeypatch.setattr(C, "BATCH_BYTES", budget)
+    shapes = []
+
+    def reducer(b):
+        cost = sum(4 * a.numel() for a in b.acts.values())  # the captured float32 bytes of the batch
+        shapes.append((b.size, b.mask.shape[1], int(b.mask.sum()), cost, list(b.indices)))
+
+    lm.capture(texts, sites, progress=False, reducer=reducer)
+    assert len(shapes) > 2
+    assert sorted(i for *_, idx in shapes for i in idx) == list(range(len(texts)))
+    for b, seq, real, cost, _ in shapes:
+        assert cost <= budget or b == 1
+        assert b * seq <= C.BATCH_TOKENS
+    padded, real = sum(b * seq for b, seq, *_ in shapes), sum(r for _, _, r, *_ in shapes)
+    assert padded <= 1.3 * real  # sorted by length: little padding
+    lengths = [len(lm.tokenizer(t)["input_ids"]) for t in texts]
+    per = -(-len(texts) // len(shapes))  # as many batches of consecutive texts pad far more
+    assert padded < 0.8 * sum(len(c) * max(lengths[i] for i in c) for c in C.plan_batches(lengths, batch_size=per))
+    assert shapes[0][3] == max(s[3] for s in shapes)  # the largest batch first
+    # batch_tokens= replaces the budget
+    seen = []
+    lm.capture(texts, ["resid"], progress=False, batch_tokens=64, reducer=lambda b: seen.append(b.mask.numel()))
+    assert max(seen) <= 64 and len(seen) > len(shapes)
+    with pytest.raises(CaptureError, match="batch_tokens"):
+        lm.capture(texts, ["resid"], batch_tokens=0)
+    with pytest.raises(CaptureError, match="batch_size"):
+        lm.capture(texts, ["resid"], batch_size=0)

@@ -150,8 +150,23 @@ def test_head_distances_on_tiny_gpt2_match_per_text_reference(tiny):
     ref /= len(texts)
     np.fill_diagonal(ref, 0)
     np.testing.assert_allclose(D, ref, rtol=1e-4, atol=1e-5)
-    # batch size does not matter (padding excluded)
+    # batch size does not matter (padding excluded), nor batches by a token budget (the default)
     np.testing.assert_allclose(head_distances(lm, texts, batch_size=1), D, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head_distances(lm, texts), D, rtol=1e-5, atol=1e-6)
+
+
+def test_head_stats_default_batches_of_mixed_lengths(tiny, monkeypatch):
+    import mri_widgets.models.capture as C
+
+    lm = tiny("llama")
+    texts = ["Hi there.", " ".join(SAMPLE_TEXTS[:3]), "Ok then", SAMPLE_TEXTS[3], "A b."]
+    monkeypatch.setattr(C, "BATCH_TOKENS", 30)
+    st = head_stats(lm, texts)
+    one = head_stats(lm, texts, batch_size=1)
+    assert st.n_examples == one.n_examples == len(texts) and st.n_rows == one.n_rows
+    np.testing.assert_allclose(st.distances, one.distances, rtol=1e-5, atol=1e-6)
+    for k in one.scores:
+        np.testing.assert_allclose(st.scores[k], one.scores[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def test_head_scores_match_per_text_reference(tiny):

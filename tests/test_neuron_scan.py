@@ -304,3 +304,42 @@ def test_demo_model_scan_matches_brute_force():
         assert scan.top(20, j) == ref[1, j]
     eff = neuron_logit_effect(lm, 20, 0, k=5)
     assert len(eff["promoted"]) == 5 and eff["promoted"][0][2] >= eff["promoted"][-1][2]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_default_token_budget_batches_give_the_per_text_scan(tiny, arch, monkeypatch):
+    """Batches by a token budget regroup texts by length; text indices and results stay the user's."""
+    import mri_widgets.models.capture as C
+
+    lm = tiny(arch)
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(WORDS, n)) for n in (1, 30, 2, 18, 40, 3, 25, 1, 9, 33, 5, 12)]
+    monkeypatch.setattr(C, "BATCH_TOKENS", 80)  # several batches of texts of similar lengths
+    order = []
+    lm.capture(texts, ["mlp"], progress=False, reducer=lambda b: order.extend(b.indices))
+    assert sorted(order) == list(range(len(texts))) and order != sorted(order)
+    scan = NeuronScan.run(lm, texts, k=4, progress=False)
+    one = NeuronScan.run(lm, texts, k=4, batch_size=1, progress=False)  # no padding, the given order
+    # texts that start alike tie exactly when run alone and nearly in batches, so compare values, and
+    # check that each listed (text, position) holds its value in that text's own run
+    single = lm.capture(texts, ["mlp"], batch_size=1, progress=False)
+    xs, ms = single["mlp"].numpy(), single.mask.numpy()
+    for side in ("top", "bottom"):
+        v, t, p = (getattr(scan, f"{side}_{a}") for a in ("values", "texts", "positions"))
+        np.testing.assert_allclose(v, getattr(one, f"{side}_values"), atol=1e-5)
+        assert ms[t, p].all()
+        L_, D_ = np.meshgrid(np.arange(lm.n_layers), np.arange(lm.d_mlp), indexing="ij")
+        np.testing.assert_allclose(xs[t, L_[..., None], p, D_[..., None]], v, atol=1e-5)
+    assert scan.n_tokens == one.n_tokens
+    np.testing.assert_array_equal(scan.n_positive, one.n_positive)
+    np.testing.assert_allclose(scan.act_sum, one.act_sum, rtol=1e-4, atol=1e-5)
+    assert np.abs(scan.hist - one.hist).sum() <= 2  # a value on a bin edge may move with float rounding
+    np.testing.assert_array_equal(scan.case_counts, one.case_counts)
+    np.testing.assert_allclose(scan.case_sums, one.case_sums, rtol=1e-4, atol=1e-5)
+    # and exactly the brute force over a capture batched the same way
+    cap = lm.capture(texts, ["mlp"], progress=False)
+    x, mask = cap["mlp"].numpy(), cap.mask.numpy()
+    ref = brute_lists(x, mask, 4, top=True)
+    for l in range(lm.n_layers):
+        for j in range(lm.d_mlp):
+            assert scan.top(l, j) == ref[l, j]

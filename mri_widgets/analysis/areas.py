@@ -117,7 +117,10 @@ class ActivationAreas:
         an edge (rho > threshold) flips with them.
     seed : random state of UMAP.
     threshold : N-D mode: an edge needs Spearman rho strictly above this.
-    batch_size, max_length : passed to the capture (``max_length`` truncates long texts).
+    batch_size, max_length : passed to the capture (``max_length`` truncates long texts). The default
+        ``batch_size=None`` forms batches by a token budget, texts sorted by length (see
+        :meth:`LoadedModel.capture`): over short sentences this runs faster than one padded batch
+        of the whole corpus, with bounded memory.
     layers : capture only these layers (indices of the site; for ``resid`` 0 is the embeddings);
         default all. Every method takes these indices, e.g. ``areas.grid(12)``.
     progress : show progress bars (default: when there are several batches).
@@ -142,7 +145,7 @@ class ActivationAreas:
 
     def __init__(self, model, corpus: Corpus, *, site: str = "resid", pool: str = "mean", reduction: str = "pca",
                  grid: int = 10, n_components: int = 2, seed: int = 0, threshold: float = 0.3,
-                 batch_size: int = 8, max_length: Optional[int] = None, layers=None,
+                 batch_size: Optional[int] = None, max_length: Optional[int] = None, layers=None,
                  progress: Optional[bool] = None):
         if not isinstance(corpus, Corpus):
             raise TypeError(f"corpus must be a mri_widgets.Corpus, got {type(corpus).__name__}; "
@@ -166,7 +169,7 @@ class ActivationAreas:
             if "x" not in store:
                 store["x"] = np.empty((n_docs, pooled.shape[1], pooled.shape[2]), np.float32)
                 store["layers"] = list(batch.layers[self.site])
-            store["x"][batch.start:batch.start + pooled.shape[0]] = pooled
+            store["x"][batch.indices] = pooled
 
         model.capture(corpus.texts, (self.site,), batch_size=batch_size, max_length=max_length,
                       reducer=reducer, layers=layers, progress=progress)

@@ -299,7 +299,7 @@ class _HeadReducer:
         return HeadStats(D, scores, self.L, self.H, self.n_examples, self.n_rows, self.eps)
 
 
-def head_stats(model, texts, *, batch_size: int = 8, max_length: Optional[int] = None,
+def head_stats(model, texts, *, batch_size: Optional[int] = None, max_length: Optional[int] = None,
                eps: float = JS_SMOOTHING, progress: Optional[bool] = None) -> HeadStats:
     """Head distances and per-head scores in one streaming pass over ``texts``.
 
@@ -307,7 +307,8 @@ def head_stats(model, texts, *, batch_size: int = 8, max_length: Optional[int] =
     ----------
     model : LoadedModel (from :func:`mri_widgets.load`)
     texts : list of str
-    batch_size : texts per forward pass
+    batch_size : texts per forward pass (default None: batches by a token budget, texts sorted by
+        length; see :meth:`LoadedModel.capture`)
     max_length : truncate texts to this many tokens
     eps : smoothing of attention rows before the JS divergence (:data:`JS_SMOOTHING`)
     progress : tqdm progress bar (default: when there is more than one batch)
@@ -322,7 +323,7 @@ def head_stats(model, texts, *, batch_size: int = 8, max_length: Optional[int] =
     return red.result()
 
 
-def head_distances(model, texts, *, batch_size: int = 8, max_length: Optional[int] = None,
+def head_distances(model, texts, *, batch_size: Optional[int] = None, max_length: Optional[int] = None,
                    eps: float = JS_SMOOTHING) -> np.ndarray:
     """Distances between every pair of attention heads (Clark et al. 2019).
 
@@ -335,7 +336,8 @@ def head_distances(model, texts, *, batch_size: int = 8, max_length: Optional[in
     ----------
     model : LoadedModel
     texts : list of str
-    batch_size : texts per forward pass
+    batch_size : texts per forward pass (default None: batches by a token budget, texts sorted by
+        length; see :meth:`LoadedModel.capture`)
     max_length : truncate texts to this many tokens
     eps : smoothing
 
@@ -352,7 +354,7 @@ def head_distances(model, texts, *, batch_size: int = 8, max_length: Optional[in
     return head_stats(model, texts, batch_size=batch_size, max_length=max_length, eps=eps).distances
 
 
-def head_scores(model, texts, *, batch_size: int = 8, max_length: Optional[int] = None) -> dict:
+def head_scores(model, texts, *, batch_size: Optional[int] = None, max_length: Optional[int] = None) -> dict:
     """Per-head scores: mean attention entropy and attention to the previous / first / same token.
 
     Returns

@@ -149,10 +149,23 @@ class _Reducer:
         self.n_texts = 0
         self.lut = _exponent_lut().to(device)
         self.bin_offset = (torch.arange(L * d, dtype=torch.int32, device=device) * N_BINS).view(L, 1, d)
+        self._buf = None  # scratch reused by every batch (see _work)
 
     def __call__(self, batch) -> None:
         with torch.inference_mode():  # the capture's tensors are inference tensors: update in place
             self._update(batch)
+
+    def _work(self, shape, n: int) -> list:
+        """``n`` float32 scratch tensors of ``shape``, reused from batch to batch.
+
+        Writing into memory that is already mapped is several times faster than allocating a
+        fresh tensor of the batch's size for each intermediate result. Batches formed by a token
+        budget come largest first, so the buffer is allocated once."""
+        numel = math.prod(shape)
+        if self._buf is None or self._buf.shape[0] < n or self._buf.shape[1] < numel:
+            self._buf = None  # free the old one first
+            self._buf = torch.empty((n, numel), dtype=torch.float32, device=self.device)
+        return [self._buf[i, :numel].view(shape) for i in range(n)]
 
     def _update(self, batch) -> None:
         x = batch.acts["mlp"]  # (b, L, seq, d), padding zeroed
@@ -163,26 +176,32 @@ class _Reducer:
         n_real = sum(lengths)
         self.n_tokens += n_real
         self.n_texts += b
+        work = self._work(x.shape, 3 if self.gated else 2)
 
         # statistics over real tokens: padding holds exact zeros, which add nothing to sums or
         # to the count of positive values, and fall into the central histogram bin (corrected).
-        self.n_pos += _count(x > 0)
         s_all = x.sum(2, dtype=torch.float32).sum(0)
         self.act_sum += s_all.to(self.act_sum.dtype)
-        self._histogram(x, b * seq - n_real)
+        self._histogram(x, b * seq - n_real, work[0], work[1])
+        self.n_pos += _count(torch.gt(x, 0, out=work[0]))
         if self.gated:
-            self._sign_cases(x, batch.acts["mlp_gate"], batch.acts["mlp_up"], n_real, s_all)
+            self._sign_cases(x, batch.acts["mlp_gate"], batch.acts["mlp_up"], n_real, s_all, work)
 
         # one candidate per text: its max (min) over its real tokens and where it is
-        if min(lengths) == seq:
-            vmax, pmax = x.max(dim=2)  # (b, L, d)
-            vmin, pmin = x.min(dim=2)
-        else:  # fill the padding in place (no copy of the batch), then zero it again
-            pad = ~mask[:, None, :, None]
-            vmax, pmax = x.masked_fill_(pad, -math.inf).max(dim=2)
-            vmin, pmin = x.masked_fill_(pad, math.inf).min(dim=2)
-            x.masked_fill_(pad, 0)
-        texts = torch.arange(batch.start, batch.start + b, device=x.device).view(b, 1, 1)
+        # fill the padding in place (no copy of the batch), then zero it again; row by row, so that
+        # only the padding is written (texts in a batch have similar lengths: little padding)
+        padded = [(r, n) for r, n in enumerate(lengths) if n < seq]
+        for r, n in padded:
+            x[r, :, n:].fill_(-math.inf)
+        vmax, pmax = x.max(dim=2)  # (b, L, d)
+        for r, n in padded:
+            x[r, :, n:].fill_(math.inf)
+        vmin, pmin = x.min(dim=2)
+        for r, n in padded:
+            x[r, :, n:].zero_()
+        # each row's index in the whole text list (rows of a batch formed by a token budget are
+        # not consecutive texts)
+        texts = torch.as_tensor(batch.indices, dtype=torch.int64).to(x.device).view(b, 1, 1)
         self.top_key, self.top_p = self._merge(self.top_key, self.top_p, _order_key(vmax, texts), pmax)
         self.bot_key, self.bot_p = self._merge(self.bot_key, self.bot_p, _order_key(-vmin.float(), texts), pmin)
 
@@ -193,24 +212,33 @@ class _Reducer:
         top = torch.topk(keys, self.k, dim=-1, sorted=True)
         return top.values, pos.gather(-1, top.indices)
 
-    def _histogram(self, x: torch.Tensor, n_pad: int) -> None:
+    def _histogram(self, x: torch.Tensor, n_pad: int, work_a=None, work_b=None) -> None:
+        """Add a batch to the histograms; ``work_a``, ``work_b``: float32 scratch of ``x``'s shape."""
+        if work_a is None or work_b is None:
+            work_a, work_b = self._work(x.shape, 2)
+        code = work_a.view(torch.int32)  # sign and biased exponent, in [-256, 255]
         if x.dtype == torch.bfloat16:  # bf16 shares float32's sign and exponent bits
-            code = (x.view(torch.int16) >> 7).to(torch.int32)
+            code.copy_(x.view(torch.int16))
+            code.bitwise_right_shift_(7)
         else:
-            code = (x if x.dtype == torch.float32 else x.float()).view(torch.int32) >> 23
-        idx = self.lut[code]  # negative codes (negative values) wrap to the second half
+            torch.bitwise_right_shift((x if x.dtype == torch.float32 else x.float()).view(torch.int32), 23, out=code)
+        code.bitwise_and_(511)  # negative codes wrap to the LUT's second half (two's complement)
+        idx = work_b.view(torch.int32)
+        torch.index_select(self.lut, 0, code.view(-1), out=idx.view(-1))
         idx += self.bin_offset  # (b, L, seq, d) + (L, 1, d)
         self.hist += torch.bincount(idx.view(-1), minlength=self.hist.numel())
         if n_pad:  # padding zeros were counted in each neuron's central bin
             self.hist.view(-1, N_BINS)[:, _CENTER] -= n_pad
 
-    def _sign_cases(self, x, gate, up, n_real: int, s_all) -> None:
-        g = (gate > 0).float()  # float masks: counting and masked sums need no conversions
-        u = (up > 0).float()
-        gu = g * u
-        n_gu, n_g, n_u = _count(gu), _count(g), _count(u)
-        total = lambda m: (x * m).sum(2, dtype=torch.float32).sum(0)  # noqa: E731
-        s_gu, s_g, s_u = total(gu), total(g), total(u)
+    def _sign_cases(self, x, gate, up, n_real: int, s_all, work) -> None:
+        g, u, tmp = work  # float masks written into scratch: counting and masked sums need no conversions
+        torch.gt(gate, 0, out=g)
+        torch.gt(up, 0, out=u)
+        total = lambda m: torch.mul(x, m, out=tmp).sum(2, dtype=torch.float32).sum(0)  # noqa: E731
+        n_g, n_u = _count(g), _count(u)
+        s_g, s_u = total(g), total(u)
+        gu = g.mul_(u)
+        n_gu, s_gu = _count(gu), total(gu)
         # padding (gate = up = 0) is in no counted case; the last case is the rest of the real tokens
         n = torch.stack([n_gu, n_g - n_gu, n_u - n_gu], -1)
         self.case_n[..., :3] += n
@@ -344,7 +372,7 @@ class NeuronScan:
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
-    def run(cls, model, texts, *, k: int = 16, layers=None, batch_size: int = 8,
+    def run(cls, model, texts, *, k: int = 16, layers=None, batch_size: Optional[int] = None,
             max_length: Optional[int] = None, keep_texts: bool = True,
             progress: Optional[bool] = None) -> "NeuronScan":
         """Scan ``texts`` with ``model`` in one streaming pass.
@@ -356,7 +384,8 @@ class NeuronScan:
         k : examples kept per neuron in each of the top and bottom lists.
         layers : int or list of int, optional
             Layers to scan (default: all).
-        batch_size : texts per forward pass.
+        batch_size : texts per forward pass; default None: batches by a token budget, texts sorted
+            by length (see :meth:`LoadedModel.capture`). Results do not depend on the batching.
         max_length : truncate texts to this many tokens (default: error for too-long texts).
         keep_texts : store the texts in the scan (needed by the viewer unless you pass them to it).
         progress : show a progress bar (default: when there is more than one batch).

@@ -11,7 +11,8 @@ import torch
 
 from .adapters import Adapter, AdapterError
 
-__all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", "check_texts"]
+__all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", "check_texts", "plan_batches",
+           "BATCH_BYTES", "BATCH_TOKENS"]
 
 #: Every site of the engine: name -> "shape: where in the block it is read". ``b`` texts, ``L``
 #: the captured layers (``resid``: ``n_layers + 1`` states, 0 = embeddings), ``H`` query heads.
@@ -92,11 +93,13 @@ def check_texts(texts, *, what: str = "texts") -> list[str]:
 
 
 def check_capture_args(batch_size, max_length, progress) -> tuple:
-    """``(batch_size, max_length, progress)`` checked: positive integers (``max_length`` may be
-    None), ``progress`` None or a bool."""
+    """``(batch_size, max_length, progress)`` checked: positive integers (``batch_size`` None means
+    batches by a token budget, ``max_length`` None keeps every token), ``progress`` None or a bool."""
     from .._checks import check_bool, check_int
 
-    batch_size = check_int(batch_size, "batch_size", min=1, error=CaptureError)
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", min=1, error=CaptureError,
+                               hint=" (or None: batches by a token budget)")
     if max_length is not None:
         max_length = check_int(max_length, "max_length", min=1, error=CaptureError,
                                hint=" (max_length is the number of tokens kept per text; None keeps all)")
@@ -118,7 +121,9 @@ class CaptureBatch:
         Positions are right-padded: real tokens first. Padding positions hold zeros.
     mask : (b, seq) bool tensor of real tokens.
     input_ids : (b, seq) tensor.
-    start : index of this batch's first text in the whole text list.
+    indices : list of int, the index in the whole text list of each row. Batches formed by a
+        token budget (the default) hold texts of similar lengths, so rows are in no particular
+        order: store results at ``indices``, e.g. ``out[batch.indices] = pooled``.
     layers : site -> list of the layer indices along axis 1 of ``acts[site]``.
     tokens : token strings per text (real tokens only).
     """
@@ -126,13 +131,26 @@ class CaptureBatch:
     acts: dict
     mask: torch.Tensor
     input_ids: torch.Tensor
-    start: int
+    indices: list
     layers: dict
     tokens: list = field(default_factory=list)
 
     @property
     def size(self) -> int:
         return int(self.mask.shape[0])
+
+    @property
+    def start(self) -> int:
+        """Index of the first row's text, for batches of consecutive texts (``batch_size=`` given).
+
+        Raises CaptureError when the rows are not consecutive texts: use :attr:`indices`."""
+        idx = self.indices
+        if list(idx) != list(range(idx[0], idx[0] + len(idx))):
+            raise CaptureError(
+                "this batch's rows are not consecutive texts (batches are formed by a token budget, texts "
+                "sorted by length): use batch.indices, the text index of each row, or pass batch_size= "
+                "to capture for batches of consecutive texts")
+        return int(idx[0])
 
 
 class Capture:
@@ -253,43 +271,140 @@ def normalise_layers(adapter: Adapter, sites, layers) -> dict:
     return out
 
 
+#: Default memory budget of one batch, in bytes of its captured activations (as float32), when
+#: ``batch_size`` is None: texts are then grouped by length into batches that fit it.
+BATCH_BYTES = 512 * 2 ** 20
+#: Most tokens (padding included) in one batch formed by the budget: bounds the forward pass's own
+#: memory, and beyond a few thousand tokens larger batches run no faster.
+BATCH_TOKENS = 4096
+
+
+def _token_bytes(adapter: Adapter, sites, layer_sel) -> tuple[int, int]:
+    """float32 bytes that one text's captured activations take per token and per (query, key) pair."""
+    per_tok = per_pair = 0
+    width = max(adapter.d_model, adapter.n_heads * adapter.d_head)
+    for s in sites:
+        n = len(layer_sel[s])
+        if s == "attn":
+            per_pair += n * adapter.n_heads
+        elif s in ("mlp", "mlp_gate", "mlp_up", "mlp_act"):
+            per_tok += n * adapter.d_mlp
+        elif s == "head_out":
+            per_tok += n * adapter.n_heads * adapter.d_model
+        else:  # resid and any other per-token site: one d_model (or n_heads * d_head) vector per layer
+            per_tok += n * width
+    return 4 * per_tok, 4 * per_pair
+
+
+def plan_batches(lengths: Sequence[int], *, batch_size: Optional[int] = None, max_tokens: int = BATCH_TOKENS,
+                 max_bytes: int = BATCH_BYTES, bytes_per_token: int = 0, bytes_per_pair: int = 0) -> list:
+    """Split texts of the given token ``lengths`` into batches; returns lists of text indices.
+
+    With ``batch_size``, consecutive texts in the given order, ``batch_size`` at a time. Without,
+    the texts are sorted by length (longest first, ties in the given order) and cut greedily into
+    batches whose padded size stays within ``max_tokens`` tokens and ``max_bytes`` bytes (a batch
+    of ``b`` texts padded to ``n`` tokens costs ``b * (n * bytes_per_token + n**2 * bytes_per_pair)``);
+    a text over the budget alone forms its own batch. Once a batch holds a quarter of either
+    budget, a text shorter than 7/8 of its longest starts a new one. Sorting keeps the padding
+    small, and the largest batch comes first.
+    """
+    n = len(lengths)
+    if batch_size is not None:
+        return [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    order = sorted(range(n), key=lambda i: -int(lengths[i]))  # stable: ties keep the given order
+    batches: list = []
+    cur: list = []
+    for i in order:
+        if cur:
+            m, b = max(int(lengths[cur[0]]), 1), len(cur) + 1  # cur[0] is the longest of the batch
+            per_text = m * bytes_per_token + m * m * bytes_per_pair
+            over = b * m > max_tokens or b * per_text > max_bytes
+            # a batch already big enough to run efficiently takes no text much shorter than its longest
+            big = (b - 1) * m >= max_tokens // 4 or (b - 1) * per_text >= max_bytes // 4
+            ragged = big and int(lengths[i]) * 8 < m * 7
+            if over or ragged:
+                batches.append(cur)
+                cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _pad_rows(rows: list, width: int, value: int) -> torch.Tensor:
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for r, row in enumerate(rows):
+        out[r, :len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
 def run_capture(
     adapter: Adapter,
     tokenizer,
     texts,
     sites=("resid",),
     *,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
     max_length: Optional[int] = None,
     reducer: Optional[Callable[[CaptureBatch], None]] = None,
     layers=None,
     progress: Optional[bool] = None,
     token_str: Optional[Callable] = None,
     extra_inputs: Optional[dict] = None,
+    batch_tokens: Optional[int] = None,
 ):
-    """Run the model over ``texts`` with hooks; see :meth:`LoadedModel.capture`."""
+    """Run the model over ``texts`` with hooks; see :meth:`LoadedModel.capture`.
+
+    Texts are tokenised once up front. ``batch_size=None`` (default) groups them by length into
+    batches within a token budget (:func:`plan_batches`, :data:`BATCH_BYTES`, :data:`BATCH_TOKENS`,
+    or ``batch_tokens`` tokens); results come back in the order of ``texts`` either way.
+    """
     from tqdm.auto import tqdm
 
     texts = check_texts(texts)
     sites = normalise_sites(adapter, sites)
     layer_sel = normalise_layers(adapter, sites, layers)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise CaptureError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise CaptureError(f"batch_size must be a positive integer or None (batches by a token budget), "
+                           f"got {batch_size!r}")
+    if batch_tokens is not None and (not isinstance(batch_tokens, int) or isinstance(batch_tokens, bool)
+                                     or batch_tokens < 1):
+        raise CaptureError(f"batch_tokens must be a positive integer or None, got {batch_tokens!r}")
     model = adapter.model
     device = adapter.embed.weight.device
 
-    # tokenizer: right padding so that real tokens come first
+    # tokenise every text once, unpadded; batches are padded on the right (real tokens first)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     limit = max_positions(adapter)
-    enc_kw = dict(padding=True, return_tensors="pt", padding_side="right")
+    enc_kw = {}
     if max_length is not None:
         enc_kw.update(truncation=True, max_length=int(max_length))
+    enc_all = tokenizer(texts, **enc_kw)
+    ids_list = list(enc_all["input_ids"])
+    if "attention_mask" in enc_all:  # tokenizers that pad anyway: keep the real tokens only
+        ids_list = [[t for t, m in zip(ids, mk) if m] for ids, mk in zip(ids_list, enc_all["attention_mask"])]
+    types = enc_all.get("token_type_ids")
+    if types is not None and "attention_mask" in enc_all:
+        types = [[t for t, m in zip(tt, mk) if m] for tt, mk in zip(types, enc_all["attention_mask"])]
+    lengths = [len(ids) for ids in ids_list]
+    if max_length is None and limit is not None and max(lengths) > limit:
+        worst = max(range(len(lengths)), key=lengths.__getitem__)
+        raise CaptureError(
+            f"text {worst} has {lengths[worst]} tokens but the model accepts "
+            f"{limit}; pass max_length={limit} (or smaller) to truncate")
+    per_tok, per_pair = _token_bytes(adapter, sites, layer_sel)
+    batches = plan_batches(lengths, batch_size=batch_size, bytes_per_token=per_tok, bytes_per_pair=per_pair,
+                           max_tokens=BATCH_TOKENS if batch_tokens is None else batch_tokens,
+                           max_bytes=BATCH_BYTES if batch_tokens is None else 1 << 62)
 
-    n_batches = (len(texts) + batch_size - 1) // batch_size
-    show = (n_batches > 1) if progress is None else progress
-    stored = {s: [] for s in sites}
-    masks, ids_all, tokens_all = [], [], []
+    n_texts, seq_all = len(texts), max(lengths)
+    show = (len(batches) > 1) if progress is None else progress
+    final: dict = {}
+    mask_all = torch.zeros((n_texts, seq_all), dtype=torch.bool)
+    ids_all = torch.full((n_texts, seq_all), pad_id, dtype=torch.long)
+    tokens_all: list = [None] * n_texts
 
     forward_kw = {}
     if "attn" in sites:
@@ -297,46 +412,42 @@ def run_capture(
     ctx = _eager_attention(model) if "attn" in sites else contextlib.nullcontext()
 
     with ctx, torch.inference_mode():
-        for bi in tqdm(range(n_batches), desc="capture", disable=not show, leave=False):
-            chunk = texts[bi * batch_size:(bi + 1) * batch_size]
-            enc = tokenizer(chunk, **enc_kw)
-            if max_length is None and limit is not None and enc["input_ids"].shape[1] > limit:
-                lengths = enc["attention_mask"].sum(1)
-                worst = int(lengths.argmax())
-                raise CaptureError(
-                    f"text {bi * batch_size + worst} has {int(lengths[worst])} tokens but the model accepts "
-                    f"{limit}; pass max_length={limit} (or smaller) to truncate")
-            mask = enc["attention_mask"].bool()
-            # tokenizers that ignore padding_side: realign to right padding
-            if bool((~mask[:, 0]).any()):
-                enc, mask = _to_right_padding(enc, mask)
-            inputs = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        for idx in tqdm(batches, desc="capture", disable=not show, leave=False):
+            seq = max(lengths[i] for i in idx)
+            input_ids = _pad_rows([ids_list[i] for i in idx], seq, pad_id)
+            mask = torch.arange(seq)[None, :] < torch.tensor([lengths[i] for i in idx])[:, None]
+            enc = {"input_ids": input_ids, "attention_mask": mask.long()}
+            if types is not None:
+                enc["token_type_ids"] = _pad_rows([types[i] for i in idx], seq, 0)
+            inputs = {k: v.to(device) for k, v in enc.items()}
             if extra_inputs:
                 inputs.update(extra_inputs)
             mask_d = mask.to(device)
             acts = _forward_batch(adapter, inputs, mask_d, sites, layer_sel, forward_kw)
             toks = None
             if token_str is not None:
-                toks = [token_str(row[m].tolist()) for row, m in zip(enc["input_ids"], mask)]
-            batch = CaptureBatch(acts=acts, mask=mask_d, input_ids=enc["input_ids"].to(device),
-                                 start=bi * batch_size, layers=layer_sel, tokens=toks or [])
+                toks = [token_str(ids_list[i]) for i in idx]
+            batch = CaptureBatch(acts=acts, mask=mask_d, input_ids=inputs["input_ids"],
+                                 indices=list(idx), layers=layer_sel, tokens=toks or [])
             if reducer is not None:
                 reducer(batch)
             else:
+                rows = torch.as_tensor(idx, dtype=torch.long)
                 for s in sites:
-                    stored[s].append(acts[s].float().cpu())
-                masks.append(mask)
-                ids_all.append(enc["input_ids"])
-                tokens_all.extend(toks or [])
-            del acts
+                    t = _pad_seq(acts[s].float().cpu(), seq_all, s)
+                    if s not in final:
+                        final[s] = torch.zeros((n_texts,) + tuple(t.shape[1:]), dtype=torch.float32)
+                    final[s][rows] = t
+                mask_all[rows, :seq] = mask
+                ids_all[rows, :seq] = input_ids
+                if toks:
+                    for i, tk in zip(idx, toks):
+                        tokens_all[i] = tk
+            del acts, batch
     if reducer is not None:
         return None
-    seq = max(m.shape[1] for m in masks)
-    final = {s: torch.cat([_pad_seq(t, seq, s) for t in stored[s]], 0) for s in sites}
-    mask = torch.cat([torch.nn.functional.pad(m, (0, seq - m.shape[1])) for m in masks], 0)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.cat([torch.nn.functional.pad(i, (0, seq - i.shape[1]), value=pad_id) for i in ids_all], 0)
-    return Capture(final, mask, ids, tokens_all, layer_sel, texts)
+    tokens_all = tokens_all if token_str is not None else []
+    return Capture(final, mask_all, ids_all, tokens_all, layer_sel, texts)
 
 
 class _StopForward(Exception):
@@ -422,12 +533,6 @@ def max_positions(adapter: Adapter) -> Optional[int]:
         if isinstance(v, int) and v > 0:
             return v
     return None
-
-
-def _to_right_padding(enc, mask):
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    enc = {k: (torch.gather(v, 1, order) if torch.is_tensor(v) and v.dim() == 2 else v) for k, v in enc.items()}
-    return enc, torch.gather(mask, 1, order)
 
 
 def _zero_padding(t: torch.Tensor, mask: torch.Tensor, site: str) -> torch.Tensor:

@@ -267,9 +267,9 @@ class LoadedModel:
         return np.flatnonzero(ids == tid) if tid is not None else np.zeros(0, dtype=np.int64)
 
     # ---- capture ------------------------------------------------------------------------------
-    def capture(self, texts, sites=("resid",), *, batch_size: int = 8, max_length: Optional[int] = None,
-                reducer=None, layers=None, progress: Optional[bool] = None, extra_inputs: Optional[dict] = None
-                ) -> Optional[Capture]:
+    def capture(self, texts, sites=("resid",), *, batch_size: Optional[int] = None, max_length: Optional[int] = None,
+                reducer=None, layers=None, progress: Optional[bool] = None, extra_inputs: Optional[dict] = None,
+                batch_tokens: Optional[int] = None) -> Optional[Capture]:
         """Run the model over ``texts`` and record activations at ``sites``.
 
         Parameters
@@ -287,15 +287,24 @@ class LoadedModel:
             (each head's write into the residual stream, without the output bias),
             ``"attn_out"``, ``"resid_mid"``, ``"mlp_in"``, ``"mlp"`` (input of each MLP output
             projection), ``"mlp_gate"``, ``"mlp_up"``, ``"mlp_act"`` (gated MLPs), ``"mlp_out"``.
-        batch_size : texts per forward pass.
+        batch_size : texts per forward pass, consecutive texts in the given order. Default None:
+            batches by a token budget. The texts are tokenised once, sorted by length and grouped
+            so that little padding is computed and each batch's captured activations stay within
+            :data:`~mri_widgets.models.capture.BATCH_BYTES` (512 MiB as float32) and
+            :data:`~mri_widgets.models.capture.BATCH_TOKENS` (4096) tokens; memory stays bounded
+            for a corpus of any size. Results are in the order of ``texts`` either way.
         max_length : truncate texts to this many tokens (default: error for texts longer than the
             model accepts).
         reducer : callable receiving a :class:`~mri_widgets.models.capture.CaptureBatch` per batch;
             then nothing is kept and ``None`` is returned, so a corpus larger than memory never
-            materialises.
+            materialises. ``batch.indices`` gives each row's index in ``texts`` (rows of a batch
+            formed by the budget are not consecutive texts).
         layers : restrict to these layer indices (``resid`` counts the embeddings as layer 0); a
             dict gives each site its own (``{"resid": [3, 4], "z": [3]}``).
         progress : show a tqdm progress bar (default: when there is more than one batch).
+        extra_inputs : more keyword arguments for the model's forward pass.
+        batch_tokens : with ``batch_size=None``, the most tokens (padding included) per batch, in
+            place of the default memory budget (e.g. larger on a big GPU).
 
         Returns
         -------
@@ -304,7 +313,7 @@ class LoadedModel:
         batch_size, max_length, progress = check_capture_args(batch_size, max_length, progress)
         return run_capture(self.adapter, self.tokenizer, texts, sites, batch_size=batch_size,
                            max_length=max_length, reducer=reducer, layers=layers, progress=progress,
-                           token_str=self.token_str, extra_inputs=extra_inputs)
+                           token_str=self.token_str, extra_inputs=extra_inputs, batch_tokens=batch_tokens)
 
     def capture_inputs(self, inputs: dict, sites=("resid",), *, layers=None) -> Capture:
         """Capture one already-encoded batch, e.g. ``self.encode(prompt, image=img)`` for a

@@ -36,7 +36,7 @@ class HeadMap(MRIWidget):
     model : LoadedModel (or a name for :func:`mri_widgets.load`)
     texts : list of str, the examples (a handful of sentences is enough)
     selection : the shared :class:`Selection`
-    batch_size, max_length : passed to the capture
+    batch_size, max_length : passed to the capture (default ``batch_size=None``: batches by a token budget)
 
     Attributes
     ----------
@@ -77,7 +77,7 @@ class HeadMap(MRIWidget):
     #: name of the model
     model_name = t.Unicode("").tag(sync=True)
 
-    def __init__(self, model, texts: Sequence[str], *, selection: Optional[Selection] = None, batch_size: int = 8,
+    def __init__(self, model, texts: Sequence[str], *, selection: Optional[Selection] = None, batch_size: Optional[int] = None,
                  max_length: Optional[int] = None):
         from ..models.loading import load
 

@@ -304,7 +304,7 @@ class NeuronViewer(MRIWidget):
         if missing:
             sites = [CHANNELS[c] for c in self._channels()]
             cap = self._lm.capture([self._texts[i] for i in missing], sites, layers=[layer],
-                                   max_length=self._scan.max_length, batch_size=8, progress=False)
+                                   max_length=self._scan.max_length, progress=False)
             for row, i in enumerate(missing):
                 n = int(cap.mask[row].sum())
                 entry = {c: cap[CHANNELS[c]][row, 0, :n].numpy().copy() for c in self._channels()}
