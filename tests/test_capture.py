@@ -534,3 +534,13 @@ def test_budget_batches_respect_the_budget_with_little_padding(tiny, monkeypatch
         lm.capture(texts, ["resid"], batch_tokens=0)
     with pytest.raises(CaptureError, match="batch_size"):
         lm.capture(texts, ["resid"], batch_size=0)
+
+
+def test_captured_tensors_are_ordinary_tensors(tiny):
+    """Users compute with captures outside inference mode (e.g. through the model's own norm)."""
+    lm = tiny("llama")
+    for batch_size in (None, 2):
+        cap = lm.capture(TEXTS, sites=["resid", "mlp"], batch_size=batch_size, progress=False)
+        assert not cap["resid"].is_inference() and not cap.mask.is_inference()
+        y = lm.model.model.norm(cap["resid"][:, -1])  # raised "Inference tensors cannot be saved for backward"
+        assert y.shape == cap["resid"][:, -1].shape

@@ -435,8 +435,9 @@ def run_capture(
                 rows = torch.as_tensor(idx, dtype=torch.long)
                 for s in sites:
                     t = _pad_seq(acts[s].float().cpu(), seq_all, s)
-                    if s not in final:
-                        final[s] = torch.zeros((n_texts,) + tuple(t.shape[1:]), dtype=torch.float32)
+                    if s not in final:  # a normal tensor, not an inference tensor: users compute with it
+                        with torch.inference_mode(False):
+                            final[s] = torch.zeros((n_texts,) + tuple(t.shape[1:]), dtype=torch.float32)
                     final[s][rows] = t
                 mask_all[rows, :seq] = mask
                 ids_all[rows, :seq] = input_ids
