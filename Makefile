@@ -4,7 +4,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-browser js test test-fast test-js demo bench clean
+.PHONY: setup setup-browser js lint test test-fast test-js demo bench clean
 
 ## setup: Python package with test extras, the offline demo models, and the JS toolchain
 setup:
@@ -18,8 +18,14 @@ setup-browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 ## test: everything: JS bundles match their sources, JS unit tests, Python + browser tests
-test: setup setup-browser test-js
+test: setup setup-browser lint test-js
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+## lint: ruff (Python: pyflakes, pycodestyle errors, bugbear) and biome (the views), as configured in
+## pyproject.toml and js/biome.json
+lint:
+	$(PY) -m ruff check mri_widgets tests benchmarks
+	cd js && npx biome lint --error-on-warnings
 
 test-js:
 	cd js && npm run --silent check && npx vitest run

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository, when not installed
 
-from _common import bench_model  # noqa: E402
+from _common import bench_model
 
 
 def main(repeat: int = 3, repeat_batch_8: int = 1) -> dict:

@@ -23,7 +23,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 import torch
 
-from _common import bench_model, corpus  # noqa: E402
+from _common import bench_model, corpus
 
 
 def demo_shaped():

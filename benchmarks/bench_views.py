@@ -172,7 +172,7 @@ def measure_bytes(lm=None, n_tokens: int = 512, n_texts: int = 200) -> dict:
         print(f"[views]   {r['view']:<18}{r['sent_bytes'] / 1024:>10.1f}{r['sent_buffer_bytes'] / 1024:>9.1f}"
               f"{r['sent_json_bytes'] / 1024:>9.1f}{r['json_text_bytes'] / 1024:>10.1f}{r['json_over_sent']:>6.1f}x"
               f"{r['json_text_4sig_bytes'] / 1024:>11.1f}{r['json4_over_sent']:>6.1f}x  {r['what']}")
-    print(f"[views]   (each widget's state also carries its JS bundle once, sent at creation: "
+    print("[views]   (each widget's state also carries its JS bundle once, sent at creation: "
           + ", ".join(f"{r['view']} {r['bundle_bytes'] / 1024:.0f} KiB" for r in rows) + ")")
     return {"model": lm.name, "views": {r["view"]: r for r in rows},
             "build_s": {k: round(v, 3) for k, v in timings.items()}}
@@ -362,7 +362,7 @@ def measure_render(timeout: float = 180.0) -> dict:
                     try:
                         page.wait_for_function(f"() => window.__mriBench[{i}].painted !== null",
                                                timeout=timeout * 1000)
-                    except Exception as e:  # noqa: BLE001 - report which view did not draw
+                    except Exception as e:  # report which view did not draw
                         _wait_idle(page, name, i, 5, raise_timeout=False)
                         raise RuntimeError(f"{key} did not draw within {timeout:.0f} s: {e}; "
                                            f"front-end errors: {list(errors)}") from e

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 

@@ -517,7 +517,7 @@ def test_budget_batches_respect_the_budget_with_little_padding(tiny, monkeypatch
     lm.capture(texts, sites, progress=False, reducer=reducer)
     assert len(shapes) > 2
     assert sorted(i for *_, idx in shapes for i in idx) == list(range(len(texts)))
-    for b, seq, real, cost, _ in shapes:
+    for b, seq, _real, cost, _ in shapes:
         assert cost <= budget or b == 1
         assert b * seq <= C.BATCH_TOKENS
     padded, real = sum(b * seq for b, seq, *_ in shapes), sum(r for _, _, r, *_ in shapes)

@@ -46,7 +46,7 @@ def test_flow_reads_the_engine_and_the_named_weights(tiny):
     lm = tiny("llama")
     cap = capture_flow(lm, PROMPT, [1, 2])
     eng = lm.capture(PROMPT, sites=("resid", "attn_in", "v", "z", "mlp_gate", "attn"), progress=False)
-    for i, l in enumerate((1, 2)):
+    for _i, l in enumerate((1, 2)):
         for got, site, j in ((cap.block_in, "resid", l), (cap.block_out, "resid", l + 1), (cap.attn_in, "attn_in", l),
                              (cap.values, "v", l), (cap.z, "z", l), (cap.gate, "mlp_gate", l), (cap.attn, "attn", l)):
             torch.testing.assert_close(got[l], eng[site][0, j], atol=1e-6, rtol=0)
@@ -104,10 +104,10 @@ def test_counts_weights_and_measures(graphs, arch):
         keys = _nodes(G, "neuron_key", l)
         assert len(keys) == len(_nodes(G, "neuron_value", l)) == 5 + 2
         assert sorted(G.nodes[n]["group"] for n in keys).count("bottom") == 2
-    for a, b, e in G.edges(data=True):
+    for _a, _b, e in G.edges(data=True):
         assert e["weight"] >= 0 and np.isfinite(e["weight"])
         assert e["measure"] in ("norm", "attention", "activation")
-    for n, a in G.nodes(data=True):
+    for _n, a in G.nodes(data=True):
         assert a["kind"] in NODE_KINDS and isinstance(a["label"], str) and a["label"]
         assert len(a["top_tokens"]) == len(a["top_probs"]) == 5
         assert 1 <= a["target_rank"] <= lm.vocab_size and 0 <= a["target_prob"] <= 1
@@ -167,7 +167,9 @@ def test_residual_nodes_match_captures(graphs, arch):
     p = G.graph["position"]
     cap = lm.capture(PROMPT, sites=("resid", "head_out", "mlp"))
     for l in (0, 1, 2):
-        v = lambda k: G.nodes[f"L{l}/{k}"]["vector"]
+        def v(k, l=l):
+            return G.nodes[f"L{l}/{k}"]["vector"]
+
         np.testing.assert_allclose(v("block_in"), cap["resid"][0, l, p].numpy(), atol=1e-4)
         np.testing.assert_allclose(v("block_out"), cap["resid"][0, l + 1, p].numpy(), atol=1e-4)
         np.testing.assert_allclose(v("resid_mid"), v("block_in") + v("attn_out"), atol=1e-5)

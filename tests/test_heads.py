@@ -68,8 +68,11 @@ def test_pairwise_matches_clark_loop_and_is_a_symmetric_zero_diagonal_matrix():
 def test_identical_heads_are_at_distance_zero_uniform_vs_first_token_far_apart():
     n = 10
     uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]  # causal uniform
-    first = np.zeros((n, n)); first[:, 0] = 1
-    prev = np.zeros((n, n)); prev[0, 0] = 1; prev[np.arange(1, n), np.arange(n - 1)] = 1
+    first = np.zeros((n, n))
+    first[:, 0] = 1
+    prev = np.zeros((n, n))
+    prev[0, 0] = 1
+    prev[np.arange(1, n), np.arange(n - 1)] = 1
     attn = np.stack([uniform, first, uniform.copy(), prev])
     D = pairwise_head_js(attn).numpy()
     assert D[0, 2] == 0.0
@@ -83,8 +86,11 @@ def test_identical_heads_are_at_distance_zero_uniform_vs_first_token_far_apart()
 
 def test_score_sums_hand_made():
     n = 4
-    prev = np.zeros((n, n)); prev[0, 0] = 1; prev[np.arange(1, n), np.arange(n - 1)] = 1
-    first = np.zeros((n, n)); first[:, 0] = 1
+    prev = np.zeros((n, n))
+    prev[0, 0] = 1
+    prev[np.arange(1, n), np.arange(n - 1)] = 1
+    first = np.zeros((n, n))
+    first[:, 0] = 1
     selfh = np.eye(n)
     uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
     s = attention_score_sums(np.stack([prev, first, selfh, uniform]))

@@ -12,7 +12,6 @@ from mri_widgets.testing import tiny_model
 @pytest.mark.parametrize("arch", ALL_TEXT + ("llava",))
 def test_sizes(tiny, arch):
     lm = tiny(arch)
-    cfg = lm.adapter.config
     assert lm.n_layers == 3 and lm.n_heads == 4 and lm.d_model == 32
     assert lm.d_mlp == (96 if arch in ("llama", "llava") else 128)
     assert lm.vocab_size == len(lm.tokenizer) or arch == "bert"

@@ -19,7 +19,7 @@ def _reference(lm, layer, neuron):
     norm = lm.adapter.final_norm
     w = lm.adapter.W_out(layer)[:, neuron].double()
     g = norm.weight.double()
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon")
+    eps = getattr(norm, "eps", None) or norm.variance_epsilon
     if isinstance(norm, torch.nn.LayerNorm):
         c = w - w.mean()
         x = c / torch.sqrt((c ** 2).mean() + eps) * g

@@ -5,7 +5,7 @@ import pytest
 
 import mri_widgets as mw
 from mri_widgets.analysis.neurons import NeuronScan
-from mri_widgets.widgets.neuron_viewer import NeuronViewer, NeuronViewerError
+from mri_widgets.widgets.neuron_viewer import NeuronViewer
 
 TEXTS = ["The cat sat on the mat.", "A quick brown fox jumps over the lazy dog.", "I was so happy to see you again!",
          "Neurons fire on some texts.", "It is sad.", "The capital of France is Paris.", "Layer by layer the model refines its guess."]

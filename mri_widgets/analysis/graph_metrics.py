@@ -372,7 +372,7 @@ def compare_graphs(graphs: Mapping) -> "pandas.DataFrame":  # noqa: F821
         spread over rows ``degree_by_layer[0]``, ``degree_by_layer[1]``, ...
         (NaN where a graph has fewer layers).
     """
-    import pandas as pd  # noqa: PLC0415  (keep the module importable without pandas)
+    import pandas as pd  # keep the module importable without pandas
 
     if not isinstance(graphs, Mapping) or not graphs:
         raise TypeError("compare_graphs takes a non-empty dict {label: graph}.")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
 
 from ..models.loading import as_loaded_model
 from .neurons import neuron_logit_effect

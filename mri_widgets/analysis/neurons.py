@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -593,7 +593,7 @@ class NeuronScan:
             except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError,
                     TypeError, OverflowError, NotImplementedError, RuntimeError) as e:  # zlib.error is an Exception
                 raise NeuronScanError(f"{not_scan}: {type(e).__name__}: {e}") from None
-            except Exception as e:  # noqa: BLE001 - zlib.error and other decoder failures
+            except Exception as e:  # zlib.error and other decoder failures
                 raise NeuronScanError(f"{not_scan}: {type(e).__name__}: {e}") from None
 
     @classmethod

@@ -175,7 +175,7 @@ def _umap(X: np.ndarray, k: int, seed: int) -> np.ndarray:
             "reduction='umap' needs the optional package umap-learn: "
             "pip install umap-learn (or use reduction='pca')."
         )
-    import umap  # noqa: PLC0415  (optional dependency)
+    import umap  # optional dependency
 
     if k >= X.shape[0] - 1:
         raise ValueError(f"UMAP needs n_components < n_docs - 1; got {k} for {X.shape[0]} docs.")

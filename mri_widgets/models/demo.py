@@ -542,7 +542,7 @@ def load_demo(*, device=None, dtype=None):
     if _cache_is_valid(final, key) or _legacy_cache_matches(final, gguf):
         try:
             model, tokenizer = _load_cached(final)
-        except Exception as exc:  # noqa: BLE001 - a corrupt cache is rebuilt, not fatal
+        except Exception as exc:  # a corrupt cache is rebuilt, not fatal
             import warnings
 
             warnings.warn(f"Rebuilding the demo model cache in {final}: {exc}", stacklevel=2)

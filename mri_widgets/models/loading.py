@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ def _token_bytes(tokenizer, token_id: int) -> Optional[bytes]:
     byte fallback (``<0xF0>``). ``None`` when the token is not made of bytes."""
     try:
         piece = tokenizer.convert_ids_to_tokens(int(token_id))
-    except Exception:  # noqa: BLE001 - any tokenizer failure: fall back to decode()
+    except Exception:  # any tokenizer failure: fall back to decode()
         return None
     if not isinstance(piece, str) or not piece:
         return None

@@ -173,7 +173,7 @@ def trace_graph(module, *example_inputs, method: str = "auto", example_kwargs: O
                 return G
             except TraceError:
                 raise
-            except Exception as e:  # noqa: BLE001 - report every method's failure
+            except Exception as e:  # report every method's failure
                 errors.append(f"{m}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
                 if method != "auto":
                     break
@@ -433,7 +433,7 @@ def _trace_export(module, args, kwargs) -> TraceGraph:
         try:
             ep = torch.export.export(module, args, kwargs, strict=False, dynamic_shapes=dyn)
             dynamic = True
-        except Exception:  # noqa: BLE001 - retry with static shapes
+        except Exception:  # retry with static shapes
             ep = torch.export.export(module, args, kwargs, strict=False)
             dynamic = False
         gm = ep.module()
@@ -552,7 +552,7 @@ class _RecordRunner(_Runner):
         inputs = []
         names = self.input_names
         flat_inputs = list(args) + list(kwargs.values())
-        for i, (nm, v) in enumerate(zip(names, flat_inputs)):
+        for _i, (nm, v) in enumerate(zip(names, flat_inputs)):
             ts = [t for t in torch.utils._pytree.tree_flatten(v)[0] if isinstance(t, torch.Tensor)]
             if not ts:
                 continue
@@ -676,7 +676,7 @@ def fetch_activations(G: TraceGraph, node_ids, *inputs, example_kwargs: Optional
     if isinstance(runner, _FxRunner):
         try:
             _, kept, _ = runner.run(args, kwargs, want=want)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             hint = ("" if getattr(runner, "dynamic", True) else
                     " The graph was exported with static shapes: pass inputs of the example's shapes, or trace "
                     "with method='functions'.")
@@ -749,7 +749,7 @@ def to_dot(G: TraceGraph, *, clusters: bool = True, rankdir: str = "TB") -> str:
                 parent = p.rsplit(".", 1)[0] if "." in p else ""
                 children[parent].append(p)
         types = {p: "" for p in paths}
-        for n, d in G.nodes(data=True):
+        for _n, d in G.nodes(data=True):
             if d.get("module_type"):
                 types[d.get("module", "")] = d["module_type"]
 
@@ -825,7 +825,7 @@ def to_cytoscape(G: TraceGraph, collapse_depth: Optional[int] = None, expanded: 
     """
     rep, collapsed = _collapse(G, collapse_depth, expanded)
     types = {}
-    for n, d in G.nodes(data=True):
+    for _n, d in G.nodes(data=True):
         if d.get("module_type"):
             types.setdefault(d.get("module", ""), d["module_type"])
     shown_ops = [n for n in G.nodes if rep[n] == n]

@@ -22,7 +22,7 @@ __all__ = ["MRIWidget", "STATIC", "command", "rpc", "NDArray", "array_serializat
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
 
 
-class command:  # noqa: N801  (used as a decorator, like anywidget.experimental.command)
+class command:  # used as a decorator, like anywidget.experimental.command
     """Decorator: a method the view may call from the front end.
 
     The method keeps its ordinary signature for Python callers (``view.pattern(3, 1)``). For the

@@ -227,7 +227,7 @@ class CoactivationGraph(GraphView):
         """
         if importlib.util.find_spec("ipycytoscape") is None:
             raise ImportError("to_ipycytoscape() needs the optional package ipycytoscape: pip install ipycytoscape")
-        import ipycytoscape  # noqa: PLC0415  (optional dependency)
+        import ipycytoscape  # optional dependency
 
         H = self.to_networkx()
         U = nx.DiGraph()

@@ -262,7 +262,7 @@ class FlowGraph(GraphView):
             top = raw[sel].max() if sel.any() else 0.0
             rel[sel] = raw[sel] / top if top > 0 else 0.0
         etips = []
-        for (u, v, d), r in zip(E, rel):
+        for (u, v, d), _r in zip(E, rel):
             what = {"norm": "norm", "attention": "attention", "activation": "|activation|"}[d["measure"]]
             line = f"{G.nodes[u]['label']} \u2192 {G.nodes[v]['label']}\n{what}: {d['weight']:.4g}"
             if d.get("skipped"):

@@ -97,7 +97,7 @@ def layered_layout(nodes: Sequence[Hashable], edges: Iterable, *, layer: Optiona
         succs[a].append((b, wt))
         preds[b].append((a, wt))
 
-    for j, (u, v) in enumerate(edges):
+    for _j, (u, v) in enumerate(edges):
         lu, lv = lay[u], lay[v]
         if lu == lv:
             continue  # an edge within a layer does not order anything
@@ -137,7 +137,7 @@ def layered_layout(nodes: Sequence[Hashable], edges: Iterable, *, layer: Optiona
         for i in range(L - 2, -1, -1):
             reorder(i, succs)
     slot: dict = {}
-    for i, r in enumerate(rows):
+    for r in rows:
         if align == "center":
             for s, n in enumerate(r):
                 slot[n] = s - (len(r) - 1) / 2

@@ -124,7 +124,7 @@ def page(request, browser, jupyter_server):
                     print(f"\nscreenshot of the failing page: {path}")
                     if pg.console_errors.all:
                         print("browser console errors:\n  " + "\n  ".join(pg.console_errors.all))
-                except Exception as exc:  # noqa: BLE001 - a screenshot must not mask the failure
+                except Exception as exc:  # a screenshot must not mask the failure
                     print(f"\ncould not save a screenshot: {exc}")
         finally:
             context.close()

@@ -200,7 +200,7 @@ class JupyterServer:
         for client in self._clients.values():
             try:
                 client.stop_channels()
-            except Exception:  # noqa: BLE001 - best effort cleanup
+            except Exception:  # best effort cleanup
                 pass
         self._clients.clear()
         try:
@@ -220,7 +220,7 @@ class JupyterServer:
         for client in self._clients.values():
             try:
                 client.stop_channels()
-            except Exception:  # noqa: BLE001
+            except Exception:  # best effort cleanup
                 pass
         self._clients.clear()
         _kill_group(self.proc)
@@ -335,7 +335,7 @@ def start_jupyter_server(timeout: float = 60.0) -> JupyterServer:
         "--LabApp.extension_manager=readonly",
     ]
     log_path = base / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - handed to the child, closed below
+    log = open(log_path, "wb")  # handed to the child, closed below
     try:
         proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
