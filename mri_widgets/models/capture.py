@@ -537,7 +537,8 @@ def max_positions(adapter: Adapter) -> Optional[int]:
 
 
 def _zero_padding(t: torch.Tensor, mask: torch.Tensor, site: str) -> torch.Tensor:
-    b, seq = mask.shape
+    if bool(mask.all()):  # no padding in this batch (texts of one length): nothing to zero, no pass over t
+        return t
     if site == "attn":  # (b, L, H, q, k): zero padded queries and keys
         m = mask[:, None, None, :, None] & mask[:, None, None, None, :]
     elif site in _PER_HEAD:  # (b, L, H, seq, x)
