@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -411,6 +412,9 @@ def run_capture(
         forward_kw["output_attentions"] = True
     ctx = _eager_attention(model) if "attn" in sites else contextlib.nullcontext()
 
+    # with a reducer, each site's stacked activations go into one buffer reused by every batch (a
+    # fresh allocation of that size per batch costs page faults on the order of the copy itself)
+    pool: dict = {}
     with ctx, torch.inference_mode():
         for idx in tqdm(batches, desc="capture", disable=not show, leave=False):
             seq = max(lengths[i] for i in idx)
@@ -423,7 +427,8 @@ def run_capture(
             if extra_inputs:
                 inputs.update(extra_inputs)
             mask_d = mask.to(device)
-            acts = _forward_batch(adapter, inputs, mask_d, sites, layer_sel, forward_kw)
+            acts = _forward_batch(adapter, inputs, mask_d, sites, layer_sel, forward_kw,
+                                  buffers=pool if reducer is not None else None)
             toks = None
             if token_str is not None:
                 toks = [token_str(ids_list[i]) for i in idx]
@@ -466,8 +471,12 @@ def _last_block_needed(adapter: Adapter, sites, layer_sel) -> Optional[int]:
     return max(last, 0)
 
 
-def _forward_batch(adapter: Adapter, inputs: dict, mask: torch.Tensor, sites, layer_sel, forward_kw) -> dict:
+def _forward_batch(adapter: Adapter, inputs: dict, mask: torch.Tensor, sites, layer_sel, forward_kw,
+                   buffers: Optional[dict] = None) -> dict:
     """One hooked forward pass: site -> stacked activations (b, layers, ...) with padding zeroed.
+
+    With ``buffers`` (a dict kept across calls), each site is stacked into a flat buffer that is
+    grown when needed and otherwise reused, so the result is valid until the next call only.
 
     The pass stops after the last block that holds a requested activation (so ``layers=[3]``
     costs four blocks, not the whole model), and a causal LM computes logits for one position
@@ -497,8 +506,23 @@ def _forward_batch(adapter: Adapter, inputs: dict, mask: torch.Tensor, sites, la
             raise AdapterError("the model returned no attention probabilities even with eager attention")
         got["attn"] = {l: atts[l] for l in layer_sel["attn"]}
     device = mask.device
-    return {s: _zero_padding(torch.stack([got[s][l].to(device) for l in layer_sel[s]], dim=1), mask, s)
-            for s in sites}
+    out = {}
+    for s in sites:
+        parts = [got[s][l].to(device) for l in layer_sel[s]]
+        got[s] = None  # drop the model's tensors as soon as they are stacked
+        if buffers is None:
+            stacked = torch.stack(parts, dim=1)
+        else:
+            p0 = parts[0]
+            shape = (p0.shape[0], len(parts)) + tuple(p0.shape[1:])
+            n = math.prod(shape)
+            buf = buffers.get(s)
+            if buf is None or buf.numel() < n or buf.dtype != p0.dtype or buf.device != p0.device:
+                buf = buffers[s] = torch.empty(n, dtype=p0.dtype, device=p0.device)
+            stacked = torch.stack(parts, dim=1, out=buf[:n].view(shape))
+        del parts
+        out[s] = _zero_padding(stacked, mask, s)
+    return out
 
 
 def capture_inputs(adapter: Adapter, inputs: dict, sites=("resid",), *, layers=None,

@@ -298,7 +298,8 @@ class LoadedModel:
         reducer : callable receiving a :class:`~mri_widgets.models.capture.CaptureBatch` per batch;
             then nothing is kept and ``None`` is returned, so a corpus larger than memory never
             materialises. ``batch.indices`` gives each row's index in ``texts`` (rows of a batch
-            formed by the budget are not consecutive texts).
+            formed by the budget are not consecutive texts). ``batch.acts`` are valid during the
+            call only: their memory is reused by the next batch, so copy what you keep.
         layers : restrict to these layer indices (``resid`` counts the embeddings as layer 0); a
             dict gives each site its own (``{"resid": [3, 4], "z": [3]}``).
         progress : show a tqdm progress bar (default: when there is more than one batch).
