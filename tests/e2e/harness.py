@@ -48,6 +48,7 @@ CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # containers: shared memory through /tmp, not a small /dev/shm
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
