@@ -23,3 +23,21 @@ def tiny():
 
 CAUSAL = ("gpt2", "gpt_neox", "llama", "gptj", "gpt_neo")
 ALL_TEXT = CAUSAL + ("bert",)
+
+
+class FakeComm:
+    """A widget comm that records what Python sends (data, buffers) instead of sending it."""
+
+    def __init__(self):
+        self.sent = []
+        self.comm_id = "fake"
+        self.kernel = True
+
+    def send(self, data=None, metadata=None, buffers=None):
+        self.sent.append((data, buffers))
+
+    def on_msg(self, cb):
+        pass
+
+    def close(self, *a, **k):
+        pass

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mri_widgets as mw
+from conftest import FakeComm
 from mri_widgets.analysis import lens as lens_mod
 from mri_widgets.analysis.lens import LensError, LensResult, logit_lens
 from mri_widgets.testing import tiny_model
@@ -396,8 +397,8 @@ def test_lens_table_rejects_bad_parameters_and_keeps_old_values(tiny):
         w.height = -5
     assert w.height == 480
     good = w.result
-    sent = []
-    w.comm = _FakeComm(sent)
+    w.comm = FakeComm()
+    sent = w.comm.sent
     with pytest.raises(ValueError):
         w.target = "not one token at all"
     assert w.target == " capital" and w.result is good and w.result.target == " capital"
@@ -411,17 +412,3 @@ def test_lens_table_rejects_bad_parameters_and_keeps_old_values(tiny):
     assert w.target == " capital" and w.result is good
     w.k = 3  # a good change still recomputes
     assert w.result.k == 3 and w.result.target == " capital" and w.error == ""
-
-
-class _FakeComm:
-    def __init__(self, sent):
-        self.sent, self.comm_id, self.kernel = sent, "fake", True
-
-    def send(self, data=None, metadata=None, buffers=None):
-        self.sent.append((data, buffers))
-
-    def on_msg(self, cb):
-        pass
-
-    def close(self, *a, **k):
-        pass

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FakeComm
 from mri_widgets import Selection, TokenHeat
 from mri_widgets.widgets.transport import decode_tree, encode_array, encode_tree
 from ipywidgets.widgets.widget import _remove_buffers
@@ -48,22 +49,6 @@ def test_nested_tree():
 def _from_front_end(w, content, buffers=()):
     """Deliver a custom message the way ipywidgets does when the front end sends one."""
     w._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": list(buffers)})
-
-
-class FakeComm:
-    def __init__(self):
-        self.sent = []
-        self.comm_id = "fake"
-        self.kernel = True
-
-    def send(self, data=None, metadata=None, buffers=None):
-        self.sent.append((data, buffers))
-
-    def on_msg(self, cb):
-        pass
-
-    def close(self, *a, **k):
-        pass
 
 
 def test_request_state_resends_buffers():

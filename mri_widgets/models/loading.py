@@ -131,22 +131,21 @@ class Readout:
     @property
     def top_tokens(self) -> np.ndarray:
         """(*S, k) object array of the top tokens as strings (each distinct id decoded once)."""
-        if self.token_str is None:
-            raise ValueError("this Readout was built without a tokenizer; decode top_ids yourself")
-        uniq, inv = np.unique(self.top_ids, return_inverse=True)
-        strs = np.empty(len(uniq), dtype=object)
-        strs[:] = self.token_str(uniq)
-        return strs[inv.reshape(-1)].reshape(self.top_ids.shape)
+        return self._decode(self.top_ids, "top_ids")
 
     @property
     def target_tokens(self) -> np.ndarray:
         """(*S,) object array of the target tokens as strings."""
+        return self._decode(self.target_ids, "target_ids")
+
+    def _decode(self, ids: np.ndarray, name: str) -> np.ndarray:
+        """``ids`` as an object array of token strings of the same shape, each distinct id decoded once."""
         if self.token_str is None:
-            raise ValueError("this Readout was built without a tokenizer; decode target_ids yourself")
-        uniq, inv = np.unique(self.target_ids, return_inverse=True)
+            raise ValueError(f"this Readout was built without a tokenizer; decode {name} yourself")
+        uniq, inv = np.unique(ids, return_inverse=True)
         strs = np.empty(len(uniq), dtype=object)
         strs[:] = self.token_str(uniq)
-        return strs[inv.reshape(-1)].reshape(self.target_ids.shape)
+        return strs[inv.reshape(-1)].reshape(ids.shape)
 
     def __repr__(self) -> str:
         return f"Readout(rows={tuple(self.entropy.shape)}, k={self.k})"
