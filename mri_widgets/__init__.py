@@ -18,6 +18,9 @@ _PUBLIC = {
     "Capture": "mri_widgets.models.capture",
     "CaptureBatch": "mri_widgets.models.capture",
     "trace_graph": "mri_widgets.models.trace",
+    "Ablate": "mri_widgets.models.interventions",
+    "Patch": "mri_widgets.models.interventions",
+    "Steer": "mri_widgets.models.interventions",
     # data
     "Corpus": "mri_widgets.corpus",
     # analysis
@@ -29,6 +32,8 @@ _PUBLIC = {
     "head_distances": "mri_widgets.analysis.heads",
     "neuron_memory": "mri_widgets.analysis.memory",
     "flow_graph": "mri_widgets.analysis.flow",
+    "patching": "mri_widgets.analysis.patching",
+    "PatchingResult": "mri_widgets.analysis.patching",
     # widgets
     "Selection": "mri_widgets.widgets.selection",
     "TokenHeat": "mri_widgets.widgets.token_heat",

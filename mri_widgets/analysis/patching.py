@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["PatchingResult", "PatchingError"]
+__all__ = ["PatchingResult", "PatchingError", "patching", "PATCH_SITES", "METRICS"]
 
 
 class PatchingError(ValueError):
@@ -73,3 +73,205 @@ class PatchingResult:
         return (f"PatchingResult({self.model_name!r}, site={self.site!r}, kind={self.kind!r}, "
                 f"shape={self.shape}, metric={self.metric!r}, clean={self.clean_metric:.4g}, "
                 f"corrupt={self.corrupt_metric:.4g})")
+
+
+#: sites that :func:`patching` restores; ``"z"`` is patched per attention head
+PATCH_SITES = ("resid", "attn_out", "mlp_out", "mlp", "z")
+#: metrics of :func:`patching`, read at the last position of the prompt
+METRICS = ("logit_diff", "logit", "prob")
+#: most tokens (copies of the corrupted prompt x its length) in one patched forward pass
+PATCH_BATCH_TOKENS = 4096
+
+
+def _metric_fn(metric: str, answer: int, wrong: Optional[int]):
+    import torch
+
+    def fn(logits):  # (b, vocab) float -> (b,)
+        logits = logits.float()
+        if metric == "logit_diff":
+            return logits[:, answer] - logits[:, wrong]
+        if metric == "logit":
+            return logits[:, answer]
+        return torch.softmax(logits, dim=-1)[:, answer]
+    return fn
+
+
+def _last_logits(lm, ids):
+    """Logits at the last position of each row of ``ids`` (b, seq), one forward pass."""
+    import torch
+
+    from ..models.capture import _accepts
+
+    kw = {"logits_to_keep": 1} if _accepts(lm.model.forward, "logits_to_keep") else {}
+    with torch.inference_mode():
+        out = lm.model(input_ids=ids.to(lm.device), **kw)
+    return out.logits[:, -1]
+
+
+def patching(lm, clean: str, corrupt: str, *, site: str = "resid", answer=None, wrong=None,
+             metric: str = "logit_diff", layers=None, positions=None, batch_size: Optional[int] = None,
+             progress: Optional[bool] = None) -> PatchingResult:
+    """Activation patching (causal tracing): restore each clean activation into the corrupted run.
+
+    For every layer and every token position (or every attention head, with ``site="z"``), the
+    corrupted prompt runs with that one activation taken from the clean prompt's run; the metric
+    at the last position says how much of the clean behaviour it restores (Meng et al. 2022,
+    "Locating and editing factual associations in GPT"; Wang et al. 2022, "Interpretability in
+    the wild"). Effects are normalised: 0 is the corrupted run, 1 the clean one.
+
+    The patched runs are batched (copies of the corrupted prompt, one patched entry each,
+    :data:`PATCH_BATCH_TOKENS` tokens per forward pass by default), so a table row of ``P``
+    positions costs one forward pass over ``P`` copies of the prompt.
+
+    Parameters
+    ----------
+    lm : LoadedModel, a causal LM.
+    clean, corrupt : str
+        Two prompts with the same number of tokens (e.g. a different subject: "The Eiffel Tower is
+        in the city of" / "The Colosseum is in the city of").
+    site : ``"resid"`` (the residual stream: row 0 is the embeddings, row ``l`` block ``l``'s
+        output), ``"attn_out"``, ``"mlp_out"``, ``"mlp"`` (all neurons at a position) or ``"z"``
+        (per attention head, all positions of the head at once).
+    answer : the clean answer token (``" Paris"``) or id; default: the clean run's top-1 prediction.
+    wrong : the token the answer is compared with, for ``metric="logit_diff"``; default: the
+        corrupted run's top-1 prediction.
+    metric : ``"logit_diff"`` (logit of ``answer`` minus logit of ``wrong``), ``"logit"`` or
+        ``"prob"`` (of ``answer``), at the last position.
+    layers : the site's layers to patch (default: all; ``"resid"`` counts the embeddings as 0).
+    positions : token positions to patch (default: all; ignored for ``site="z"``, which patches a
+        head at every position).
+    batch_size : patched copies per forward pass (default: as many as fit in
+        :data:`PATCH_BATCH_TOKENS` tokens).
+    progress : show a progress bar (default: when there is more than one batch).
+
+    Returns
+    -------
+    PatchingResult
+
+    Examples
+    --------
+    >>> res = mw.patching(lm, "The Eiffel Tower is in the city of", "The Colosseum is in the city of",
+    ...                   answer=" Paris", wrong=" Rome")
+    >>> res.top(3)
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .._checks import check_bool, check_choice, check_int, check_target, parse_layers
+    from ..models.capture import check_texts
+    from ..models.interventions import Edit, apply_edits
+    from ..models.loading import LoadedModel
+
+    if not isinstance(lm, LoadedModel):
+        raise TypeError(f"lm must be a mri_widgets LoadedModel (mri_widgets.load(...)), got {type(lm).__name__}")
+    if lm.is_encoder or lm.adapter.unembed_module is None:
+        raise PatchingError(f"{lm.name} is an encoder without next-token logits; patching needs a causal LM")
+    check_texts([clean], what="clean")
+    check_texts([corrupt], what="corrupt")
+    site = check_choice(site, PATCH_SITES, "site", error=PatchingError)
+    metric = check_choice(metric, METRICS, "metric", error=PatchingError)
+    progress = None if progress is None else check_bool(progress, "progress")
+    ids_c = lm.tokenizer(clean, return_tensors="pt")["input_ids"]
+    ids_x = lm.tokenizer(corrupt, return_tensors="pt")["input_ids"]
+    n = ids_c.shape[1]
+    tok_c, tok_x = lm.token_str(ids_c[0]), lm.token_str(ids_x[0])
+    if ids_x.shape[1] != n:
+        raise PatchingError(
+            f"clean has {n} tokens {tok_c} but corrupt has {ids_x.shape[1]} {tok_x}: patching compares the "
+            "same positions, so change words for words of the same token count (e.g. another subject)")
+    limit = lm.max_positions
+    if limit is not None and n > limit:
+        raise PatchingError(f"the prompts have {n} tokens but the model accepts {limit}; shorten them")
+
+    logit_c = _last_logits(lm, ids_c)[0]
+    logit_x = _last_logits(lm, ids_x)[0]
+    a = check_target(lm, answer, error=PatchingError)
+    a = int(logit_c.argmax()) if a is None else a
+    w = check_target(lm, wrong, error=PatchingError)
+    if metric == "logit_diff":
+        if w is None:
+            w = int(logit_x.argmax())
+            if w == a:
+                raise PatchingError(
+                    f"the corrupted run also predicts {lm.token_str([a])[0]!r}, so logit_diff has nothing to compare: "
+                    "pass wrong= (the token the corrupted prompt should favour) or metric='prob'")
+        elif w == a:
+            raise PatchingError("answer and wrong are the same token; logit_diff would be 0 everywhere")
+    fn = _metric_fn(metric, a, w)
+    m_clean = float(fn(logit_c[None])[0])
+    m_corrupt = float(fn(logit_x[None])[0])
+
+    n_site = lm.n_layers + 1 if site == "resid" else lm.n_layers
+    sel = parse_layers(layers, n_site, what="resid layer (0 = embeddings)" if site == "resid" else "layer",
+                       error=PatchingError)
+    if site == "z":
+        kind = "head"
+        cols = list(range(lm.n_heads))
+        col_labels = [f"h{h}" for h in cols]
+        pos_arr = np.zeros(0, np.int64)
+    else:
+        kind = "position"
+        if positions is None:
+            cols = list(range(n))
+        else:
+            plist = [positions] if not isinstance(positions, (list, tuple, np.ndarray)) else list(positions)
+            if not plist:
+                raise PatchingError("positions is empty: pass None (every position) or token positions")
+            cols = [check_int(p, "position", min=-n, max=n - 1, error=PatchingError) % n for p in plist]
+        col_labels = [tok_x[p] for p in cols]
+        pos_arr = np.asarray(cols, np.int64)
+
+    # clean activations of the site at the patched layers: (L, seq, width)
+    cap = lm.capture([clean], sites=[site], layers=sel, progress=False)
+    src = cap[site][0]
+    if site == "z":
+        src = src.permute(0, 2, 1, 3).reshape(src.shape[0], src.shape[2], -1)
+    src = src[:, :n].to(lm.device)
+    dh = lm.d_head
+
+    entries = [(i, j) for i in range(len(sel)) for j in range(len(cols))]
+    if batch_size is None:
+        batch_size = max(1, PATCH_BATCH_TOKENS // n)
+    else:
+        batch_size = check_int(batch_size, "batch_size", min=1, error=PatchingError)
+    raw = np.zeros(len(entries), np.float32)
+    chunks = [entries[s:s + batch_size] for s in range(0, len(entries), batch_size)]
+    show = len(chunks) > 1 if progress is None else progress
+    done = 0
+    for chunk in tqdm(chunks, desc="patching", disable=not show, leave=False):
+        by_layer: dict = {}
+        for r, (i, j) in enumerate(chunk):
+            by_layer.setdefault(i, []).append((r, cols[j]))
+        edits = []
+        for i, rc in by_layer.items():
+            rows = torch.tensor([r for r, _ in rc], device=lm.device)
+            cidx = torch.tensor([c for _, c in rc], device=lm.device)
+            edits.append(Edit(site, sel[i], _restore(src[i], rows, cidx, kind, dh)))
+        ids = ids_x.expand(len(chunk), -1)
+        with apply_edits(lm.adapter, edits):
+            vals = fn(_last_logits(lm, ids))
+        raw[done:done + len(chunk)] = vals.float().cpu().numpy()
+        done += len(chunk)
+    raw = raw.reshape(len(sel), len(cols))
+    denom = m_clean - m_corrupt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        effect = ((raw - m_corrupt) / denom).astype(np.float32) if denom != 0 else np.full_like(raw, np.nan)
+    names = [("emb" if l == 0 else str(l)) for l in sel] if site == "resid" else [str(l) for l in sel]
+    return PatchingResult(
+        effect=effect, raw=raw, clean_metric=m_clean, corrupt_metric=m_corrupt, site=site, kind=kind,
+        layers=np.asarray(sel, np.int64), layer_names=names, columns=col_labels, clean_tokens=tok_c,
+        corrupt_tokens=tok_x, metric=metric, answer=lm.token_str([a])[0],
+        wrong=None if w is None else lm.token_str([w])[0], positions=pos_arr, model_name=str(lm.name))
+
+
+def _restore(src, rows, cols, kind: str, dh: int):
+    """Edit function: batch row ``rows[r]`` gets the clean activation at position ``cols[r]``
+    (kind "position") or of head ``cols[r]`` at every position (kind "head")."""
+    def fn(x, where):
+        if kind == "position":
+            x[rows, cols] = src[cols].to(x.dtype)
+        else:
+            for r, h in zip(rows.tolist(), cols.tolist()):
+                x[r, :, h * dh:(h + 1) * dh] = src[:, h * dh:(h + 1) * dh].to(x.dtype)
+        return x
+    return fn

@@ -321,6 +321,59 @@ class LoadedModel:
         Same sites and conventions as :meth:`capture`."""
         return capture_inputs(self.adapter, inputs, sites, layers=layers, token_str=self.token_str)
 
+    # ---- interventions ------------------------------------------------------------------------
+    def intervene(self, *interventions, ablate=None, mode: str = "zero", corpus=None):
+        """Context manager: every forward pass inside the ``with`` block runs modified.
+
+        ``capture``, :func:`~mri_widgets.logit_lens`, :func:`~mri_widgets.flow_graph`,
+        ``NeuronScan.run``, :func:`~mri_widgets.head_distances`, ``self.model(...)`` and
+        ``self.model.generate(...)`` all see the interventions. The hooks are removed on exit,
+        also after an exception or a keyboard interrupt.
+
+        Parameters
+        ----------
+        *interventions : :class:`~mri_widgets.Ablate`, :class:`~mri_widgets.Patch`,
+            :class:`~mri_widgets.Steer` objects, lists of them, or an
+            :class:`~mri_widgets.Interventions` widget (its enabled interventions).
+        ablate : shorthand for :class:`~mri_widgets.Ablate`: a target such as ``("head", 21, 7)``
+            or ``("neuron", 5, 100)``, or a list of them, ablated with ``mode`` (``"zero"`` or
+            ``"mean"``; the mean over ``corpus``).
+
+        Sources of patches, corpus means and steering vectors are computed when the block starts,
+        before any hook is installed. Yields the list of intervention objects in effect.
+
+        Examples
+        --------
+        >>> with lm.intervene(ablate=("head", 21, 7)):
+        ...     res = mw.logit_lens(lm, "The Eiffel Tower is in the city of")
+        >>> with lm.intervene(mw.Steer("resid", vec, alpha=4, layers=[10])):
+        ...     out = lm.model.generate(**lm.encode("I think that"), max_new_tokens=10)
+        """
+        from .interventions import intervene
+        return intervene(self, *interventions, ablate=ablate, mode=mode, corpus=corpus)
+
+    def mean_activations(self, texts, site: str, *, layers=None, progress: Optional[bool] = None) -> torch.Tensor:
+        """Mean activation of a writable ``site`` over every token of ``texts``: (len(layers), width).
+
+        Computed with a streaming reducer (bounded memory for any corpus) and cached on this
+        model by the texts' hash, site and layers, so mean ablation over the same corpus costs
+        one pass. ``z`` is flattened to ``n_heads * d_head`` (head ``h`` is the slice
+        ``h*d_head:(h+1)*d_head``). ``texts``: a list of strings or a :class:`~mri_widgets.Corpus`.
+        """
+        from .._checks import parse_layers
+        from .interventions import WRITABLE_SITES, InterventionError, corpus_mean, texts_fingerprint
+        if site not in WRITABLE_SITES:
+            raise InterventionError(f"site {site!r} has no mean here; use one of {', '.join(WRITABLE_SITES)}")
+        texts = list(getattr(texts, "texts", texts)) if not isinstance(texts, str) else [texts]
+        texts = check_texts(texts, what="corpus")
+        n = self.n_layers + 1 if site == "resid" else self.n_layers
+        sel = parse_layers(layers, n, what="layer", error=InterventionError)
+        key = (texts_fingerprint(texts), site, tuple(sel))
+        cache = self.__dict__.setdefault("_mean_cache", {})
+        if key not in cache:
+            cache[key] = corpus_mean(self, texts, site, sel, progress=progress)
+        return cache[key].clone()
+
     # ---- lens helpers -------------------------------------------------------------------------
     def apply_final_norm(self, vectors):
         """Apply the final norm (identity for models without one)."""
