@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import patchingTable, {
-  effectColor, saturation, cellToRC, rcToCell, selectionOf, cellOfSelection, layerDescription, metricDescription,
+  effectColor, effectText, saturation, cellToRC, rcToCell, selectionOf, cellOfSelection, layerDescription, metricDescription,
   NAN_COLOR, TRAITS, PARAMS,
 } from "../src/views/patching_table.js";
 import { MockModel, enc, mount } from "./mock_model.js";
@@ -48,6 +48,12 @@ describe("patching table logic", () => {
     expect(effectColor(NaN)).toBe(NAN_COLOR);
     expect(effectColor(1, 2)).toBe("rgb(217,140,149)");
     expect(effectColor(0.5, 2)).toBe("rgb(236,197,202)");
+  });
+  it("writes effects with two decimals, without a minus zero", () => {
+    expect(effectText(0.756)).toBe("0.76");
+    expect(effectText(-0.004)).toBe("0.00");
+    expect(effectText(-0.006)).toBe("-0.01");
+    expect(effectText(NaN)).toBe("–");
   });
   it("saturates at 1 or at the largest finite |effect|", () => {
     const e = { data: new Float32Array([0.5, -3, NaN, Infinity, 2]) };

@@ -31,6 +31,13 @@ export function effectColor(v, sat = 1) {
   return diverging(Math.max(-1, Math.min(1, v / sat)));
 }
 
+/** Text of a cell: the effect with two decimals ("0.00", never "-0.00"), "–" for NaN. */
+export function effectText(v) {
+  if (Number.isNaN(v)) return "–";
+  const t = v.toFixed(2);
+  return t === "-0.00" ? "0.00" : t;
+}
+
 /** Grid cell (r, c) <-> (row, col) of the result: rows are layers unless transposed. */
 export function cellToRC(r, c, transposed) {
   return transposed ? { row: c, col: r } : { row: r, col: c };
@@ -163,7 +170,7 @@ function buildTable(ctx) {
       const { row, col } = cellToRC(r, c, T);
       const v = at(data.effect, row, col);
       const line = !f.pinned && (f.selRow === row || f.selCol === col);
-      return { bg: effectColor(v, f.sat), text: Number.isNaN(v) ? "–" : v.toFixed(2),
+      return { bg: effectColor(v, f.sat), text: effectText(v),
         cls: line ? "mri-patch-linehi" : "", data: { row, col } };
     },
     rowHead: (r, f) => ({ hi: lit(true, r, f), content: label(true, r) }),
