@@ -38,6 +38,7 @@ _PUBLIC = {
     "Selection": "mri_widgets.widgets.selection",
     "TokenHeat": "mri_widgets.widgets.token_heat",
     "LensTable": "mri_widgets.widgets.lens_table",
+    "PatchingTable": "mri_widgets.widgets.patching_table",
     "LayerGrid": "mri_widgets.widgets.layer_grid",
     "CoactivationGraph": "mri_widgets.widgets.coactivation",
     "NeuronViewer": "mri_widgets.widgets.neuron_viewer",

@@ -194,7 +194,7 @@ def _widget_classes():
     from mri_widgets.widgets.base import MRIWidget
     from mri_widgets.widgets.graph_view import GraphView
 
-    classes = [mw.TokenHeat, mw.LensTable, mw.HeadMap, mw.LayerGrid, mw.NeuronViewer, GraphView,
+    classes = [mw.TokenHeat, mw.LensTable, mw.PatchingTable, mw.HeadMap, mw.LayerGrid, mw.NeuronViewer, GraphView,
                mw.CoactivationGraph, mw.FlowGraph]
     assert all(issubclass(c, MRIWidget) for c in classes)
     return classes

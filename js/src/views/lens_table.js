@@ -2,21 +2,17 @@
 // for vision-language models. Layer index: 0 = embeddings, l = residual stream after block l.
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, showToken, fmt } from "../lib/dom.js";
-import { sequential, textOn } from "../lib/colors.js";
+import { sequential } from "../lib/colors.js";
 import { at } from "../lib/codec.js";
+import { tokenGrid, gridCss, injectCss as addCss } from "../lib/token_table.js";
+
+export { CELL_W, CELL_H, ROW_HEAD_W, COL_HEAD_H, OVERSCAN, visibleRange, moveCell, scrollToShow } from "../lib/token_table.js";
 
 export const METRICS = {
   prob: "top-1 probability",
   rank: "rank of the target",
   entropy: "entropy",
 };
-export const CELL_W = 70;
-export const CELL_H = 20;
-export const ROW_HEAD_W = 140;
-export const COL_HEAD_H = 22;
-export const OVERSCAN = 3;
-const ROW_OVERSCAN = 6;
-const COL_OVERSCAN = 2;
 const IMG_SIZE = 280;
 
 // ------------------------------------------------------------------------------ pure logic
@@ -54,50 +50,12 @@ export function legendLabels(metric, vocabSize) {
   return ["p = 0", "p = 1"];
 }
 
-/**
- * Items to render along one axis: [start, end) of the items intersecting the viewport, widened
- * by `overscan` items each side.
- */
-export function visibleRange(scroll, viewport, size, count, overscan = OVERSCAN) {
-  if (count <= 0) return { start: 0, end: 0 };
-  const first = Math.floor(Math.max(0, scroll) / size);
-  const last = Math.ceil((Math.max(0, scroll) + Math.max(0, viewport)) / size);
-  return { start: Math.max(0, Math.min(count - 1, first) - overscan), end: Math.min(count, last + overscan) };
-}
-
-/**
- * New cell {r, c} after a key press in a rows x cols grid (clamped), or null for other keys.
- * Arrows move by one, PageUp/PageDown by `page` rows, Home/End to the first/last column.
- */
-export function moveCell(cell, key, rows, cols, page = 10) {
-  let { r, c } = cell || { r: 0, c: 0 };
-  switch (key) {
-    case "ArrowUp": r -= 1; break;
-    case "ArrowDown": r += 1; break;
-    case "ArrowLeft": c -= 1; break;
-    case "ArrowRight": c += 1; break;
-    case "PageUp": r -= page; break;
-    case "PageDown": r += page; break;
-    case "Home": c = 0; break;
-    case "End": c = cols - 1; break;
-    default: return null;
-  }
-  return { r: Math.min(rows - 1, Math.max(0, r)), c: Math.min(cols - 1, Math.max(0, c)) };
-}
-
 /** Grid cell (row, column) <-> (layer, position). Rows are tokens unless transposed. */
 export function cellToLP(r, c, transposed) {
   return transposed ? { layer: r, pos: c } : { layer: c, pos: r };
 }
 export function lpToCell(layer, pos, transposed) {
   return transposed ? { r: layer, c: pos } : { r: pos, c: layer };
-}
-
-/** Scroll offset that brings [start, start + size) into a viewport, changing it as little as possible. */
-export function scrollToShow(scroll, viewport, start, size) {
-  if (start < scroll) return start;
-  if (start + size > scroll + viewport) return Math.max(0, start + size - viewport);
-  return scroll;
 }
 
 /** Label of a position: image tokens become IMG001.. (with their patch), others their token text. */
@@ -115,23 +73,10 @@ export function positionLabel(data, pos) {
 
 // ------------------------------------------------------------------------------ style
 
-const CSS = `
+const CSS = `${gridCss(".mri-lens_table", "mri-lens")}
 .mri-lens_table .mri-lens-main { display: flex; gap: 12px; align-items: flex-start; }
-.mri-lens_table .mri-lens-grid { position: relative; flex: 1 1 auto; min-width: 200px; border: 1px solid var(--mri-border); overflow: hidden; }
-.mri-lens_table .mri-lens-corner, .mri-lens_table .mri-lens-colhead, .mri-lens_table .mri-lens-rowhead { position: absolute; overflow: hidden; background: var(--mri-bg); z-index: 2; }
-.mri-lens_table .mri-lens-corner { left: 0; top: 0; color: var(--mri-muted); font-size: 11px; padding: 3px 4px; box-sizing: border-box; border-right: 1px solid var(--mri-border); border-bottom: 1px solid var(--mri-border); }
-.mri-lens_table .mri-lens-colhead { top: 0; right: 0; border-bottom: 1px solid var(--mri-border); }
-.mri-lens_table .mri-lens-rowhead { left: 0; bottom: 0; border-right: 1px solid var(--mri-border); }
-.mri-lens_table .mri-lens-body { position: absolute; right: 0; bottom: 0; overflow: auto; outline: none; }
-.mri-lens_table .mri-lens-sizer { position: relative; contain: layout paint style; }
-.mri-lens_table .mri-lens-inner { position: relative; }
-.mri-lens_table .mri-lens-h { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; }
-.mri-lens_table .mri-lens-h .mri-lens-idx { color: var(--mri-muted); font-family: var(--jp-ui-font-family, sans-serif); margin-right: 4px; }
-.mri-lens_table .mri-lens-h.mri-lens-hi { background: #fff3c4; color: #111; }
-.mri-lens_table .mri-lens-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid rgba(128,128,128,0.15); border-bottom: 1px solid rgba(128,128,128,0.15); contain: strict; }
 .mri-lens_table .mri-lens-cell.mri-lens-best::after { content: ""; position: absolute; right: 2px; top: 2px; width: 5px; height: 5px; border-radius: 50%; background: var(--mri-accent); }
 .mri-lens_table .mri-lens-cell.mri-lens-rowhi { box-shadow: inset 0 2px 0 #f0b400, inset 0 -2px 0 #f0b400; }
-.mri-lens_table .mri-lens-cell.mri-lens-pinned { outline: 2px solid var(--mri-accent); outline-offset: -2px; z-index: 1; }
 .mri-lens_table .mri-lens-legend { display: inline-flex; align-items: center; gap: 4px; color: var(--mri-muted); }
 .mri-lens_table .mri-lens-bar { display: inline-block; width: 90px; height: 10px; border: 1px solid var(--mri-border); }
 .mri-lens_table .mri-lens-dot { display: inline-block; width: 6px; height: 6px; border-radius: 50%; background: var(--mri-accent); }
@@ -152,8 +97,7 @@ const CSS = `
 `;
 
 function injectCss() {
-  if (typeof document === "undefined" || document.getElementById("mri-lens_table-css")) return;
-  document.head.appendChild(h("style", { id: "mri-lens_table-css" }, CSS));
+  addCss("mri-lens_table-css", CSS);
 }
 
 // ------------------------------------------------------------------------------ view
@@ -247,169 +191,71 @@ function updateLegend(ctx) {
   state.legend.transpose.checked = !!model.get("transpose");
 }
 
-/** Build the scrolling table into state.tableHost; returns its painter. */
+/** Build the scrolling table into state.tableHost (lib/token_table.js); returns its painter. */
 function buildTable(ctx) {
   const { data, state, model } = ctx;
   const L = data.layer_names.length;
   const S = data.tokens.length;
   const T = !!model.get("transpose");
-  const rows = T ? L : S, cols = T ? S : L;
-  const height = Math.min(model.get("height") || 480, COL_HEAD_H + rows * CELL_H + 18);
-  const grid = h("div", { class: "mri-lens-grid", style: { height: `${height}px`, maxWidth: `${ROW_HEAD_W + cols * CELL_W + 18}px` } });
-  const corner = h("div", { class: "mri-lens-corner", style: { width: `${ROW_HEAD_W}px`, height: `${COL_HEAD_H}px` } },
-    T ? "layer \\ token" : "token \\ layer");
-  const colInner = h("div", { class: "mri-lens-inner", style: { width: `${cols * CELL_W + 40}px`, height: `${COL_HEAD_H}px` } });
-  const colHead = h("div", { class: "mri-lens-colhead", style: { left: `${ROW_HEAD_W}px`, height: `${COL_HEAD_H}px` } }, colInner);
-  const rowInner = h("div", { class: "mri-lens-inner", style: { height: `${rows * CELL_H + 40}px`, width: `${ROW_HEAD_W}px` } });
-  const rowHead = h("div", { class: "mri-lens-rowhead", style: { top: `${COL_HEAD_H}px`, width: `${ROW_HEAD_W}px` } }, rowInner);
-  const sizer = h("div", { class: "mri-lens-sizer", style: { width: `${cols * CELL_W}px`, height: `${rows * CELL_H}px` } });
-  // data-lm-suppress-shortcuts: JupyterLab's command-mode shortcuts (arrows move cells) skip this element
-  const body = h("div", { class: "mri-lens-body", tabindex: 0, role: "grid", "aria-label": "logit lens table",
-    "data-lm-suppress-shortcuts": "true",
-    style: { left: `${ROW_HEAD_W}px`, top: `${COL_HEAD_H}px` } }, sizer);
-  grid.append(corner, colHead, rowHead, body);
-  state.tableHost.replaceChildren(grid);
-  const tip = state.tip;
-
-  const viewW = () => body.clientWidth || Math.max(200, (state.tableHost.clientWidth || 800) - ROW_HEAD_W);
-  const viewH = () => body.clientHeight || height - COL_HEAD_H;
   const headLabel = (isRow, i) => {
     // header of row/column i: a token (position) or a layer name
     const isPos = T ? !isRow : isRow;
     if (isPos) return [h("span", { class: "mri-lens-idx" }, String(i)), positionLabel(data, i)];
     return [data.layer_names[i]];
   };
-
-  // cell elements are reused from paint to paint; only the visible window (plus overscan) exists
-  const pool = [];
-  let drawn = null;
-  function paint() {
-    const metric = model.get("metric") || "prob";
-    const st = body.scrollTop, sl = body.scrollLeft;
-    const rr = visibleRange(st, viewH(), CELL_H, rows, ROW_OVERSCAN);
-    const cc = visibleRange(sl, viewW(), CELL_W, cols, COL_OVERSCAN);
-    const pinned = state.pinned;
-    const hiPos = state.hiPos;
-    const selPos = state.selRow;
-    const selLayer = state.selCol;
-    let n = 0;
-    for (let r = rr.start; r < rr.end; r++) {
-      for (let c = cc.start; c < cc.end; c++) {
-        const { layer, pos } = cellToLP(r, c, T);
-        const v = metricValue(data, metric, layer, pos);
-        const bg = cellColor(metric, v, data.vocab_size);
-        let cls = "mri-lens-cell";
-        if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
-        if (pinned && pinned.layer === layer && pinned.pos === pos) cls += " mri-lens-pinned";
-        if (pos === hiPos || (!pinned && selPos === pos)) cls += " mri-lens-rowhi";
-        let el = pool[n];
-        if (!el) {
-          el = h("div", { role: "gridcell", style: { width: `${CELL_W}px`, height: `${CELL_H}px` } });
-          pool.push(el);
-        }
-        el.className = cls;
-        el.dataset.layer = layer;
-        el.dataset.pos = pos;
-        el.style.left = `${c * CELL_W}px`;
-        el.style.top = `${r * CELL_H}px`;
-        el.style.background = bg;
-        el.style.color = textOn(bg);
-        el.textContent = showToken(vocabStr(data, at(data.top_idx, layer, pos, 0)));
-        if (el.parentNode !== sizer) sizer.appendChild(el);
-        n++;
-      }
-    }
-    for (let i = n; i < pool.length; i++) if (pool[i].parentNode) pool[i].remove();
-    const heads = [];
-    for (let c = cc.start; c < cc.end; c++) {
-      const isLayerCol = !T;
-      const hi = isLayerCol ? (pinned ? pinned.layer === c : selLayer === c) : (c === hiPos || (pinned ? pinned.pos === c : selPos === c));
-      heads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}`, style: { left: `${c * CELL_W}px`, top: "0px", width: `${CELL_W}px`, height: `${COL_HEAD_H}px` } },
-        headLabel(false, c)));
-    }
-    colInner.replaceChildren(...heads);
-    const rheads = [];
-    for (let r = rr.start; r < rr.end; r++) {
-      const isPosRow = !T;
-      const hi = isPosRow ? (r === hiPos || (pinned ? pinned.pos === r : selPos === r)) : (pinned ? pinned.layer === r : selLayer === r);
-      rheads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}`, "data-row": r, style: { left: "0px", top: `${r * CELL_H}px`, width: `${ROW_HEAD_W}px`, height: `${CELL_H}px` } },
-        headLabel(true, r)));
-    }
-    rowInner.replaceChildren(...rheads);
-    colHead.scrollLeft = sl;
-    rowHead.scrollTop = st;
-    drawn = { rr, cc };
-  }
-
-  /** True when the cells painted last time still cover the viewport (scrolling inside the overscan). */
-  function covered() {
-    if (!drawn) return false;
-    const r = visibleRange(body.scrollTop, viewH(), CELL_H, rows, 0);
-    const c = visibleRange(body.scrollLeft, viewW(), CELL_W, cols, 0);
-    return r.start >= drawn.rr.start && r.end <= drawn.rr.end && c.start >= drawn.cc.start && c.end <= drawn.cc.end;
-  }
-
-  let queued = false;
-  const raf = globalThis.requestAnimationFrame ? (f) => globalThis.requestAnimationFrame(f) : (f) => setTimeout(f, 0);
-  body.addEventListener("scroll", () => {
-    colHead.scrollLeft = body.scrollLeft;
-    rowHead.scrollTop = body.scrollTop;
-    if (queued || covered()) return;
-    queued = true;
-    raf(() => { queued = false; paint(); });
+  const grid = tokenGrid({
+    host: state.tableHost, prefix: "mri-lens", rows: T ? L : S, cols: T ? S : L, height: model.get("height") || 480,
+    corner: T ? "layer \\ token" : "token \\ layer", label: "logit lens table", tip: state.tip,
+    frame: () => ({ metric: model.get("metric") || "prob", pinned: state.pinned, hiPos: state.hiPos,
+      selPos: state.selRow, selLayer: state.selCol }),
+    cell(r, c, f) {
+      const { layer, pos } = cellToLP(r, c, T);
+      let cls = "";
+      if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
+      if (pos === f.hiPos || (!f.pinned && f.selPos === pos)) cls += " mri-lens-rowhi";
+      return { bg: cellColor(f.metric, metricValue(data, f.metric, layer, pos), data.vocab_size), cls,
+        text: showToken(vocabStr(data, at(data.top_idx, layer, pos, 0))), data: { layer, pos } };
+    },
+    colHead(c, { pinned, hiPos, selPos, selLayer }) {
+      const hi = !T ? (pinned ? pinned.layer === c : selLayer === c) : (c === hiPos || (pinned ? pinned.pos === c : selPos === c));
+      return { hi, content: headLabel(false, c) };
+    },
+    rowHead(r, { pinned, hiPos, selPos, selLayer }) {
+      const hi = !T ? (r === hiPos || (pinned ? pinned.pos === r : selPos === r)) : (pinned ? pinned.layer === r : selLayer === r);
+      return { hi, content: headLabel(true, r) };
+    },
+    pinned: (f) => (f.pinned ? lpToCell(f.pinned.layer, f.pinned.pos, T) : null),
+    onPick(rc) {
+      if (!rc) { state.pinned = null; grid.paint(); return; }
+      const { layer, pos } = cellToLP(rc.r, rc.c, T);
+      pin(layer, pos);
+    },
+    tooltip(r, c) {
+      const { layer, pos } = cellToLP(r, c, T);
+      return cellSummary(data, layer, pos);
+    },
+    onHover({ r, c }) { if (state.image) state.image.outline(imagePatchOf(data, cellToLP(r, c, T).pos)); },
+    onLeave() { if (state.image) state.image.outline(-1); },
+    // keep the scroll position across redraws (new prompt, k, metric, transpose)
+    scroll: state.scroll && state.scroll.T === T ? state.scroll : null,
+    onScroll(top, left) { state.scroll = { T, top, left }; },
   });
 
   function reveal(layer, pos) {
     const { r, c } = lpToCell(layer, pos, T);
-    body.scrollTop = scrollToShow(body.scrollTop, viewH(), r * CELL_H, CELL_H);
-    body.scrollLeft = scrollToShow(body.scrollLeft, viewW(), c * CELL_W, CELL_W);
+    grid.reveal(r, c);
   }
   function revealRow(pos) {
-    if (T) body.scrollLeft = scrollToShow(body.scrollLeft, viewW(), pos * CELL_W, CELL_W);
-    else body.scrollTop = scrollToShow(body.scrollTop, viewH(), pos * CELL_H, CELL_H);
+    if (T) grid.revealCol(pos);
+    else grid.revealRow(pos);
   }
-
   function pin(layer, pos, { select = true } = {}) {
     state.pinned = { layer, pos };
     reveal(layer, pos);
-    paint();
+    grid.paint();
     if (select) ctx.selection.set({ position: pos, layer });
   }
-
-  const cellOf = (e) => {
-    const el = e.target?.closest ? e.target.closest(".mri-lens-cell") : null;
-    if (!el) return null;
-    return { layer: Number(el.dataset.layer), pos: Number(el.dataset.pos) };
-  };
-  body.addEventListener("mousemove", (e) => {
-    const cell = cellOf(e);
-    if (!cell) { tip.hide(); return; }
-    tip.show(e.clientX, e.clientY, cellSummary(data, cell.layer, cell.pos));
-    if (state.image) state.image.outline(imagePatchOf(data, cell.pos));
-  });
-  body.addEventListener("mouseleave", () => { tip.hide(); if (state.image) state.image.outline(-1); });
-  body.addEventListener("click", (e) => {
-    const cell = cellOf(e);
-    if (!cell) return;
-    body.focus({ preventScroll: true });
-    const p = state.pinned;
-    if (p && p.layer === cell.layer && p.pos === cell.pos) { state.pinned = null; paint(); return; }
-    pin(cell.layer, cell.pos);
-  });
-  body.addEventListener("keydown", (e) => {
-    const start = state.pinned ? lpToCell(state.pinned.layer, state.pinned.pos, T) : { r: 0, c: 0 };
-    const next = moveCell(start, e.key, rows, cols, Math.max(1, Math.floor(viewH() / CELL_H) - 1));
-    if (!next) return;
-    e.preventDefault();
-    e.stopPropagation();
-    const { layer, pos } = cellToLP(next.r, next.c, T);
-    pin(layer, pos);
-  });
-
-  // keep the scroll position across redraws (new prompt, k, metric, transpose)
-  if (state.scroll && state.scroll.T === T) { body.scrollTop = state.scroll.top; body.scrollLeft = state.scroll.left; }
-  body.addEventListener("scroll", () => { state.scroll = { T, top: body.scrollTop, left: body.scrollLeft }; });
-  return { paint, pin, reveal, revealRow, body, rows, cols, transposed: T };
+  return { paint: grid.paint, pin, reveal, revealRow, body: grid.body, rows: grid.rows, cols: grid.cols, transposed: T };
 }
 
 function buildImage(ctx) {
