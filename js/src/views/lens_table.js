@@ -113,6 +113,31 @@ export function positionLabel(data, pos) {
   return showToken(data.tokens[pos]);
 }
 
+/** True when position `pos` holds a generated token (after the `n_prompt` prompt tokens). */
+export function isGenerated(data, pos) {
+  return Number.isInteger(data.n_prompt) && pos >= data.n_prompt && pos < data.tokens.length;
+}
+
+/**
+ * The generated token predicted at position `pos` (the next one) and its commitment layer:
+ * {next, layer} (layer -1: not the last layer's top-1), or null when the next token is not generated.
+ */
+export function commitmentAt(data, pos) {
+  if (!isGenerated(data, pos + 1) || !data.commitment_layer) return null;
+  return { next: pos + 1, layer: data.commitment_layer.data[pos + 1] };
+}
+
+/** Generation classes of a cell or position header: first generated row, commitment cell. */
+export function genClasses(data, layer, pos, transposed) {
+  let cls = "";
+  if (isGenerated(data, pos)) {
+    if (layer == null) cls += " mri-lens-gen";
+    if (pos === data.n_prompt) cls += transposed ? " mri-lens-gensep-c" : " mri-lens-gensep-r";
+  }
+  if (layer != null && commitmentAt(data, pos)?.layer === layer) cls += " mri-lens-commit";
+  return cls;
+}
+
 // ------------------------------------------------------------------------------ style
 
 const CSS = `
@@ -127,6 +152,11 @@ const CSS = `
 .mri-lens_table .mri-lens-inner { position: relative; }
 .mri-lens_table .mri-lens-h { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; }
 .mri-lens_table .mri-lens-h .mri-lens-idx { color: var(--mri-muted); font-family: var(--jp-ui-font-family, sans-serif); margin-right: 4px; }
+.mri-lens_table .mri-lens-h.mri-lens-gen { font-style: italic; background: rgba(214, 51, 132, 0.09); box-shadow: inset 3px 0 0 #d63384; }
+.mri-lens_table .mri-lens-gensep-r { border-top: 2px solid #d63384; }
+.mri-lens_table .mri-lens-gensep-c { border-left: 2px solid #d63384; }
+.mri-lens_table .mri-lens-cell.mri-lens-commit::before, .mri-lens_table .mri-lens-tri { content: ""; position: absolute; left: 0; top: 0; width: 0; height: 0; border-left: 8px solid #d63384; border-bottom: 8px solid transparent; }
+.mri-lens_table .mri-lens-tri { position: relative; display: inline-block; }
 .mri-lens_table .mri-lens-h.mri-lens-hi { background: #fff3c4; color: #111; }
 .mri-lens_table .mri-lens-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid rgba(128,128,128,0.15); border-bottom: 1px solid rgba(128,128,128,0.15); contain: strict; }
 .mri-lens_table .mri-lens-cell.mri-lens-best::after { content: ""; position: absolute; right: 2px; top: 2px; width: 5px; height: 5px; border-radius: 50%; background: var(--mri-accent); }
@@ -181,12 +211,22 @@ function cellSummary(data, layer, pos) {
   const tgt = vocabStr(data, data.target_idx.data[pos]);
   return [
     h("div", {}, `#${pos} `, h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[pos])),
-      ` · layer ${lname} (${where})`),
+      isGenerated(data, pos) ? " (generated)" : "", ` · layer ${lname} (${where})`),
     topkTable(data, layer, pos),
     h("div", {}, `target `, h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
       `: p = ${fmt(at(data.target_probs, layer, pos), 3)}, rank ${at(data.target_ranks, layer, pos)}`),
     h("div", {}, `entropy ${fmt(at(data.entropy, layer, pos), 2)} nats`),
+    ...commitLine(data, pos),
   ];
+}
+
+/** Tooltip line on the row that predicts a generated token: where the model committed to it. */
+function commitLine(data, pos) {
+  const c = commitmentAt(data, pos);
+  if (!c) return [];
+  const tok = h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[c.next]));
+  if (c.layer < 0) return [h("div", { class: "mri-lens-commitline" }, "generated next: ", tok, " (sampled; not the top-1 at the last layer)")];
+  return [h("div", { class: "mri-lens-commitline" }, "generated next: ", tok, ` · committed from layer ${data.layer_names[c.layer]}`)];
 }
 
 function imagePatchOf(data, pos) {
@@ -213,6 +253,11 @@ function buildToolbar(ctx) {
     const v = parseInt(k.value, 10);
     if (Number.isFinite(v) && v >= 1 && v !== model.get("k")) { state.status.textContent = "running…"; model.set("k", v); model.save_changes(); }
   });
+  const gen = h("input", { class: "mri-lens-k mri-lens-generate", type: "number", min: 0, max: 500, value: model.get("generate") ?? 0, "aria-label": "generate" });
+  gen.addEventListener("change", () => {
+    const v = parseInt(gen.value, 10);
+    if (Number.isFinite(v) && v >= 0 && v !== model.get("generate")) { state.status.textContent = "running…"; model.set("generate", v); model.save_changes(); }
+  });
   const metric = h("select", { class: "mri-lens-metric", "aria-label": "colour by" },
     Object.entries(METRICS).map(([key, label]) => h("option", { value: key }, label)));
   metric.value = model.get("metric") || "prob";
@@ -228,10 +273,12 @@ function buildToolbar(ctx) {
   return h("div", { class: "mri-toolbar", "data-lm-suppress-shortcuts": "true" },
     h("label", {}, "prompt ", prompt), h("button", { onclick: run }, "run"),
     h("label", {}, "k ", k),
+    h("label", { title: "new tokens the model generates after the prompt" }, "generate ", gen),
     h("label", {}, "colour ", metric),
     h("label", {}, transpose, " layers as rows"),
     h("span", { class: "mri-lens-legend" }, lo, bar, hi),
     h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-dot" }), " most confident layer"),
+    isGenerated(data, data.tokens.length - 1) ? h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-tri" }), " layer committed to the generated next token") : null,
     h("span", { class: "mri-muted" }, tgtMode),
     state.status);
 }
@@ -300,6 +347,7 @@ function buildTable(ctx) {
         const bg = cellColor(metric, v, data.vocab_size);
         let cls = "mri-lens-cell";
         if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
+        cls += genClasses(data, layer, pos, T);
         if (pinned && pinned.layer === layer && pinned.pos === pos) cls += " mri-lens-pinned";
         if (pos === hiPos || (!pinned && selPos === pos)) cls += " mri-lens-rowhi";
         let el = pool[n];
@@ -324,7 +372,7 @@ function buildTable(ctx) {
     for (let c = cc.start; c < cc.end; c++) {
       const isLayerCol = !T;
       const hi = isLayerCol ? (pinned ? pinned.layer === c : selLayer === c) : (c === hiPos || (pinned ? pinned.pos === c : selPos === c));
-      heads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}`, style: { left: `${c * CELL_W}px`, top: "0px", width: `${CELL_W}px`, height: `${COL_HEAD_H}px` } },
+      heads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}${T ? genClasses(data, null, c, T) : ""}`, style: { left: `${c * CELL_W}px`, top: "0px", width: `${CELL_W}px`, height: `${COL_HEAD_H}px` } },
         headLabel(false, c)));
     }
     colInner.replaceChildren(...heads);
@@ -332,7 +380,7 @@ function buildTable(ctx) {
     for (let r = rr.start; r < rr.end; r++) {
       const isPosRow = !T;
       const hi = isPosRow ? (r === hiPos || (pinned ? pinned.pos === r : selPos === r)) : (pinned ? pinned.layer === r : selLayer === r);
-      rheads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}`, "data-row": r, style: { left: "0px", top: `${r * CELL_H}px`, width: `${ROW_HEAD_W}px`, height: `${CELL_H}px` } },
+      rheads.push(h("div", { class: `mri-lens-h${hi ? " mri-lens-hi" : ""}${T ? "" : genClasses(data, null, r, T)}`, "data-row": r, style: { left: "0px", top: `${r * CELL_H}px`, width: `${ROW_HEAD_W}px`, height: `${CELL_H}px` } },
         headLabel(true, r)));
     }
     rowInner.replaceChildren(...rheads);
@@ -512,7 +560,7 @@ function draw(ctx) {
   main.appendChild(state.tableHost);
   root.appendChild(main);
   root.appendChild(h("div", { class: "mri-muted", style: { marginTop: "4px" } },
-    `${data.model_name} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${model.get("norm") === false ? " · no final norm" : ""} · click a cell to pin it, arrows move`));
+    `${data.model_name} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${model.get("norm") === false ? " · no final norm" : ""}${isGenerated(data, S - 1) ? ` · ${S - data.n_prompt} generated (${model.get("sample") ? "sampled" : "greedy"})` : ""} · click a cell to pin it, arrows move`));
   updateLegend(ctx);
   state.table = buildTable(ctx);
   state.table.paint();
@@ -564,8 +612,9 @@ function onSelection(ctx, sel) {
 
 /** Traits of LensTable (mri_widgets/widgets/lens_table.py): the result, redrawn on change ... */
 export const TRAITS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "top_idx", "top_probs", "entropy",
-  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image"];
+  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image", "n_prompt", "commitment_layer"];
 /** ... and the parameters the view reads and sets itself. */
-export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height"];
+export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height", "generate", "sample", "seed",
+  "temperature"];
 
 export default defineView({ name: "lens_table", traits: TRAITS, params: PARAMS, draw, onSelection });
