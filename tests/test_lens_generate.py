@@ -327,3 +327,30 @@ def test_demo_continues_with_paris(capsys):
     np.testing.assert_allclose(text.top_probs, res.top_probs, rtol=1e-4, atol=1e-6)
     assert res.commitment_layer.tolist() == _commit_by_hand(res.top_ids[:, :, 0], res.input_ids, res.n_prompt)
     assert (res.commitment_layer[res.generated] >= 1).all()
+
+
+def test_generate_tokens_checks_its_arguments_and_runs_on_llava_text(tiny):
+    from mri_widgets.testing import tiny_model
+
+    lm = tiny_model("gpt2")  # a fresh model: a hook is installed on it
+    ids = _prompt_ids(lm)
+    assert lm.generate_tokens(ids, 0).tolist() == []
+    assert lm.generate_tokens(ids, 5).tolist() == _hand_loop(lm, ids, 5)
+    with pytest.raises(ValueError, match="needs seed"):
+        lm.generate_tokens(ids, 3, sample=True)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+        lm.generate_tokens(ids, -1)
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        lm.generate_tokens(ids, 3, sample=True, seed=0, temperature=0)
+    with pytest.raises(ValueError, match="input_ids is empty"):
+        lm.generate_tokens([], 3)
+    # no EOS stop: exactly max_new_tokens, even past an end-of-sequence token
+    handle = _steer(lm, lm.eos_token_ids()[0])
+    try:
+        assert lm.generate_tokens(ids, 4, stop_at_eos=False).tolist() == [lm.eos_token_ids()[0]] * 4
+    finally:
+        handle.remove()
+    # a LLaVA-style model continues a text prompt through its language model
+    llava = tiny("llava")
+    res = logit_lens(llava, "What is it?", generate=4)
+    assert res.input_ids[res.n_prompt:].tolist() == _hand_loop(llava, _prompt_ids(llava, "What is it?"), 4)

@@ -309,9 +309,22 @@ class LoadedModel:
         -------
         (n_new,) int64 CPU tensor, ``n_new <= max_new_tokens``.
         """
+        from .._checks import check_bool, check_int
+
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", min=0)
+        sample, stop_at_eos = check_bool(sample, "sample"), check_bool(stop_at_eos, "stop_at_eos")
+        if sample:
+            if seed is None:
+                raise ValueError("sample=True needs seed= (an int), so that the draw can be repeated")
+            seed = check_int(seed, "seed", min=0)
+            temperature = float(temperature)
+            if not (np.isfinite(temperature) and temperature > 0):
+                raise ValueError(f"temperature must be a positive number, got {temperature}")
         ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1).to(self.device)
+        if ids.shape[1] == 0:
+            raise ValueError("input_ids is empty: generation needs at least one token to continue")
         eos = set(self.eos_token_ids()) if stop_at_eos else set()
-        gen = torch.Generator(device="cpu").manual_seed(int(seed)) if sample else None
+        gen = torch.Generator(device="cpu").manual_seed(seed) if sample else None
         model = self.model
         params = _forward_params(model)
         kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
