@@ -1,7 +1,7 @@
 import { describe, it, expect } from "vitest";
 import lensTable, {
   metricScale, cellColor, visibleRange, moveCell, cellToLP, lpToCell, scrollToShow, positionLabel,
-  legendLabels, CELL_H, CELL_W,
+  legendLabels, CELL_H, CELL_W, isGenerated, commitmentAt, genClasses,
 } from "../src/views/lens_table.js";
 import { sequential } from "../src/lib/colors.js";
 import { MockModel, enc, mount } from "./mock_model.js";
@@ -83,6 +83,73 @@ describe("lens table logic", () => {
     const d = { tokens: ["<image>", "<image>", "x"], image: { grid: [1, 2], positions: { data: new Int32Array([0, 1]) } } };
     expect(positionLabel(d, 1)).toBe("IMG002 (0,1)");
     expect(positionLabel(d, 2)).toBe("x");
+  });
+});
+
+/** fakeData with generation: positions n_prompt.. are generated, with these commitment layers. */
+function genData(L, S, nPrompt, commit) {
+  const d = fakeData(L, S);
+  const c = new Int32Array(S).fill(-1);
+  commit.forEach((v, i) => { c[nPrompt + i] = v; });
+  return { ...d, n_prompt: nPrompt, commitment_layer: enc(c, [S]) };
+}
+
+describe("lens table generation marks", () => {
+  it("finds generated positions and the commitment of the token predicted at each row", () => {
+    // decoded as the view sees it: arrays as {data, shape}
+    const d = { tokens: Array(6).fill("x"), n_prompt: 3,
+      commitment_layer: { data: new Int32Array([-1, -1, -1, 2, -1, 0]), shape: [6] } };
+    expect([0, 1, 2, 3, 4, 5].map((p) => isGenerated(d, p))).toEqual([false, false, false, true, true, true]);
+    expect(commitmentAt(d, 1)).toBe(null); // predicts a prompt token
+    expect(commitmentAt(d, 2)).toEqual({ next: 3, layer: 2 }); // the last prompt row predicts the first generated token
+    expect(commitmentAt(d, 3)).toEqual({ next: 4, layer: -1 });
+    expect(commitmentAt(d, 5)).toBe(null); // nothing generated after the last token
+    expect(genClasses(d, 2, 2, false)).toBe(" mri-lens-commit");
+    expect(genClasses(d, 1, 2, false)).toBe("");
+    expect(genClasses(d, null, 3, false)).toBe(" mri-lens-gen mri-lens-gensep-r");
+    expect(genClasses(d, null, 3, true)).toBe(" mri-lens-gen mri-lens-gensep-c");
+    expect(genClasses(d, null, 4, false)).toBe(" mri-lens-gen");
+    // no generation (old payloads without the fields, or n_prompt = all tokens): no marks
+    const plain = { tokens: d.tokens };
+    expect(isGenerated(plain, 5)).toBe(false);
+    expect(commitmentAt(plain, 2)).toBe(null);
+    expect(isGenerated({ ...plain, n_prompt: 6 }, 5)).toBe(false);
+  });
+  it("marks generated rows, the separator and the commitment cells; the tooltip names the layer", async () => {
+    const { model } = setup(genData(4, 6, 3, [2, -1, 0]));
+    const { el } = await mount(lensTable, model);
+    const heads = [...el.querySelectorAll(".mri-lens-rowhead .mri-lens-h")];
+    expect(heads.map((x) => x.classList.contains("mri-lens-gen"))).toEqual([false, false, false, true, true, true]);
+    expect(heads.filter((x) => x.classList.contains("mri-lens-gensep-r")).map((x) => x.dataset.row)).toEqual(["3"]);
+    expect(cell(el, 0, 3).classList.contains("mri-lens-gensep-r")).toBe(true);
+    expect(cell(el, 0, 4).classList.contains("mri-lens-gensep-r")).toBe(false);
+    const commits = [...el.querySelectorAll(".mri-lens-cell.mri-lens-commit")].map((x) => [x.dataset.layer, x.dataset.pos]);
+    expect(commits.sort()).toEqual([["0", "4"], ["2", "2"]]);
+    cell(el, 1, 2).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    const tip = el.querySelector(".mri-tooltip");
+    expect(tip.textContent).toContain(`generated next: " t3" · committed from layer 2`);
+    cell(el, 1, 3).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    expect(tip.textContent).toContain("(generated)");
+    expect(tip.textContent).toContain("not the top-1 at the last layer");
+    cell(el, 1, 1).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    expect(tip.textContent).not.toContain("generated");
+    expect(el.textContent).toContain("3 generated (greedy)");
+    // transposed: the generated tokens are columns, the separator on their left
+    model.set("transpose", true);
+    const cols = [...el.querySelectorAll(".mri-lens-colhead .mri-lens-h")];
+    expect(cols.filter((x) => x.classList.contains("mri-lens-gen")).length).toBe(3);
+    expect(cell(el, 0, 3).classList.contains("mri-lens-gensep-c")).toBe(true);
+    expect(cell(el, 2, 2).classList.contains("mri-lens-commit")).toBe(true);
+  });
+  it("a table without generation has no marks, and the generate box asks Python for tokens", async () => {
+    const { model } = setup(fakeData(4, 6), { generate: 0 });
+    const { el } = await mount(lensTable, model);
+    expect(el.querySelector(".mri-lens-gen, .mri-lens-commit, .mri-lens-gensep-r")).toBe(null);
+    expect(el.querySelector(".mri-lens-tri")).toBe(null);
+    const gen = el.querySelector("input.mri-lens-generate");
+    gen.value = "7";
+    gen.dispatchEvent(new Event("change"));
+    expect(model.get("generate")).toBe(7);
   });
 });
 

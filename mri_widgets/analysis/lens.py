@@ -25,7 +25,7 @@ import torch
 
 from .._checks import check_bool, check_index, check_int
 
-__all__ = ["logit_lens", "LensResult", "LensError", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["logit_lens", "LensResult", "LensError", "DEFAULT_CHUNK_BYTES", "commitment_layers"]
 
 #: default memory budget of one unembedding chunk (the readout's two float32 (rows, vocab) buffers)
 DEFAULT_CHUNK_BYTES = 128 * 2**20
@@ -40,7 +40,8 @@ class LensResult:
     """What :func:`logit_lens` computes for one prompt.
 
     Layer axis: index 0 is the embeddings, index ``l`` the residual stream after block ``l``
-    (``n_layers + 1`` layers in all; names in ``layer_names``). Position axis: the prompt's tokens.
+    (``n_layers + 1`` layers in all; names in ``layer_names``). Position axis: the prompt's tokens,
+    then the generated ones (``logit_lens(..., generate=n)``).
 
     Attributes
     ----------
@@ -76,6 +77,20 @@ class LensResult:
         ``(i // grid_w, i % grid_w)``.
     image : (H, W, 3) uint8 array or None
         The image as the model sees it (resized and centre-cropped like CLIP's processor).
+    n_prompt : int
+        Number of prompt tokens: positions ``n_prompt..`` are generated (default: all positions
+        are prompt).
+    generated : (positions,) bool array
+        True at the generated tokens.
+    commitment_layer : (positions,) int64 array
+        For a generated token at position ``p``: the first lens layer (0 = embeddings) from which
+        the top-1 prediction at position ``p - 1`` is that token at every later layer, i.e. the
+        layer where the model commits to what it finally chose. ``-1`` where the chosen token is
+        not the last layer's top-1 (possible when sampling) and at every prompt token.
+    continuation : str
+        The generated tokens decoded as text (``""`` without generation).
+    seed : int or None
+        The seed the sampled tokens were drawn with (``None`` for greedy or no generation).
     """
 
     prompt: str
@@ -97,6 +112,30 @@ class LensResult:
     image_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     patch_grid: Optional[tuple] = None
     image: Optional[np.ndarray] = None
+    n_prompt: Optional[int] = None
+    generated: Optional[np.ndarray] = None
+    commitment_layer: Optional[np.ndarray] = None
+    continuation: str = ""
+    seed: Optional[int] = None
+
+    def __post_init__(self):
+        S = int(np.shape(self.top_ids)[1])
+        if self.n_prompt is None:
+            self.n_prompt = S
+        self.n_prompt = int(self.n_prompt)
+        if not 0 <= self.n_prompt <= S:
+            raise LensError(f"n_prompt must be in 0..{S} (the number of positions), got {self.n_prompt}")
+        if self.generated is None:
+            self.generated = np.arange(S) >= self.n_prompt
+        self.generated = np.asarray(self.generated, dtype=bool)
+        if self.commitment_layer is None:
+            self.commitment_layer = commitment_layers(self.top_ids[:, :, 0], self.input_ids, self.n_prompt)
+        self.commitment_layer = np.asarray(self.commitment_layer, dtype=np.int64)
+
+    @property
+    def n_generated(self) -> int:
+        """Number of generated tokens (positions after the prompt)."""
+        return self.n_positions - self.n_prompt
 
     # ---- shapes ---------------------------------------------------------------------------
     @property
@@ -146,8 +185,29 @@ class LensResult:
 
     def __repr__(self) -> str:
         img = f", image tokens={len(self.image_positions)} grid={self.patch_grid}" if self.patch_grid else ""
-        return (f"LensResult({self.model_name!r}, positions={self.n_positions}, layers={self.n_layers}, "
+        gen = f", generated={self.n_generated}" if self.n_generated else ""
+        return (f"LensResult({self.model_name!r}, positions={self.n_positions}{gen}, layers={self.n_layers}, "
                 f"k={self.k}, norm={self.norm}{img})")
+
+
+def commitment_layers(top1: np.ndarray, input_ids: np.ndarray, n_prompt: int) -> np.ndarray:
+    """(positions,) commitment layer of each generated token (see :attr:`LensResult.commitment_layer`).
+
+    ``top1`` is the (layers, positions) top-1 token of every cell, ``input_ids`` the (positions,)
+    tokens; positions ``n_prompt..`` are generated. A generated token at ``p`` is predicted at
+    ``p - 1``: its commitment layer is the start of the run of layers, ending at the last one,
+    whose top-1 at ``p - 1`` is that token; ``-1`` if the last layer's top-1 is another token.
+    """
+    top1 = np.asarray(top1)
+    ids = np.asarray(input_ids).reshape(-1)
+    out = np.full(top1.shape[1], -1, np.int64)
+    for p in range(max(1, int(n_prompt)), top1.shape[1]):
+        hit = top1[:, p - 1] == ids[p]
+        if not hit[-1]:
+            continue
+        miss = np.flatnonzero(~hit)
+        out[p] = 0 if len(miss) == 0 else int(miss[-1]) + 1
+    return out
 
 
 def _check_index(i, n: int, what: str) -> int:
@@ -210,8 +270,11 @@ def _lens_rows(lm, flat: torch.Tensor, start: int, stop: int, targets, k: int, n
 
 
 def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Union[None, str, int] = None,
-               image=None, chunk_rows: Optional[int] = None, progress: Optional[bool] = None) -> LensResult:
-    """Run the logit lens on one prompt (and an image, for a LLaVA-style model).
+               image=None, generate: int = 0, sample: bool = False, seed: Optional[int] = None,
+               temperature: float = 1.0, chunk_rows: Optional[int] = None,
+               progress: Optional[bool] = None) -> LensResult:
+    """Run the logit lens on one prompt (and an image, for a LLaVA-style model), optionally
+    over a continuation the model generates.
 
     One forward pass records the residual stream (embeddings, then each block's output); every
     layer x position state then goes through the final norm and the unembedding in chunks, keeping
@@ -237,6 +300,23 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     image : PIL image or (H, W, 3) uint8 array, optional
         For a LLaVA-style model: the processor expands the ``<image>`` placeholder (prepended when
         the prompt has none) into one token per patch.
+    generate : int
+        Number of new tokens to generate after the prompt (default 0: the prompt only). The
+        model continues the prompt one token at a time (greedy by default), stopping early after
+        an end-of-sequence token (which is kept); the lens then runs over the prompt plus the
+        generated tokens, which are marked in :attr:`LensResult.generated` and get a
+        :attr:`LensResult.commitment_layer`. Generation and the lens pass both go through the
+        model's ordinary forward calls, so forward hooks on its modules (interventions such as
+        ``with lm.intervene(...)``) apply to both. Not available with ``image=``.
+    sample : bool
+        Sample each new token from ``softmax(logits / temperature)`` instead of taking the most
+        probable one.
+    seed : int, optional
+        Seed of the sampling (a local ``torch.Generator``; the global RNG is untouched): the
+        same seed gives the same continuation. Default with ``sample=True``: a fresh random
+        seed, recorded in :attr:`LensResult.seed`.
+    temperature : float
+        Sampling temperature (> 0; only with ``sample=True``).
     chunk_rows : int, optional
         Layer x position rows unembedded at once (default: as many as fit in
         :data:`DEFAULT_CHUNK_BYTES`).
@@ -252,6 +332,8 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
     >>> lm = mri_widgets.load("demo")
     >>> res = mri_widgets.logit_lens(lm, "The capital of France is", target=" Paris")
     >>> res.target_ranks[:, -1]          # rank of " Paris" after each layer at the last token
+    >>> res = mri_widgets.logit_lens(lm, "The capital of France is", generate=5)
+    >>> res.continuation, res.commitment_layer[res.generated]
     """
     from ..models.loading import LoadedModel
 
@@ -271,12 +353,30 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         chunk_rows = check_int(chunk_rows, "chunk_rows", min=1, error=LensError)
     from .._checks import check_target
     target_id = check_target(lm, target, error=LensError)
+    generate, sample, seed, temperature = _check_generation(generate, sample, seed, temperature, image)
 
     # ---- one forward pass: residual states (n_layers + 1, seq, d_model) ---------------------
     image_positions = np.zeros(0, np.int64)
     grid = None
     view = None
-    if image is None:
+    n_prompt = None
+    continuation = ""
+    if generate:
+        enc = lm.encode(prompt)
+        prompt_ids = enc["input_ids"][0]
+        n_prompt = int(prompt_ids.shape[0])
+        limit = lm.max_positions
+        if limit is not None and n_prompt + generate > limit:
+            raise LensError(f"the prompt has {n_prompt} tokens and generate={generate} would make "
+                            f"{n_prompt + generate}, but {lm.name} accepts {limit} positions; lower generate "
+                            f"to at most {max(0, limit - n_prompt)} or shorten the prompt")
+        new = lm.generate_tokens(prompt_ids, generate, sample=sample, seed=seed, temperature=temperature)
+        full = torch.cat([prompt_ids.cpu(), new]).reshape(1, -1)
+        states = lm.capture_inputs({"input_ids": full}, sites=["resid"])["resid"][0]
+        input_ids = full[0].numpy().astype(np.int64)
+        tokens = lm.token_str(input_ids)
+        continuation = lm.tokenizer.decode(new.tolist())
+    elif image is None:
         cap = lm.capture([prompt], sites=["resid"], progress=False)
         states = cap["resid"][0]
         input_ids = cap.input_ids[0][cap.mask[0]].cpu().numpy().astype(np.int64)
@@ -339,5 +439,32 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         target_probs=out["target_probs"].reshape(shape), target_ranks=out["target_ranks"].reshape(shape),
         target=None if target_id is None else lm.token_str([target_id])[0],
         norm=bool(norm), model_name=str(lm.name), vocab_size=int(V), image_positions=image_positions,
-        patch_grid=grid, image=view,
+        patch_grid=grid, image=view, n_prompt=n_prompt, continuation=continuation,
+        seed=seed if generate and sample else None,
     )
+
+
+def _check_generation(generate, sample, seed, temperature, image):
+    """Checked ``(generate, sample, seed, temperature)``; a random seed when sampling without one."""
+    generate = check_int(generate, "generate", min=0, error=LensError,
+                         hint=" (generate is the number of new tokens; 0 reads the prompt only)")
+    sample = check_bool(sample, "sample")
+    if seed is not None:
+        seed = check_int(seed, "seed", min=0, error=LensError)
+        if not sample:
+            raise LensError("seed only applies to sampling: pass sample=True (greedy generation needs no seed)")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
+        raise TypeError(f"temperature must be a number, got {temperature!r} ({type(temperature).__name__})")
+    temperature = float(temperature)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise LensError(f"temperature must be a positive number, got {temperature}")
+    if temperature != 1.0 and not sample:
+        raise LensError("temperature only applies to sampling: pass sample=True, or drop temperature= for greedy")
+    if generate and image is not None:
+        raise LensError("generate= is not supported with image=: run the lens over the image and prompt "
+                        "without generation, or generate over a text prompt")
+    if sample and not generate:
+        raise LensError("sample=True needs generate=n (the number of new tokens to sample)")
+    if sample and seed is None:
+        seed = int(torch.Generator().seed() % 2**31)
+    return generate, sample, seed, temperature

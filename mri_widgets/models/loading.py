@@ -265,6 +265,94 @@ class LoadedModel:
         ids = np.asarray(torch.as_tensor(input_ids).cpu()).reshape(-1)
         return np.flatnonzero(ids == tid) if tid is not None else np.zeros(0, dtype=np.int64)
 
+    # ---- generation ---------------------------------------------------------------------------
+    def eos_token_ids(self) -> list[int]:
+        """Token ids that end a generation: the tokenizer's EOS and the generation config's."""
+        ids = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen = getattr(self.model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        for e in (eos if isinstance(eos, (list, tuple)) else [eos]):
+            if e is not None:
+                ids.add(int(e))
+        return sorted(ids)
+
+    def generate_tokens(self, input_ids, max_new_tokens: int, *, sample: bool = False, seed: Optional[int] = None,
+                        temperature: float = 1.0, stop_at_eos: bool = True) -> torch.Tensor:
+        """New token ids continuing ``input_ids`` (one sequence), one forward call per token.
+
+        A hand-written decoding loop with the key/value cache: every step calls ``self.model``'s
+        ordinary forward, so forward hooks installed on its modules (interventions) apply to
+        every generated token. Nothing is printed (transformers' ``generate`` would warn about
+        generation-config flags).
+
+        Parameters
+        ----------
+        input_ids : (seq,) or (1, seq) int tensor, array or list
+        max_new_tokens : int
+            Tokens to generate at most.
+        sample : bool
+            ``False``: greedy (the most probable token, ties to the lowest id, like
+            ``model.generate(do_sample=False)``). ``True``: sample from
+            ``softmax(logits / temperature)`` with a local ``torch.Generator`` seeded with
+            ``seed`` (the global RNG is neither used nor changed); the draw is made on the CPU, so
+            a seed gives the same tokens on any device.
+        seed : int, optional
+            Seed of the sampling generator (required with ``sample=True``).
+        temperature : float
+            Divides the logits before sampling (> 0).
+        stop_at_eos : bool
+            Stop after the first end-of-sequence token (:meth:`eos_token_ids`), which is kept.
+
+        Returns
+        -------
+        (n_new,) int64 CPU tensor, ``n_new <= max_new_tokens``.
+        """
+        from .._checks import check_bool, check_int
+
+        max_new_tokens = check_int(max_new_tokens, "max_new_tokens", min=0)
+        sample, stop_at_eos = check_bool(sample, "sample"), check_bool(stop_at_eos, "stop_at_eos")
+        if sample:
+            if seed is None:
+                raise ValueError("sample=True needs seed= (an int), so that the draw can be repeated")
+            seed = check_int(seed, "seed", min=0)
+            temperature = float(temperature)
+            if not (np.isfinite(temperature) and temperature > 0):
+                raise ValueError(f"temperature must be a positive number, got {temperature}")
+        ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1).to(self.device)
+        if ids.shape[1] == 0:
+            raise ValueError("input_ids is empty: generation needs at least one token to continue")
+        eos = set(self.eos_token_ids()) if stop_at_eos else set()
+        gen = torch.Generator(device="cpu").manual_seed(seed) if sample else None
+        model = self.model
+        params = _forward_params(model)
+        kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers >= 5.2x names the key/value cache ``cache`` (``past_key_values`` is deprecated)
+        cache_kw = "cache" if "cache" in params else "past_key_values"
+        out_ids: list[int] = []
+        past = None
+        step_ids = ids
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            for _ in range(int(max_new_tokens)):
+                out = model(input_ids=step_ids, attention_mask=mask, use_cache=True, **{cache_kw: past}, **kw)
+                logits = out.logits[0, -1].float()
+                past = getattr(out, "cache", None)
+                if past is None:
+                    past = getattr(out, "past_key_values", None)
+                if sample:
+                    probs = torch.softmax(logits / float(temperature), -1).cpu()
+                    nxt = int(torch.multinomial(probs, 1, generator=gen)[0])
+                else:
+                    nxt = int(torch.argmax(logits))
+                out_ids.append(nxt)
+                if nxt in eos:
+                    break
+                step_ids = torch.tensor([[nxt]], dtype=torch.long, device=ids.device)
+                mask = torch.cat([mask, torch.ones_like(step_ids)], dim=1)
+        return torch.tensor(out_ids, dtype=torch.long)
+
     # ---- capture ------------------------------------------------------------------------------
     def capture(self, texts, sites=("resid",), *, batch_size: Optional[int] = None, max_length: Optional[int] = None,
                 reducer=None, layers=None, progress: Optional[bool] = None, extra_inputs: Optional[dict] = None,
@@ -778,3 +866,13 @@ def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Option
         if device is not None:
             model = model.to(device)
     return LoadedModel(model, tokenizer, module_paths=module_paths, name=name, processor=processor)
+
+
+def _forward_params(model) -> set:
+    """Names of the keyword arguments of a model's forward (empty when it cannot be inspected)."""
+    import inspect
+
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()

@@ -31,6 +31,13 @@ class LensTable(MRIWidget):
     Layer index (``selection.layer`` and the columns): ``0`` is the embeddings, ``l`` the residual
     stream after block ``l`` (``n_layers + 1`` columns).
 
+    With ``generate=n`` the model first continues the prompt by ``n`` tokens (greedy, or sampled
+    with ``sample=True`` and ``seed``) and the table covers prompt and continuation: generated
+    rows are marked, and the cell where the model commits to each generated token (see
+    :attr:`~mri_widgets.LensResult.commitment_layer`) carries a marker. Forward hooks on the model
+    (interventions) apply to the generation and to the lens pass, so the effect of an ablation on
+    the continuation shows in one table.
+
     With ``image=`` (a LLaVA-style model) the image is shown beside the table with its patch grid:
     hovering a patch highlights its image-token row and shows its best layer and top-k; a click
     locks it. :meth:`patch_mask` gives the patches whose best top-1 token is blank.
@@ -49,6 +56,12 @@ class LensTable(MRIWidget):
     norm : bool
         Apply the final norm before the unembedding (see :func:`mri_widgets.logit_lens`).
     image : PIL image or (H, W, 3) uint8 array, optional
+    generate : int
+        New tokens to generate after the prompt (0: the prompt only); see
+        :func:`mri_widgets.logit_lens`.
+    sample, seed, temperature
+        Sampling instead of greedy generation (see :func:`mri_widgets.logit_lens`); used only
+        when ``generate > 0``.
     transpose : bool
         Layers as rows and tokens as columns.
     height : int
@@ -78,6 +91,14 @@ class LensTable(MRIWidget):
     target = t.Unicode(None, allow_none=True).tag(sync=True)
     #: apply the final norm before the unembedding; setting it recomputes
     norm = t.Bool(True).tag(sync=True)
+    #: new tokens generated after the prompt (0: the prompt only); setting it recomputes
+    generate = t.Int(0).tag(sync=True)
+    #: sample the generated tokens instead of greedy decoding; setting it recomputes
+    sample = t.Bool(False).tag(sync=True)
+    #: seed of the sampling (None: a fresh one each time); setting it recomputes
+    seed = t.Int(None, allow_none=True).tag(sync=True)
+    #: sampling temperature (> 0); setting it recomputes
+    temperature = t.Float(1.0).tag(sync=True)
     #: layers as rows and tokens as columns
     transpose = t.Bool(False).tag(sync=True)
     #: height of the table in px (>= 1)
@@ -110,11 +131,16 @@ class LensTable(MRIWidget):
     target_mode = t.Unicode("own").tag(sync=True)
     #: (n_tokens,) int32 most confident layer at each position
     best_layer = NDArray("int32", ndim=1).tag(sync=True)
+    #: number of prompt tokens; the rows after them are generated
+    n_prompt = t.Int(0).tag(sync=True)
+    #: (n_tokens,) int32 commitment layer of each generated token (predicted one row above), -1 elsewhere
+    commitment_layer = NDArray("int32", ndim=1).tag(sync=True)
     #: image mode: ``{png, width, height, grid, positions, blank}`` (arrays as buffers), else None
     image = t.Dict(None, allow_none=True).tag(sync=True, **array_serialization)
 
     def __init__(self, model, prompt: str, k: int = 5, *, metric: str = "prob", target: Optional[str] = None,
-                 norm: bool = True, image=None, transpose: bool = False, height: int = 480,
+                 norm: bool = True, image=None, generate: int = 0, sample: bool = False,
+                 seed: Optional[int] = None, temperature: float = 1.0, transpose: bool = False, height: int = 480,
                  selection: Optional[Selection] = None, _result: Optional[LensResult] = None):
         self._lm = model
         self._image = image
@@ -122,7 +148,9 @@ class LensTable(MRIWidget):
         self._ready = False
         self._restoring = False
         super().__init__(selection=selection, prompt=prompt, k=k, metric=metric, target=target,
-                         norm=check_bool(norm, "norm"), transpose=check_bool(transpose, "transpose"), height=height)
+                         norm=check_bool(norm, "norm"), generate=generate, sample=check_bool(sample, "sample"),
+                         seed=seed, temperature=temperature, transpose=check_bool(transpose, "transpose"),
+                         height=height)
         if _result is not None:
             self._show(_result)
         else:
@@ -134,12 +162,14 @@ class LensTable(MRIWidget):
                     selection: Optional[Selection] = None) -> "LensTable":
         """A table showing an existing :class:`~mri_widgets.LensResult` (no model needed).
 
-        Such a table cannot recompute: setting ``prompt``, ``k`` or ``target`` raises an error.
+        Such a table cannot recompute: setting ``prompt``, ``k``, ``target``, ``norm`` or the
+        generation parameters raises an error.
         """
         if not isinstance(result, LensResult):
             raise TypeError(f"result must be a LensResult (from mri_widgets.logit_lens), got {type(result).__name__}")
         target = result.target
         return cls(None, result.prompt, result.k, metric=metric, target=target, norm=result.norm,
+                   generate=result.n_generated, sample=result.seed is not None, seed=result.seed,
                    transpose=transpose, height=height, selection=selection, _result=result)
 
     # ---- results ---------------------------------------------------------------------------
@@ -199,6 +229,17 @@ class LensTable(MRIWidget):
         self._check_can_recompute("norm")
         return proposal["value"]
 
+    @t.validate("generate")
+    def _check_generate(self, proposal):
+        self._check_can_recompute("generate")
+        return check_int(proposal["value"], "generate", min=0, error=LensError,
+                         hint=" (the number of new tokens; 0 reads the prompt only)")
+
+    @t.validate("sample", "seed", "temperature")
+    def _check_sampling(self, proposal):
+        self._check_can_recompute(proposal["trait"].name)
+        return proposal["value"]
+
     @t.validate("height")
     def _check_height(self, proposal):
         return check_int(proposal["value"], "height", min=1, error=LensError, hint=" (px)")
@@ -217,7 +258,7 @@ class LensTable(MRIWidget):
         v = proposal["value"]
         return None if v == "" else v
 
-    @t.observe("prompt", "k", "target", "norm")
+    @t.observe("prompt", "k", "target", "norm", "generate", "sample", "seed", "temperature")
     def _inputs_changed(self, change):
         if not self._ready or self._restoring:
             return
@@ -236,7 +277,12 @@ class LensTable(MRIWidget):
     # ---- computing and sending -------------------------------------------------------------
     def _compute(self) -> None:
         try:
-            res = logit_lens(self._lm, self.prompt, self.k, norm=self.norm, target=self.target, image=self._image)
+            gen = {}
+            if self.generate:  # the sampling options matter only when generating
+                gen = dict(generate=self.generate, sample=self.sample, seed=self.seed if self.sample else None,
+                           temperature=self.temperature if self.sample else 1.0)
+            res = logit_lens(self._lm, self.prompt, self.k, norm=self.norm, target=self.target, image=self._image,
+                             **gen)
         except (ValueError, TypeError) as e:
             self.error = str(e)
             raise
@@ -285,6 +331,8 @@ def lens_payload(res: LensResult) -> dict:
         "target_ranks": res.target_ranks.astype(np.int32),
         "target_mode": "own" if res.target is None else "token",
         "best_layer": res.best_layer.astype(np.int32),
+        "n_prompt": int(res.n_prompt),
+        "commitment_layer": res.commitment_layer.astype(np.int32),
         "image": None,
     }
     if res.patch_grid is not None and res.image is not None:

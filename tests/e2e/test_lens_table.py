@@ -149,3 +149,53 @@ def test_lens_table_512_by_33_renders_what_is_visible(jupyter_server, page):
     expect(page.locator(".mri-lens_table .mri-lens-colhead")).to_contain_text("32")
     save_screenshot(page, "lens_table_big")
     assert list(page.console_errors) == []
+
+
+GEN_NB = "lens_generate.ipynb"
+GEN_CELLS = [
+    "from mri_widgets.testing import tiny_model\n"
+    "import mri_widgets as mw\n"
+    "lm = tiny_model('gpt_neox')\n"
+    "w = mw.LensTable(lm, 'The capital of France is', generate=6, height=320)\n"
+    "w",
+]
+
+
+def test_lens_table_generated_rows_and_commitment(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, GEN_NB, GEN_CELLS)
+    open_notebook(page, jupyter_server, GEN_NB)
+    run_all(page)
+    wait_for_view(page, ".mri-lens_table .mri-lens-cell")
+    n_prompt = int(kernel_exec(jupyter_server, GEN_NB, "print(w.result.n_prompt)").strip())
+    n_all = int(kernel_exec(jupyter_server, GEN_NB, "print(w.result.n_positions)").strip())
+    commit = int(kernel_exec(jupyter_server, GEN_NB, "print(int(w.result.commitment_layer[w.result.n_prompt]))").strip())
+    assert n_all == n_prompt + 6 and commit >= 0
+    # the generated rows are marked, the first one carries the separator
+    heads = page.locator(".mri-lens_table .mri-lens-rowhead .mri-lens-h")
+    expect(heads).to_have_count(n_all)
+    gen = page.locator(".mri-lens_table .mri-lens-rowhead .mri-lens-h.mri-lens-gen")
+    expect(gen).to_have_count(6)
+    assert gen.first.get_attribute("data-row") == str(n_prompt)
+    assert "mri-lens-gensep-r" in (gen.first.get_attribute("class") or "")
+    # the commitment marker sits on the row predicting the first generated token; hover says the layer
+    target = _cell(page, commit, n_prompt - 1)
+    assert "mri-lens-commit" in (target.get_attribute("class") or "")
+    assert page.locator(f".mri-lens_table .mri-lens-cell.mri-lens-commit[data-pos='{n_prompt - 1}']").count() == 1
+    target.hover()
+    tip = page.locator(".mri-lens_table .mri-tooltip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text(f"committed from layer {commit if commit else 'emb'}")
+    expect(page.locator(".mri-lens_table")).to_contain_text("6 generated (greedy)")
+    save_screenshot(page, "lens_table_generate")
+    # Python -> view: fewer tokens redraw the same view
+    kernel_exec(jupyter_server, GEN_NB, "w.generate = 2")
+    expect(page.locator(".mri-lens_table .mri-lens-rowhead .mri-lens-h.mri-lens-gen")).to_have_count(2)
+    # view -> Python: the toolbar's generate box
+    box = page.locator(".mri-lens_table input.mri-lens-generate")
+    expect(box).to_have_value("2")
+    box.fill("4")
+    box.press("Enter")
+    box.blur()
+    wait_for_python(jupyter_server, GEN_NB, "w.result.n_generated", 4)
+    assert page.locator(".mri-lens_table").count() == 1
+    assert list(page.console_errors) == []

@@ -92,7 +92,7 @@ export function injectCss(id, css) {
  * - `frame()`: called once per paint; its value is passed to the callbacks below
  * - `cell(r, c, f)` -> {bg, text, cls, data}: background colour, text (set as text), extra
  *   classes, and dataset entries of the cell element
- * - `rowHead(r, f)`, `colHead(c, f)` -> {content, hi}: header children and whether it is lit
+ * - `rowHead(r, f)`, `colHead(c, f)` -> {content, hi, cls}: header children, whether it is lit, extra classes
  * - `pinned(f)` -> {r, c} or null: the cell drawn as pinned (the view owns that state)
  * - `onPick({r, c} | null)`: the user clicked a cell or moved with the keys (null: clicked the
  *   pinned cell again to unpin it)
@@ -158,14 +158,14 @@ export function tokenGrid(opts) {
     const heads = [];
     for (let c = cc.start; c < cc.end; c++) {
       const hd = colHead(c, f);
-      heads.push(h("div", { class: headClass + (hd.hi ? hiClass : ""), "data-col": c,
+      heads.push(h("div", { class: headClass + (hd.hi ? hiClass : "") + (hd.cls ? ` ${hd.cls.trim()}` : ""), "data-col": c,
         style: { left: `${c * CELL_W}px`, top: "0px", width: `${CELL_W}px`, height: `${COL_HEAD_H}px` } }, hd.content));
     }
     colInner.replaceChildren(...heads);
     const rheads = [];
     for (let r = rr.start; r < rr.end; r++) {
       const hd = rowHead(r, f);
-      rheads.push(h("div", { class: headClass + (hd.hi ? hiClass : ""), "data-row": r,
+      rheads.push(h("div", { class: headClass + (hd.hi ? hiClass : "") + (hd.cls ? ` ${hd.cls.trim()}` : ""), "data-row": r,
         style: { left: "0px", top: `${r * CELL_H}px`, width: `${ROW_HEAD_W}px`, height: `${CELL_H}px` } }, hd.content));
     }
     rowInner.replaceChildren(...rheads);

@@ -71,10 +71,40 @@ export function positionLabel(data, pos) {
   return showToken(data.tokens[pos]);
 }
 
+/** True when position `pos` holds a generated token (after the `n_prompt` prompt tokens). */
+export function isGenerated(data, pos) {
+  return Number.isInteger(data.n_prompt) && pos >= data.n_prompt && pos < data.tokens.length;
+}
+
+/**
+ * The generated token predicted at position `pos` (the next one) and its commitment layer:
+ * {next, layer} (layer -1: not the last layer's top-1), or null when the next token is not generated.
+ */
+export function commitmentAt(data, pos) {
+  if (!isGenerated(data, pos + 1) || !data.commitment_layer) return null;
+  return { next: pos + 1, layer: data.commitment_layer.data[pos + 1] };
+}
+
+/** Generation classes of a cell or position header: first generated row, commitment cell. */
+export function genClasses(data, layer, pos, transposed) {
+  let cls = "";
+  if (isGenerated(data, pos)) {
+    if (layer == null) cls += " mri-lens-gen";
+    if (pos === data.n_prompt) cls += transposed ? " mri-lens-gensep-c" : " mri-lens-gensep-r";
+  }
+  if (layer != null && commitmentAt(data, pos)?.layer === layer) cls += " mri-lens-commit";
+  return cls;
+}
+
 // ------------------------------------------------------------------------------ style
 
 const CSS = `${gridCss(".mri-lens_table", "mri-lens")}
 .mri-lens_table .mri-lens-main { display: flex; gap: 12px; align-items: flex-start; }
+.mri-lens_table .mri-lens-h.mri-lens-gen { font-style: italic; background: rgba(214, 51, 132, 0.09); box-shadow: inset 3px 0 0 #d63384; }
+.mri-lens_table .mri-lens-gensep-r { border-top: 2px solid #d63384; }
+.mri-lens_table .mri-lens-gensep-c { border-left: 2px solid #d63384; }
+.mri-lens_table .mri-lens-cell.mri-lens-commit::before, .mri-lens_table .mri-lens-tri { content: ""; position: absolute; left: 0; top: 0; width: 0; height: 0; border-left: 8px solid #d63384; border-bottom: 8px solid transparent; }
+.mri-lens_table .mri-lens-tri { position: relative; display: inline-block; }
 .mri-lens_table .mri-lens-cell.mri-lens-best::after { content: ""; position: absolute; right: 2px; top: 2px; width: 5px; height: 5px; border-radius: 50%; background: var(--mri-accent); }
 .mri-lens_table .mri-lens-cell.mri-lens-rowhi { box-shadow: inset 0 2px 0 #f0b400, inset 0 -2px 0 #f0b400; }
 .mri-lens_table .mri-lens-legend { display: inline-flex; align-items: center; gap: 4px; color: var(--mri-muted); }
@@ -125,12 +155,22 @@ function cellSummary(data, layer, pos) {
   const tgt = vocabStr(data, data.target_idx.data[pos]);
   return [
     h("div", {}, `#${pos} `, h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[pos])),
-      ` · layer ${lname} (${where})`),
+      isGenerated(data, pos) ? " (generated)" : "", ` · layer ${lname} (${where})`),
     topkTable(data, layer, pos),
     h("div", {}, `target `, h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
       `: p = ${fmt(at(data.target_probs, layer, pos), 3)}, rank ${at(data.target_ranks, layer, pos)}`),
     h("div", {}, `entropy ${fmt(at(data.entropy, layer, pos), 2)} nats`),
+    ...commitLine(data, pos),
   ];
+}
+
+/** Tooltip line on the row that predicts a generated token: where the model committed to it. */
+function commitLine(data, pos) {
+  const c = commitmentAt(data, pos);
+  if (!c) return [];
+  const tok = h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[c.next]));
+  if (c.layer < 0) return [h("div", { class: "mri-lens-commitline" }, "generated next: ", tok, " (sampled; not the top-1 at the last layer)")];
+  return [h("div", { class: "mri-lens-commitline" }, "generated next: ", tok, ` · committed from layer ${data.layer_names[c.layer]}`)];
 }
 
 function imagePatchOf(data, pos) {
@@ -157,6 +197,11 @@ function buildToolbar(ctx) {
     const v = parseInt(k.value, 10);
     if (Number.isFinite(v) && v >= 1 && v !== model.get("k")) { state.status.textContent = "running…"; model.set("k", v); model.save_changes(); }
   });
+  const gen = h("input", { class: "mri-lens-k mri-lens-generate", type: "number", min: 0, max: 500, value: model.get("generate") ?? 0, "aria-label": "generate" });
+  gen.addEventListener("change", () => {
+    const v = parseInt(gen.value, 10);
+    if (Number.isFinite(v) && v >= 0 && v !== model.get("generate")) { state.status.textContent = "running…"; model.set("generate", v); model.save_changes(); }
+  });
   const metric = h("select", { class: "mri-lens-metric", "aria-label": "colour by" },
     Object.entries(METRICS).map(([key, label]) => h("option", { value: key }, label)));
   metric.value = model.get("metric") || "prob";
@@ -172,10 +217,12 @@ function buildToolbar(ctx) {
   return h("div", { class: "mri-toolbar", "data-lm-suppress-shortcuts": "true" },
     h("label", {}, "prompt ", prompt), h("button", { onclick: run }, "run"),
     h("label", {}, "k ", k),
+    h("label", { title: "new tokens the model generates after the prompt" }, "generate ", gen),
     h("label", {}, "colour ", metric),
     h("label", {}, transpose, " layers as rows"),
     h("span", { class: "mri-lens-legend" }, lo, bar, hi),
     h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-dot" }), " most confident layer"),
+    isGenerated(data, data.tokens.length - 1) ? h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-tri" }), " layer committed to the generated next token") : null,
     h("span", { class: "mri-muted" }, tgtMode),
     state.status);
 }
@@ -212,17 +259,18 @@ function buildTable(ctx) {
       const { layer, pos } = cellToLP(r, c, T);
       let cls = "";
       if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
+      cls += genClasses(data, layer, pos, T);
       if (pos === f.hiPos || (!f.pinned && f.selPos === pos)) cls += " mri-lens-rowhi";
       return { bg: cellColor(f.metric, metricValue(data, f.metric, layer, pos), data.vocab_size), cls,
         text: showToken(vocabStr(data, at(data.top_idx, layer, pos, 0))), data: { layer, pos } };
     },
     colHead(c, { pinned, hiPos, selPos, selLayer }) {
       const hi = !T ? (pinned ? pinned.layer === c : selLayer === c) : (c === hiPos || (pinned ? pinned.pos === c : selPos === c));
-      return { hi, content: headLabel(false, c) };
+      return { hi, content: headLabel(false, c), cls: T ? genClasses(data, null, c, T) : "" };
     },
     rowHead(r, { pinned, hiPos, selPos, selLayer }) {
       const hi = !T ? (r === hiPos || (pinned ? pinned.pos === r : selPos === r)) : (pinned ? pinned.layer === r : selLayer === r);
-      return { hi, content: headLabel(true, r) };
+      return { hi, content: headLabel(true, r), cls: T ? "" : genClasses(data, null, r, T) };
     },
     pinned: (f) => (f.pinned ? lpToCell(f.pinned.layer, f.pinned.pos, T) : null),
     onPick(rc) {
@@ -358,7 +406,7 @@ function draw(ctx) {
   main.appendChild(state.tableHost);
   root.appendChild(main);
   root.appendChild(h("div", { class: "mri-muted", style: { marginTop: "4px" } },
-    `${data.model_name} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${model.get("norm") === false ? " · no final norm" : ""} · click a cell to pin it, arrows move`));
+    `${data.model_name} · ${S} tokens × ${L} layers (emb = embeddings, l = after block l)${model.get("norm") === false ? " · no final norm" : ""}${isGenerated(data, S - 1) ? ` · ${S - data.n_prompt} generated (${model.get("sample") ? "sampled" : "greedy"})` : ""} · click a cell to pin it, arrows move`));
   updateLegend(ctx);
   state.table = buildTable(ctx);
   state.table.paint();
@@ -410,8 +458,9 @@ function onSelection(ctx, sel) {
 
 /** Traits of LensTable (mri_widgets/widgets/lens_table.py): the result, redrawn on change ... */
 export const TRAITS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "top_idx", "top_probs", "entropy",
-  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image"];
+  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image", "n_prompt", "commitment_layer"];
 /** ... and the parameters the view reads and sets itself. */
-export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height"];
+export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height", "generate", "sample", "seed",
+  "temperature"];
 
 export default defineView({ name: "lens_table", traits: TRAITS, params: PARAMS, draw, onSelection });
