@@ -140,7 +140,10 @@ class Interventions(MRIWidget):
                                         "or Interventions(corpus=texts); or use mode='zero'")
         if self._lm is not None:
             from ..models.interventions import _resolve_target
-            _resolve_target(self._lm.adapter, key, None)  # a clear error now, not in the next run
+            tgt = _resolve_target(self._lm.adapter, key, None)  # a clear error now, not in the next run
+            if isinstance(key, tuple) and tgt.unit is not None:  # negative indices counted from the end
+                width = self._lm.adapter.d_head if key[0] == "head" else 1
+                key = (key[0], tgt.layers[0], tgt.unit.start // width)
         i = self.find(key, mode)
         if i is not None:
             it = self._items[i]
