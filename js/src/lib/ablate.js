@@ -45,7 +45,12 @@ export function ablateBar(ctx, get) {
     const show = !!(ab && Object.keys(ab).length) && !!t;
     el.style.display = show ? "" : "none";
     if (!show) return;
-    what.textContent = `${targetName(t)}:`;
+    const name = `${targetName(t)}:`;
+    if (what.textContent !== name) { // another target: the last message was about the previous one
+      status.textContent = "";
+      status.classList.remove("mri-ablate-error");
+    }
+    what.textContent = name;
     buttons.zero.title = `zero ${targetName(t)} in every run that uses the interventions`;
     buttons.mean.disabled = !ab.mean;
     buttons.mean.title = ab.mean ? `replace ${targetName(t)} by its mean over the corpus` : (ab.mean_note || "no corpus for mean ablation");

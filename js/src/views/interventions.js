@@ -10,7 +10,6 @@ const CSS = `
 .mri-interventions .mri-iv-entry { display: flex; gap: 8px; align-items: center; padding: 2px 0; border-top: 1px solid var(--mri-border); }
 .mri-interventions .mri-iv-entry:first-child { border-top: none; }
 .mri-interventions .mri-iv-entry.mri-iv-off .mri-iv-label { color: var(--mri-muted); text-decoration: line-through; }
-.mri-interventions .mri-iv-kind { color: var(--mri-muted); font-size: 11px; min-width: 3.5em; }
 .mri-interventions .mri-iv-remove { padding: 0 6px; }
 .mri-interventions .mri-iv-error { color: #8a1f1f; }
 `;
@@ -54,8 +53,9 @@ function draw(ctx) {
     const box = h("input", { type: "checkbox", class: "mri-iv-toggle", "aria-label": `enable ${e.label}`,
       onchange: (ev) => call("toggle_entry", { id: e.id, enabled: ev.target.checked }) });
     box.checked = !!e.enabled;
-    list.appendChild(h("li", { class: `mri-iv-entry${e.enabled ? "" : " mri-iv-off"}`, "data-index": i, "data-id": e.id },
-      box, h("span", { class: "mri-iv-kind" }, String(e.kind ?? "")), h("span", { class: "mri-iv-label" }, String(e.label ?? "")),
+    list.appendChild(h("li", { class: `mri-iv-entry${e.enabled ? "" : " mri-iv-off"}`, "data-index": i, "data-id": e.id,
+      "data-kind": String(e.kind ?? "") },
+      box, h("span", { class: "mri-iv-label" }, String(e.label ?? "")),
       h("button", { class: "mri-iv-remove", title: "remove", "aria-label": `remove ${e.label}`,
         onclick: () => call("remove_entry", { id: e.id }) }, "\u00d7")));
   });
