@@ -49,45 +49,47 @@ def _hand_loop(lm, clean, corrupt, layers, positions):
     return out
 
 
-def main() -> dict:
+def _measure(lm, clean, corrupt, ans, wrong) -> dict:
     import mri_widgets as mw
 
+    ids = lm.tokenizer(corrupt, return_tensors="pt")["input_ids"]
+    n = ids.shape[1]
+    layers = [1, lm.n_layers // 2, lm.n_layers]  # the hand loop on 3 rows: its cost per row extrapolates
+
+    def forward():
+        with torch.inference_mode():
+            lm.model(input_ids=ids)
+
+    def patch():
+        mw.patching(lm, clean, corrupt, answer=ans, wrong=wrong, progress=False)
+
+    def hand():
+        _hand_loop(lm, clean, corrupt, layers, range(n))
+
+    t_f, t_p, t_h = [], [], []
+    for _ in range(3):  # interleaved
+        t_f.append(best_of(forward, repeat=3))
+        t_p.append(best_of(patch, repeat=1))
+        t_h.append(best_of(hand, repeat=1))
+    t_f, t_p, t_h = min(t_f), min(t_p), min(t_h)
+    rows = lm.n_layers + 1
+    per_row, hand_per_row = t_p / rows, t_h / len(layers)
+    per_run = t_p / (rows * n)
+    return {"tokens": n, "rows": rows, "entries": rows * n, "forward_s": t_f, "patching_s": t_p,
+            "seconds_per_row": per_row, "row_over_forward": per_row / t_f, "patched_run_over_forward": per_run / t_f,
+            "hand_loop_seconds_per_row": hand_per_row, "patching_over_hand_loop": per_row / hand_per_row}
+
+
+def main() -> dict:
     lm = bench_model()
     results = {"model": lm.name}
     for name, (clean, corrupt, ans, wrong) in PAIRS.items():
-        ids = lm.tokenizer(corrupt, return_tensors="pt")["input_ids"]
-        n = ids.shape[1]
-
-        def forward():
-            with torch.inference_mode():
-                lm.model(input_ids=ids)
-
-        def patch():
-            mw.patching(lm, clean, corrupt, answer=ans, wrong=wrong, progress=False)
-
-        # the hand loop on 3 layers (every position): its cost per entry extrapolates linearly
-        layers = [1, lm.n_layers // 2, lm.n_layers]
-
-        def hand():
-            _hand_loop(lm, clean, corrupt, layers, range(n))
-
-        t_f, t_p, t_h = [], [], []
-        for _ in range(3):  # interleaved
-            t_f.append(best_of(forward, repeat=3))
-            t_p.append(best_of(patch, repeat=1))
-            t_h.append(best_of(hand, repeat=1))
-        t_f, t_p, t_h = min(t_f), min(t_p), min(t_h)
-        rows = lm.n_layers + 1
-        per_row = t_p / rows
-        hand_per_row = t_h / len(layers)
-        results[name] = {
-            "tokens": n, "rows": rows, "entries": rows * n, "forward_s": t_f, "patching_s": t_p,
-            "seconds_per_row": per_row, "row_over_forward": per_row / t_f,
-            "hand_loop_seconds_per_row": hand_per_row, "patching_over_hand_loop": per_row / hand_per_row,
-        }
-        print(f"patching {name} ({n} tokens, {rows} rows x {n} positions): {t_p:.2f} s, {per_row * 1e3:.0f} ms per row "
-              f"= {per_row / t_f:.2f}x one forward pass ({t_f * 1e3:.1f} ms); hand-written loop "
-              f"{hand_per_row * 1e3:.0f} ms per row -> patching is {per_row / hand_per_row:.2f}x the hand loop")
+        r = results[name] = _measure(lm, clean, corrupt, ans, wrong)
+        print(f"patching {name} ({r['tokens']} tokens, {r['rows']} rows x {r['tokens']} positions): "
+              f"{r['patching_s']:.2f} s; per row {r['seconds_per_row'] * 1e3:.0f} ms = {r['row_over_forward']:.2f}x "
+              f"one forward pass ({r['forward_s'] * 1e3:.1f} ms); per patched run {r['patched_run_over_forward']:.2f}x "
+              f"one forward pass; the hand-written loop takes {r['hand_loop_seconds_per_row'] * 1e3:.0f} ms per row: "
+              f"patching = {r['patching_over_hand_loop']:.2f}x the hand loop")
     return results
 
 

@@ -46,6 +46,7 @@ _PUBLIC = {
     "GraphView": "mri_widgets.widgets.graph_view",
     "FlowGraph": "mri_widgets.widgets.flow_graph",
     "Explorer": "mri_widgets.widgets.explorer",
+    "Interventions": "mri_widgets.widgets.interventions",
 }
 
 __all__ = ["__version__", *_PUBLIC, "datasets", "testing"]

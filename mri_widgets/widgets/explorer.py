@@ -54,6 +54,10 @@ class Explorer(ipw.VBox):
 
     Attributes
     ----------
+    interventions : the shared :class:`~mri_widgets.Interventions` (shown above the views): the
+        head map, flow graph and neuron viewer add ablations to it, the flow graph recomputes
+        under it; ``ex.interventions.ablate(("head", 21, 7))`` from Python; mean ablation uses
+        the corpus.
     views : dict of the view widgets by name (``"lens"``, ``"flow"``, ``"grid"``, ``"graph"``,
         ``"neurons"``, ``"heads"``); a view that could not be built is absent.
     areas, scan : the ActivationAreas and NeuronScan behind the region and neuron views.
@@ -86,6 +90,9 @@ class Explorer(ipw.VBox):
         self._flow_layers = flow_layers
         self._head_texts = list(head_texts) if head_texts is not None else None
 
+        from .interventions import Interventions
+        self.interventions = Interventions(corpus=None if corpus is None else list(corpus.texts), model=self.model,
+                                           selection=self.selection)
         self._status = ipw.HTML()
         self.selection.observe(self._show_selection, names=list(SELECTION_KEYS))
         self._show_selection()
@@ -94,6 +101,7 @@ class Explorer(ipw.VBox):
             ipw.HTML(f'<div style="font-size:16px;font-weight:700">mri_widgets explorer: '
                      f'{html.escape(str(self.model.name))}</div>'),
             self._status,
+            _title("Interventions: ablations applied to the runs below"), self.interventions,
             _title("Logit lens: each layer's guess at each token"), self._build("lens", self._lens),
             _title("Information flow into the prediction"), self._build("flow", self._flow),
             _title("Activation regions of the corpus"), self._build("grid", self._regions),
@@ -135,7 +143,8 @@ class Explorer(ipw.VBox):
             return blocked
         from .flow_graph import FlowGraph
         kw = {} if self._flow_layers is None else {"layers": self._flow_layers}
-        self.views["flow"] = FlowGraph(self.model, self.prompt, selection=self.selection, **kw)
+        self.views["flow"] = FlowGraph(self.model, self.prompt, selection=self.selection,
+                                       interventions=self.interventions, **kw)
         return self.views["flow"]
 
     def _regions(self) -> ipw.Widget:
@@ -154,7 +163,8 @@ class Explorer(ipw.VBox):
         from .neuron_viewer import NeuronViewer
         if self.scan is not None:
             texts = None if getattr(self.scan, "texts", None) else (self.corpus.texts if self.corpus else None)
-            self.views["neurons"] = NeuronViewer(self.scan, self.model, texts, selection=self.selection)
+            self.views["neurons"] = NeuronViewer(self.scan, self.model, texts, selection=self.selection,
+                                                 interventions=self.interventions)
             return self.views["neurons"]
         if self.corpus is None:
             return _notice("No neuron scan yet: pass scan=mw.NeuronScan.run(model, texts) or a corpus "
@@ -200,7 +210,7 @@ class Explorer(ipw.VBox):
         if not texts:
             return _notice("No texts for the head map yet: pass head_texts=[...], a corpus or a prompt.")
         from .head_map import HeadMap
-        self.views["heads"] = HeadMap(self.model, texts, selection=self.selection)
+        self.views["heads"] = HeadMap(self.model, texts, selection=self.selection, interventions=self.interventions)
         return self.views["heads"]
 
     # ---- linking through Python ------------------------------------------------------------

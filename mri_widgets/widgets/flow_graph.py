@@ -10,6 +10,12 @@ tooltip listing the top tokens. Clicking a head node (query, key, value, output)
 ``selection.layer`` and ``selection.head``; clicking a neuron node sets ``selection.layer`` and
 ``selection.neuron`` (so :class:`~mri_widgets.HeadMap` and :class:`~mri_widgets.NeuronViewer`
 follow); clicking a residual node or a layer header sets ``selection.layer``.
+
+With ``interventions=`` (a shared :class:`~mri_widgets.Interventions`), the graph is the run under
+the enabled interventions, recomputed whenever they change, and a panel beside it compares that
+run with the clean one: the target's probability and rank, and the prediction, before and after
+(:attr:`FlowGraph.comparison`). With a head or neuron node selected, the view offers "ablate
+(zero / mean)".
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import math
 from typing import Optional
 
 import numpy as np
+import torch
 import traitlets as t
 
 from ..analysis.flow import (RESIDUAL_KINDS, _count, _layers, _position, _target_id, build_flow_graph,
                              capture_flow, flow_layout, head_weights)
 from .graph_view import GraphError
 from .graph_view import CATEGORICAL, GraphView
+from .interventions import AblationControls
 from .selection import Selection
 
 __all__ = ["FlowGraph", "rank_colors"]
@@ -109,7 +117,7 @@ class LayerSpec(t.TraitType):
         return out
 
 
-class FlowGraph(GraphView):
+class FlowGraph(GraphView, AblationControls):
     """The information flow of one prompt position through chosen layers (VISIT), live.
 
     Parameters
@@ -121,6 +129,8 @@ class FlowGraph(GraphView):
     height : height of the drawing in px; None (default): the graph's height at a readable zoom,
         between 360 and 720 px.
     selection : the shared :class:`Selection`.
+    interventions : a shared :class:`~mri_widgets.Interventions`, optional: the graph shows the run
+        under its enabled interventions and :attr:`comparison` the target before and after.
 
     Attributes (synced traits; set them from Python, or from the view's toolbar, to redraw)
     ----------------------------------------------------------------------------------------
@@ -129,6 +139,11 @@ class FlowGraph(GraphView):
     target : str, int or None -- the token whose rank colours the nodes (None: the model's
         prediction).
     prompt : str
+    comparison : dict -- empty without enabled interventions; else ``{position, token, target,
+        target_id, interventions: [labels], clean: {...}, intervened: {...}}`` where each run
+        holds the target's ``prob`` and ``rank`` (1 = top) at ``position`` and the run's
+        ``prediction``, ``prediction_id`` and ``prediction_prob``. The target is the ``target``
+        asked for, else the clean run's prediction (the graph is then coloured by its rank too).
 
     Other attributes: ``graph`` (the networkx.DiGraph drawn), ``nodes`` (its nodes in drawing
     order: index i in the view is ``nodes[i]``).
@@ -142,17 +157,24 @@ class FlowGraph(GraphView):
     position = t.Int(-1).tag(sync=True)
     #: the token whose rank colours the nodes: a string, a token id, or None (the model's prediction)
     target = t.Union([t.Unicode(), t.Int()], default_value=None, allow_none=True).tag(sync=True)
+    #: the target before and after the enabled interventions (see the class docs); {} without any
+    comparison = t.Dict().tag(sync=True)
 
     def __init__(self, model, prompt: str, *, layers=None, position: int = -1, target=None, top_heads: int = 10,
                  top_neurons: int = 18, bottom_neurons: int = 7, top_keys: int = 3, height: Optional[int] = None,
-                 selection: Optional[Selection] = None):
+                 selection: Optional[Selection] = None, interventions=None):
         from ..models.loading import load
+        from .interventions import Interventions
 
         lm = load(model)
         if lm.is_encoder or lm.adapter.unembed_module is None:
             raise ValueError(f"{lm.name} is an encoder without an unembedding: the flow graph needs a causal LM")
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        if interventions is not None and not isinstance(interventions, Interventions):
+            raise TypeError(f"interventions must be a mri_widgets.Interventions, got {type(interventions).__name__}")
+        self.interventions = interventions
+        self._clean_cache: dict = {}
         self.lm = lm
         self._counts = dict(top_heads=_count(top_heads, "top_heads"), top_neurons=_count(top_neurons, "top_neurons"),
                             bottom_neurons=_count(bottom_neurons, "bottom_neurons"),
@@ -168,14 +190,51 @@ class FlowGraph(GraphView):
         super().__init__(nodes, edges, selection=selection, **kw)
         self._commit(state)
         self._updating = False
+        self._connect_interventions(interventions)
 
     # ---- computing ---------------------------------------------------------------------------
+    def _active(self) -> list:
+        return [] if self.interventions is None else self.interventions.active
+
+    def _signature(self) -> tuple:
+        """What the drawn run depends on among the interventions (objects and labels)."""
+        return tuple((id(it), it.label) for it in self._active())
+
     def _capture(self, prompt, layers):
-        key = (prompt, tuple(layers))
+        active = self._active()
+        key = (prompt, tuple(layers), self._signature())
         if key not in self._cache:
             self._cache.clear()  # one prompt/layers at a time: position and target changes reuse it
-            self._cache[key] = (capture_flow(self.lm, prompt, layers), head_weights(self.lm, layers))
+            if active:
+                with self.lm.intervene(active):
+                    cap = capture_flow(self.lm, prompt, layers)
+            else:
+                cap = capture_flow(self.lm, prompt, layers)
+            self._cache[key] = (cap, head_weights(self.lm, layers))
         return self._cache[key]
+
+    def _clean_logits(self, prompt) -> torch.Tensor:
+        """(seq, vocab) logits of the clean run (no interventions), as the flow capture reads them."""
+        if prompt not in self._clean_cache:
+            self._clean_cache.clear()
+            n = self.lm.n_layers
+            cap = self.lm.capture([prompt], sites=["resid"], layers={"resid": [n]}, progress=False)
+            seq = int(cap.mask[0].sum())
+            self._clean_cache[prompt] = self.lm.unembed(cap["resid"][0, 0, :seq]).float().cpu()
+        return self._clean_cache[prompt]
+
+    def _comparison(self, prompt, cap, pos: int, tid: Optional[int]) -> tuple:
+        """(comparison dict, target id) of the clean run and the run under the interventions."""
+        active = self._active()
+        if not active:
+            return {}, tid
+        clean = self._clean_logits(prompt)[pos]
+        if tid is None:
+            tid = int(clean.argmax())
+        tok = lambda ids: self.lm.token_str(ids)[0]  # noqa: E731
+        return {"position": int(pos), "token": cap.tokens[pos], "target": tok([tid]), "target_id": int(tid),
+                "interventions": [str(it.label) for it in active],
+                "clean": _readout(clean, tid, tok), "intervened": _readout(cap.logits[pos], tid, tok)}, tid
 
     def _compute(self, prompt, layers, position, target) -> dict:
         if not isinstance(prompt, str):
@@ -184,8 +243,10 @@ class FlowGraph(GraphView):
         tid = _target_id(self.lm, None if target in ("", None) else target)
         cap, maps = self._capture(prompt, sel)
         pos = _position(position, cap.seq_len)
+        comparison, tid = self._comparison(prompt, cap, pos, tid)
         G = build_flow_graph(self.lm, cap, maps, position=pos, target_id=tid, prompt=prompt, **self._counts)
-        return {"prompt": prompt, "layers": sel, "position": position, "target": target, "graph": G}
+        return {"prompt": prompt, "layers": sel, "position": position, "target": target, "graph": G,
+                "comparison": comparison, "signature": self._signature()}
 
     def _commit(self, state) -> None:
         self._updating = True
@@ -195,6 +256,9 @@ class FlowGraph(GraphView):
                 self.layers = list(state["layers"])
                 self.position = int(state["position"])
                 self.target = None if state["target"] in ("", None) else state["target"]
+                if "comparison" in state:
+                    self.comparison = state["comparison"]
+                    self._drawn_signature = state["signature"]
         finally:
             self._updating = False
 
@@ -211,6 +275,20 @@ class FlowGraph(GraphView):
             self._commit({**old, "graph": None})
             self.error = f"{type(e).__name__}: {e}"
             raise
+        nodes, edges, kw = self._drawing(state)
+        self._commit(state)
+        self.set_graph(nodes, edges, **kw)
+
+    def _interventions_changed(self, change) -> None:
+        """The shared interventions changed: redraw the run under the enabled ones (when they differ)."""
+        super()._interventions_changed(change)
+        if self._signature() == getattr(self, "_drawn_signature", None):
+            return
+        try:
+            state = self._compute(self.prompt, _parse_layers(self.layers), self.position, self.target)
+        except Exception as e:  # shown in the view; the interventions widget itself must not fail
+            self.error = f"{type(e).__name__}: {e}"
+            return
         nodes, edges, kw = self._drawing(state)
         self._commit(state)
         self.set_graph(nodes, edges, **kw)
@@ -276,7 +354,9 @@ class FlowGraph(GraphView):
         }
         annotations = self._headers(G, pos)
         g = G.graph
-        title = (f"{g['prompt']!r} \u2014 position {g['position']} {_tok(g['tokens'][g['position']])} \u2192 "
+        under = state.get("comparison", {}).get("interventions") or []
+        title = ((f"[under {len(under)} intervention{'s' if len(under) != 1 else ''}] " if under else "")
+                 + f"{g['prompt']!r} \u2014 position {g['position']} {_tok(g['tokens'][g['position']])} \u2192 "
                  f"prediction {_tok(g['prediction'])} ({g['prediction_prob']:.1%}) \u00b7 colour: rank of "
                  f"{_tok(target)} (green = 1, red = last) \u00b7 edges: grey norm, blue attention, orange activation")
         ys = [p[1] for p in pos.values()] + [a["y"] for a in annotations]
@@ -366,3 +446,11 @@ class FlowGraph(GraphView):
         if "up_top_tokens" in a:
             lines.append("up row: " + " ".join(_tok(s) for s in a["up_top_tokens"][:5]))
         return "\n".join(lines)
+
+
+def _readout(logits: torch.Tensor, tid: int, decode) -> dict:
+    """The target's probability and rank (1 = top) and the prediction, from one position's logits."""
+    p = torch.softmax(logits.double(), -1)
+    top = int(p.argmax())
+    return {"prob": float(p[tid]), "rank": int((p > p[tid]).sum()) + 1, "prediction": decode([top]),
+            "prediction_id": top, "prediction_prob": float(p[top])}

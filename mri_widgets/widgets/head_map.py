@@ -10,7 +10,8 @@ import traitlets as t
 
 from ..analysis.heads import SCORE_NAMES, HeadStats, head_stats
 from ..models.capture import check_texts
-from .base import MRIWidget, NDArray, array_serialization, command
+from .base import NDArray, array_serialization, command
+from .interventions import AblationControls
 from .selection import Selection
 
 __all__ = ["HeadMap"]
@@ -19,7 +20,7 @@ __all__ = ["HeadMap"]
 MAX_PATTERN_TOKENS = 128
 
 
-class HeadMap(MRIWidget):
+class HeadMap(AblationControls):
     """Every attention head as a point, placed by classical MDS of the heads' distances.
 
     Two heads are close when they attend alike: the distance is the Jensen-Shannon divergence
@@ -37,6 +38,9 @@ class HeadMap(MRIWidget):
     texts : list of str, the examples (a handful of sentences is enough)
     selection : the shared :class:`Selection`
     batch_size, max_length : passed to the capture (default ``batch_size=None``: batches by a token budget)
+    interventions : a shared :class:`~mri_widgets.Interventions`, optional: with a head selected,
+        the view offers "ablate (zero)" and "ablate (mean)", which add the head's ablation to it
+        (:meth:`ablate` from Python does the same)
 
     Attributes
     ----------
@@ -78,7 +82,7 @@ class HeadMap(MRIWidget):
     model_name = t.Unicode("").tag(sync=True)
 
     def __init__(self, model, texts: Sequence[str], *, selection: Optional[Selection] = None, batch_size: Optional[int] = None,
-                 max_length: Optional[int] = None):
+                 max_length: Optional[int] = None, interventions=None):
         from ..models.loading import load
 
         self._lm = load(model)
@@ -88,6 +92,7 @@ class HeadMap(MRIWidget):
         self.stats: HeadStats = head_stats(self._lm, self._texts, batch_size=batch_size, max_length=max_length)
         self.coords = self.stats.embedding(2)
         super().__init__(selection=selection)
+        self._connect_interventions(interventions)
         self._push_data()
 
     # ---- data --------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import numpy as np
 import traitlets as t
 
 from ..analysis.neurons import HIST_EDGES, NeuronScan, neuron_logit_effect
-from .base import MRIWidget, NDArray, array_serialization, command
+from .base import NDArray, array_serialization, command
+from .interventions import AblationControls
 from .selection import Selection
 
 __all__ = ["NeuronViewer", "NeuronViewerError"]
@@ -24,7 +25,7 @@ class NeuronViewerError(t.TraitError, ValueError):
     """Bad input to the neuron viewer (unscanned layer, neuron out of range, unknown channel)."""
 
 
-class NeuronViewer(MRIWidget):
+class NeuronViewer(AblationControls):
     """One MLP neuron of a :class:`~mri_widgets.NeuronScan`: stats, examples, output effect.
 
     Shows a statistics table and an activation histogram; the texts where the neuron is highest
@@ -53,6 +54,8 @@ class NeuronViewer(MRIWidget):
         when you navigate, and clicking a token sets ``selection.position``.
     window : (before, after)
         Tokens shown around the extreme token before the text is expanded.
+    interventions : a shared :class:`~mri_widgets.Interventions`, optional: the view then offers
+        "ablate (zero)" and "ablate (mean)" for the neuron shown (:meth:`ablate` from Python).
 
     Attributes
     ----------
@@ -112,7 +115,7 @@ class NeuronViewer(MRIWidget):
 
     def __init__(self, scan: NeuronScan, model=None, texts=None, *, layer: Optional[int] = None,
                  neuron: int = 0, channel: str = "mlp", selection: Optional[Selection] = None,
-                 window=(50, 10)):
+                 window=(50, 10), interventions=None):
         if not isinstance(scan, NeuronScan):
             raise TypeError(f"scan must be a NeuronScan (NeuronScan.run or NeuronScan.load), got {type(scan).__name__}")
         self._scan = scan
@@ -155,6 +158,7 @@ class NeuronViewer(MRIWidget):
         self._shown = None
         layer = scan.layers[0] if layer is None else layer
         super().__init__(selection=selection)
+        self._connect_interventions(interventions)
         with self.hold_trait_notifications():
             self.layer = layer
             self.neuron = neuron

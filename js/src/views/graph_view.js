@@ -4,6 +4,7 @@ import { defineView } from "../lib/widget.js";
 import { h, tooltip, fmt, notice } from "../lib/dom.js";
 import { createGraph } from "../lib/graph.js";
 import { decodeTree } from "../lib/codec.js";
+import { ablateBar } from "../lib/ablate.js";
 
 const CSS = `
 .mri-graph_view .mri-graph-box { position: relative; border: 1px solid var(--mri-border); border-radius: 3px; overflow: hidden; }
@@ -13,8 +14,60 @@ const CSS = `
 .mri-graph_view .mri-status { color: var(--mri-muted); margin-left: auto; flex: 1 1 160px; min-width: 0; text-align: right;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .mri-graph_view .mri-legend { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0; }
+.mri-graph_view .mri-compare { margin: 4px 0 8px; padding: 6px 8px; border: 1px solid var(--mri-border); border-radius: 3px; display: inline-block; }
+.mri-graph_view .mri-cmp-title { font-weight: 600; margin-bottom: 4px; }
+.mri-graph_view .mri-cmp-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+.mri-graph_view .mri-cmp-table th, .mri-graph_view .mri-cmp-table td { padding: 1px 10px 1px 0; text-align: left; }
+.mri-graph_view .mri-cmp-table th { color: var(--mri-muted); font-weight: normal; }
+.mri-graph_view .mri-cmp-down { color: #b2182b; font-weight: 600; }
+.mri-graph_view .mri-cmp-up { color: #1a7f37; font-weight: 600; }
 .mri-graph_view .mri-legend span.sw { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; vertical-align: -1px; }
 `;
+
+/** A token as visible text: quotes keep leading spaces visible. */
+function quoted(s) {
+  return `'${String(s ?? "").replace(/\n/g, "\\n").replace(/\t/g, "\\t")}'`;
+}
+
+/**
+ * The clean run beside the run under the interventions (FlowGraph's `comparison`): the target's
+ * probability and rank, and the prediction, before and after. Empty: nothing (no interventions).
+ */
+export function comparisonPanel(cmp) {
+  if (!cmp?.clean || !cmp.intervened) return null;
+  const c = cmp.clean, v = cmp.intervened;
+  const cell = (run, field, value, text) => h("td", { class: `mri-cmp-${field}`, "data-run": run, "data-field": field,
+    "data-value": String(value) }, text);
+  const pct = (p) => `${(100 * p).toFixed(p < 0.001 ? 4 : 2)}%`;
+  const dp = v.prob - c.prob;
+  const delta = h("td", { class: `mri-cmp-delta ${dp < 0 ? "mri-cmp-down" : dp > 0 ? "mri-cmp-up" : ""}`, "data-value": String(dp) },
+    `${dp >= 0 ? "+" : "\u2212"}${pct(Math.abs(dp))}`);
+  const dr = v.rank - c.rank;
+  const rankDelta = h("td", { class: `mri-cmp-delta ${dr > 0 ? "mri-cmp-down" : dr < 0 ? "mri-cmp-up" : ""}` },
+    dr === 0 ? "=" : `${dr > 0 ? "+" : "\u2212"}${Math.abs(dr)}`);
+  const table = h("table", { class: "mri-cmp-table" },
+    h("tr", {}, h("th", {}, ""), h("th", {}, "clean"), h("th", {}, "intervened"), h("th", {}, "change")),
+    h("tr", {}, h("th", {}, `p(${quoted(cmp.target)})`), cell("clean", "prob", c.prob, pct(c.prob)),
+      cell("intervened", "prob", v.prob, pct(v.prob)), delta),
+    h("tr", {}, h("th", {}, `rank of ${quoted(cmp.target)}`), cell("clean", "rank", c.rank, String(c.rank)),
+      cell("intervened", "rank", v.rank, String(v.rank)), rankDelta),
+    h("tr", {}, h("th", {}, "prediction"),
+      cell("clean", "prediction", c.prediction, `${quoted(c.prediction)} ${pct(c.prediction_prob)}`),
+      cell("intervened", "prediction", v.prediction, `${quoted(v.prediction)} ${pct(v.prediction_prob)}`), h("td", {},
+        c.prediction_id === v.prediction_id ? "same" : "changed")));
+  const under = (cmp.interventions || []).map(String).join(" \u00b7 ");
+  return h("div", { class: "mri-compare" },
+    h("div", { class: "mri-cmp-title" }, `Clean run vs. under the interventions, at position ${cmp.position} ${quoted(cmp.token)}`),
+    table, h("div", { class: "mri-cmp-under mri-muted" }, `under: ${under}`));
+}
+
+/** The head or neuron a selection patch names, as an ablation target, or null. */
+export function targetOf(patch) {
+  if (!patch || patch.layer == null) return null;
+  if (patch.head != null) return { kind: "head", layer: patch.layer, index: patch.head };
+  if (patch.neuron != null) return { kind: "neuron", layer: patch.layer, index: patch.neuron };
+  return null;
+}
 
 function injectCss() {
   if (typeof document === "undefined" || document.getElementById("mri-graph_view-css")) return;
@@ -108,6 +161,14 @@ function draw(ctx) {
   if (data.title) root.appendChild(h("div", { class: "mri-title" }, data.title));
   const ctl = controls(ctx);
   if (ctl) root.appendChild(ctl);
+  // interventions (FlowGraph): the clean run beside the intervened one, and ablate buttons
+  const cmpBox = h("div", { class: "mri-compare-box" });
+  const showComparison = () => cmpBox.replaceChildren(...[comparisonPanel(model.get("comparison"))].filter(Boolean));
+  showComparison();
+  const ablate = ablateBar(ctx, () => ctx.state.ablateTarget || null);
+  ctx.state.ablate = ablate;
+  root.appendChild(cmpBox);
+  root.appendChild(ablate.el);
 
   // toolbar: minimum weight, top-k, fit
   const maxW = (() => { let x = 0; for (const v of data.edge_weight.data) x = Math.max(x, Math.abs(v)); return x; })();
@@ -155,7 +216,11 @@ function draw(ctx) {
 
   const graph = createGraph(canvas, data, {
     tap(_ele, _evt, patch) {
-      if (patch) ctx.selection.set(patch);
+      if (patch) {
+        ctx.state.ablateTarget = targetOf(patch);
+        ctx.selection.set(patch);
+        ablate.update();
+      }
     },
     over(ele, evt) {
       const [x, y] = clientXY(evt);
@@ -217,7 +282,11 @@ function draw(ctx) {
   model.on("change:min_weight", applyFilters);
   model.on("change:top_k", applyFilters);
   model.on("change:highlight", applyHighlight);
+  model.on("change:comparison", showComparison);
+  model.on("change:ablation", ablate.update);
   ctx.state.unlisten = () => {
+    model.off("change:comparison", showComparison);
+    model.off("change:ablation", ablate.update);
     model.off("change:min_weight", applyFilters);
     model.off("change:top_k", applyFilters);
     model.off("change:highlight", applyHighlight);
@@ -237,6 +306,19 @@ function draw(ctx) {
 
 function onSelection(ctx, sel) {
   const graph = ctx.state.graph;
+  // the ablation target: the head or neuron that changed last in the selection
+  const prev = ctx.state.prevSel || {};
+  const cur = ctx.state.ablateTarget;
+  let kind = null;
+  if (sel.neuron != null && sel.neuron !== prev.neuron) kind = "neuron";
+  else if (sel.head != null && sel.head !== prev.head) kind = "head";
+  else if (cur && (cur.kind === "head" ? sel.head : sel.neuron) != null) kind = cur.kind;
+  else if (sel.head != null) kind = "head";
+  else if (sel.neuron != null) kind = "neuron";
+  ctx.state.ablateTarget = sel.layer == null || kind == null ? null
+    : { kind, layer: sel.layer, index: kind === "head" ? sel.head : sel.neuron };
+  ctx.state.prevSel = { ...sel };
+  ctx.state.ablate?.update();
   if (!graph) return;
   const ids = graph.setSelected(sel);
   ctx.root.dataset.selected = ids.join(" ");

@@ -4,6 +4,7 @@
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, showToken, notice, fmt } from "../lib/dom.js";
 import { sequential, viridis } from "../lib/colors.js";
+import { ablateBar } from "../lib/ablate.js";
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const SIZE = 420; // scatter side (px, viewBox units)
@@ -199,8 +200,10 @@ function draw(ctx) {
   exSel.value = String(model.get("example") || 0);
   const patTitle = h("div", { class: "mri-title" }, "Click a head to see its attention pattern");
   const patBody = h("div", { class: "mri-hm-pattern-body" });
+  // with interventions: "ablate (zero / mean)" for the selected head
+  st.ablate = ablateBar(ctx, () => selectedHead(ctx));
   const panel = h("div", { class: "mri-hm-pattern" },
-    h("div", { class: "mri-toolbar" }, h("label", {}, "example ", exSel)), patTitle, patBody);
+    h("div", { class: "mri-toolbar" }, h("label", {}, "example ", exSel)), st.ablate.el, patTitle, patBody);
   st.patTitle = patTitle; st.patBody = patBody; st.exSel = exSel;
 
   const help = h("div", { class: "mri-muted" }, "drag to pick heads (shift adds) · click a head for its pattern");
@@ -217,7 +220,10 @@ function draw(ctx) {
   model.on("change:picked", onPicked);
   model.on("change:example", onExample);
   model.on("change:color_by", recolor);
+  const onAblation = () => st.ablate.update();
+  model.on("change:ablation", onAblation);
   st.off = () => {
+    model.off("change:ablation", onAblation);
     model.off("change:picked", onPicked);
     model.off("change:example", onExample);
     model.off("change:color_by", recolor);
@@ -253,9 +259,19 @@ function markPicked(ctx) {
   st.status.textContent = picked.size ? `${picked.size} head${picked.size > 1 ? "s" : ""} picked` : "no heads picked";
 }
 
+/** The head in the shared selection, as an ablation target, or null. */
+function selectedHead(ctx) {
+  const sel = ctx.sel || {};
+  const d = ctx.data;
+  if (!d || sel.layer == null || sel.head == null) return null;
+  if (sel.layer < 0 || sel.layer >= d.n_layers || sel.head < 0 || sel.head >= d.n_heads) return null;
+  return { kind: "head", layer: sel.layer, index: sel.head };
+}
+
 function onSelection(ctx, sel) {
   const { data, state: st } = ctx;
   if (!st.pts) return;
+  st.ablate?.update();
   st.gRing.replaceChildren();
   const L = data.n_layers, H = data.n_heads;
   const layer = sel.layer, head = sel.head;
@@ -345,6 +361,6 @@ export function heatmap(ctx, res) {
 export const TRAITS = ["x", "y", "layer", "head", "scores", "score_names", "score_help", "n_layers", "n_heads", "n_examples",
   "examples", "model_name"];
 /** ... and the parameters the view reads and sets itself. */
-export const PARAMS = ["picked", "example", "color_by"];
+export const PARAMS = ["picked", "example", "color_by", "ablation"];
 
 export default defineView({ name: "head_map", traits: TRAITS, params: PARAMS, draw, onSelection });

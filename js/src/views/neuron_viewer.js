@@ -6,6 +6,7 @@
 import { defineView } from "../lib/widget.js";
 import { h, showToken, showText, tooltip, notice, fmt } from "../lib/dom.js";
 import { diverging, textOn } from "../lib/colors.js";
+import { ablateBar } from "../lib/ablate.js";
 
 const CSS = `
 .mri-neuron_viewer .nv-nav { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 6px; }
@@ -306,6 +307,10 @@ function draw(ctx) {
   if (!d || d.shown_neuron == null) { ctx.root.appendChild(notice("no neuron yet")); return; }
   const tip = tooltip(ctx.root);
   ctx.root.appendChild(navBar(ctx));
+  // with interventions: "ablate (zero / mean)" for the neuron shown
+  st.ablate = ablateBar(ctx, () => (ctx.data?.shown_neuron == null ? null
+    : { kind: "neuron", layer: ctx.data.shown_layer, index: ctx.data.shown_neuron }));
+  ctx.root.appendChild(st.ablate.el);
   ctx.root.appendChild(h("div", { class: "nv-title" }, `Layer ${d.shown_layer} · Neuron ${d.shown_neuron}`,
     d.model_name ? h("span", { class: "mri-muted", style: { fontWeight: "normal", marginLeft: "8px" } }, d.model_name) : null));
   ctx.root.appendChild(h("div", { class: "nv-summary" }, statsTable(d), histogram(ctx, tip), effectBox(d)));
@@ -318,8 +323,13 @@ function draw(ctx) {
       for (const b of ctx.root.querySelectorAll(".nv-channel")) b.classList.toggle("nv-on", b.dataset.channel === ctx.model.get("channel"));
       loadExamples(ctx, st.tip);
     };
+    st.onAblation = () => st.ablate?.update();
     ctx.model.on("change:channel", st.onChannel);
-    ctx.cleanup = () => ctx.model.off("change:channel", st.onChannel);
+    ctx.model.on("change:ablation", st.onAblation);
+    ctx.cleanup = () => {
+      ctx.model.off("change:channel", st.onChannel);
+      ctx.model.off("change:ablation", st.onAblation);
+    };
   }
   st.tip = tip;
   loadExamples(ctx, tip);
@@ -334,6 +344,6 @@ export const TRAITS = ["shown_layer", "shown_neuron", "model_name", "layers", "d
   "n_texts", "n_tokens", "k", "stats", "cases", "hist", "hist_edges", "top", "bottom", "scale", "effect", "effect_note",
   "has_texts", "has_model", "note", "window"];
 /** ... and the parameters the view reads and sets itself. */
-export const PARAMS = ["layer", "neuron", "channel"];
+export const PARAMS = ["layer", "neuron", "channel", "ablation"];
 
 export default defineView({ name: "neuron_viewer", traits: TRAITS, params: PARAMS, draw, onSelection });
