@@ -332,3 +332,41 @@ def test_patching_checks_its_input(tiny):
         mw.patching(tiny("bert"), "the cat", "the dog")
     with pytest.raises(PatchingError, match="position must be"):
         mw.patching(lm, "the cat", "the dog", answer=3, wrong=4, positions=[9])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_every_analysis_runs_modified_inside_intervene(tiny, arch):
+    """flow_graph, NeuronScan.run and head_distances read through the engine, so they see the interventions."""
+    lm = tiny(arch)
+    texts = SAMPLE_TEXTS[:4]
+    steer = mw.Steer("resid", torch.ones(lm.d_model) * 3, layers=[1])
+    plain_scan = mw.NeuronScan.run(lm, texts, k=3, progress=False)
+    plain_D = mw.head_distances(lm, texts)
+    with lm.intervene(steer):
+        scan = mw.NeuronScan.run(lm, texts, k=3, progress=False)
+        D = mw.head_distances(lm, texts)
+        cap = lm.capture(texts, sites=["mlp"], progress=False)
+    # the scan under the steer equals the activations captured under the same steer
+    mlp = cap["mlp"].masked_fill(~cap.mask[:, None, :, None], float("-inf"))
+    want = mlp.amax(dim=(0, 2))  # (layers, d_mlp): each neuron's largest activation
+    got = torch.as_tensor(scan.top_values[:, :, 0])
+    torch.testing.assert_close(got.float(), want, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(scan.top_values, plain_scan.top_values)
+    # block 0's heads read the unmodified embeddings; later blocks read the steered residual stream
+    assert not np.allclose(D, plain_D)
+    if arch == "llama":
+        G_plain = mw.flow_graph(lm, TEXT, layers=[2])
+        with lm.intervene(steer):
+            G = mw.flow_graph(lm, TEXT, layers=[2])
+        a = G.nodes["L2/block_in"]["vector"]
+        b = G_plain.nodes["L2/block_in"]["vector"]
+        assert not np.allclose(a, b)
+
+
+def test_patching_table_from_a_model_runs_patching(tiny):
+    lm = tiny("llama")
+    clean, corrupt = "the cat sat on the mat", "the dog ran to the car"
+    w = mw.PatchingTable(lm, clean, corrupt, answer=5, wrong=7, site="attn_out")
+    want = mw.patching(lm, clean, corrupt, answer=5, wrong=7, site="attn_out")
+    np.testing.assert_allclose(w.result.effect, want.effect, rtol=1e-5, atol=1e-6)
+    assert w.result.layer_names == [str(l) for l in range(lm.n_layers)]
