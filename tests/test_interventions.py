@@ -370,3 +370,15 @@ def test_patching_table_from_a_model_runs_patching(tiny):
     want = mw.patching(lm, clean, corrupt, answer=5, wrong=7, site="attn_out")
     np.testing.assert_allclose(w.result.effect, want.effect, rtol=1e-5, atol=1e-6)
     assert w.result.layer_names == [str(l) for l in range(lm.n_layers)]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo", "llama"])
+def test_patching_with_the_prefix_cache_equals_whole_prompt_batches(tiny, arch, monkeypatch):
+    from mri_widgets.analysis import patching as P
+
+    lm = tiny(arch)
+    clean, corrupt = "the cat sat on the mat", "the dog ran to the car"
+    cached = mw.patching(lm, clean, corrupt, site="mlp_out", metric="logit", answer=9)
+    monkeypatch.setattr(P, "_prefix_cache_ok", lambda lm: False)
+    whole = mw.patching(lm, clean, corrupt, site="mlp_out", metric="logit", answer=9, batch_size=7)
+    np.testing.assert_allclose(cached.raw, whole.raw, rtol=1e-4, atol=1e-5)

@@ -154,12 +154,9 @@ def patching(lm, clean: str, corrupt: str, *, site: str = "resid", answer=None, 
     ...                   answer=" Paris", wrong=" Rome")
     >>> res.top(3)
     """
-    import torch
-    from tqdm.auto import tqdm
 
     from .._checks import check_bool, check_choice, check_int, check_target, parse_layers
     from ..models.capture import check_texts
-    from ..models.interventions import Edit, apply_edits
     from ..models.loading import LoadedModel
 
     if not isinstance(lm, LoadedModel):
@@ -227,31 +224,13 @@ def patching(lm, clean: str, corrupt: str, *, site: str = "resid", answer=None, 
     if site == "z":
         src = src.permute(0, 2, 1, 3).reshape(src.shape[0], src.shape[2], -1)
     src = src[:, :n].to(lm.device)
-    dh = lm.d_head
 
-    entries = [(i, j) for i in range(len(sel)) for j in range(len(cols))]
-    if batch_size is None:
-        batch_size = max(1, PATCH_BATCH_TOKENS // n)
-    else:
+    if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", min=1, error=PatchingError)
-    raw = np.zeros(len(entries), np.float32)
-    chunks = [entries[s:s + batch_size] for s in range(0, len(entries), batch_size)]
-    show = len(chunks) > 1 if progress is None else progress
-    done = 0
-    for chunk in tqdm(chunks, desc="patching", disable=not show, leave=False):
-        by_layer: dict = {}
-        for r, (i, j) in enumerate(chunk):
-            by_layer.setdefault(i, []).append((r, cols[j]))
-        edits = []
-        for i, rc in by_layer.items():
-            rows = torch.tensor([r for r, _ in rc], device=lm.device)
-            cidx = torch.tensor([c for _, c in rc], device=lm.device)
-            edits.append(Edit(site, sel[i], _restore(src[i], rows, cidx, kind, dh)))
-        ids = ids_x.expand(len(chunk), -1)
-        with apply_edits(lm.adapter, edits):
-            vals = fn(_last_logits(lm, ids))
-        raw[done:done + len(chunk)] = vals.float().cpu().numpy()
-        done += len(chunk)
+    if kind == "position" and _prefix_cache_ok(lm):
+        raw = _patch_positions_cached(lm, ids_x, src, sel, cols, fn, site, batch_size, progress)
+    else:
+        raw = _patch_batched(lm, ids_x, src, sel, cols, fn, site, kind, batch_size, progress)
     raw = raw.reshape(len(sel), len(cols))
     denom = m_clean - m_corrupt
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -262,6 +241,94 @@ def patching(lm, clean: str, corrupt: str, *, site: str = "resid", answer=None, 
         layers=np.asarray(sel, np.int64), layer_names=names, columns=col_labels, clean_tokens=tok_c,
         corrupt_tokens=tok_x, metric=metric, answer=lm.token_str([a])[0],
         wrong=None if w is None else lm.token_str([w])[0], positions=pos_arr, model_name=str(lm.name))
+
+
+def _chunks(items: list, size: int) -> list:
+    return [items[s:s + size] for s in range(0, len(items), size)]
+
+
+def _patch_batched(lm, ids_x, src, sel, cols, fn, site, kind, batch_size, progress) -> np.ndarray:
+    """Every (layer, column) entry is one copy of the whole corrupted prompt in a batch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models.interventions import Edit, apply_edits
+
+    n = ids_x.shape[1]
+    entries = [(i, j) for i in range(len(sel)) for j in range(len(cols))]
+    chunks = _chunks(entries, batch_size or max(1, PATCH_BATCH_TOKENS // n))
+    raw = np.zeros(len(entries), np.float32)
+    show = len(chunks) > 1 if progress is None else progress
+    done = 0
+    for chunk in tqdm(chunks, desc="patching", disable=not show, leave=False):
+        by_layer: dict = {}
+        for r, (i, j) in enumerate(chunk):
+            by_layer.setdefault(i, []).append((r, cols[j]))
+        edits = []
+        for i, rc in by_layer.items():
+            rows = torch.tensor([r for r, _ in rc], device=lm.device)
+            cidx = torch.tensor([c for _, c in rc], device=lm.device)
+            edits.append(Edit(site, sel[i], _restore(src[i], rows, cidx, kind, lm.d_head)))
+        with apply_edits(lm.adapter, edits):
+            vals = fn(_last_logits(lm, ids_x.expand(len(chunk), -1)))
+        raw[done:done + len(chunk)] = vals.float().cpu().numpy()
+        done += len(chunk)
+    return raw.reshape(len(sel), len(cols))
+
+
+def _prefix_cache_ok(lm) -> bool:
+    """Whether the model takes a key/value cache (causal LMs of transformers do)."""
+    from ..models.loading import _forward_params
+    params = _forward_params(lm.model)
+    return "cache" in params or "past_key_values" in params
+
+
+def _patch_positions_cached(lm, ids_x, src, sel, cols, fn, site, batch_size, progress) -> np.ndarray:
+    """Patch position by position, reusing the corrupted run's key/value cache of the prefix.
+
+    Restoring an activation at position ``p`` changes nothing before ``p`` (causal attention), so
+    the corrupted run's keys and values of tokens ``0..p-1`` serve every layer's patched run at
+    ``p``: each runs only tokens ``p..n-1``, on average half the prompt.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..models.capture import _accepts
+    from ..models.interventions import Edit, apply_edits
+    from ..models.loading import _forward_params
+
+    n = ids_x.shape[1]
+    ids_x = ids_x.to(lm.device)
+    cache_kw = "cache" if "cache" in _forward_params(lm.model) else "past_key_values"
+    kw = {"logits_to_keep": 1} if _accepts(lm.model.forward, "logits_to_keep") else {}
+    raw = np.zeros((len(sel), len(cols)), np.float32)
+    show = len(cols) > 1 and len(sel) * n > PATCH_BATCH_TOKENS if progress is None else progress
+    layer_rows = list(range(len(sel)))
+    per_batch = batch_size or max(1, PATCH_BATCH_TOKENS // n)
+    with torch.inference_mode():
+        for j, p in enumerate(tqdm(cols, desc="patching", disable=not show, leave=False)):
+            for chunk in _chunks(layer_rows, per_batch):
+                b = len(chunk)
+                edits = [Edit(site, sel[i], _restore_at(src[i][p], r)) for r, i in enumerate(chunk)]
+                past = None
+                if p > 0:  # the unpatched prefix, once, repeated for the batch
+                    out = lm.model(input_ids=ids_x[:, :p], use_cache=True, **kw)
+                    past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+                    past.batch_repeat_interleave(b)
+                mask = torch.ones(b, n, dtype=torch.long, device=lm.device)
+                with apply_edits(lm.adapter, edits):
+                    out = lm.model(input_ids=ids_x[:, p:].expand(b, -1), attention_mask=mask,
+                                   use_cache=p > 0, **({cache_kw: past} if p > 0 else {}), **kw)
+                raw[chunk, j] = fn(out.logits[:, -1]).float().cpu().numpy()
+    return raw
+
+
+def _restore_at(value, row: int):
+    """Edit function: batch row ``row`` gets ``value`` at the first position of the call."""
+    def fn(x, where):
+        x[row, 0] = value.to(x.dtype)
+        return x
+    return fn
 
 
 def _restore(src, rows, cols, kind: str, dh: int):
