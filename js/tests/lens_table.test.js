@@ -1,9 +1,10 @@
 import { describe, it, expect } from "vitest";
 import lensTable, {
   metricScale, cellColor, visibleRange, moveCell, cellToLP, lpToCell, scrollToShow, positionLabel,
-  legendLabels, CELL_H, CELL_W, isGenerated, commitmentAt, genClasses,
+  legendLabels, CELL_H, CELL_W, isGenerated, commitmentAt, genClasses, hasClean, metricsFor, effectiveMetric,
+  diffAt, diffArray, metricValue, beforeAfter,
 } from "../src/views/lens_table.js";
-import { sequential } from "../src/lib/colors.js";
+import { sequential, effectColor, NAN_COLOR } from "../src/lib/colors.js";
 import { MockModel, enc, mount } from "./mock_model.js";
 
 /** Fake lens data: L layers, S positions, k tokens; top-1 prob grows with the layer. */
@@ -267,5 +268,124 @@ describe("LensTable view", () => {
     mask.checked = true;
     mask.dispatchEvent(new Event("change"));
     expect(el.querySelector(".mri-lens-imgbox").classList.contains("mri-lens-masked")).toBe(true);
+  });
+});
+
+/** fakeData under interventions: the clean run's target probabilities and ranks beside it. */
+function ivData(L, S) {
+  const d = fakeData(L, S);
+  const tp = new Float32Array(L * S), cp = new Float32Array(L * S), cr = new Int32Array(L * S);
+  for (let i = 0; i < L * S; i++) {
+    cp[i] = 0.5;
+    tp[i] = 0.5 + ((i % 5) - 2) * 0.1; // changes of -0.2 .. +0.2
+    cr[i] = i % 4;
+  }
+  cp[L * S - 1] = NaN; // a position the clean run lacks
+  cr[L * S - 1] = -1;
+  return { ...d, target_probs: enc(tp, [L, S]), clean_target_probs: enc(cp, [L, S]), clean_target_ranks: enc(cr, [L, S]) };
+}
+
+const CMP = {
+  position: 2, token: " t2", target: " a", target_id: 1, rank_base: 0, layer: "3", interventions: ["steer resid"],
+  clean: { prob: 0.5, rank: 0, prediction: " a", prediction_id: 1, prediction_prob: 0.5 },
+  intervened: { prob: 0.25, rank: 2, prediction: " b", prediction_id: 2, prediction_prob: 0.3 },
+};
+
+describe("lens table under interventions", () => {
+  const decoded = (d) => {
+    const out = { ...d };
+    for (const k of ["target_probs", "clean_target_probs", "clean_target_ranks", "target_ranks"]) {
+      const e = d[k];
+      const T = e.dtype === "int32" ? Int32Array : Float32Array;
+      out[k] = { data: new T(e.view.buffer, e.view.byteOffset, e.view.byteLength / 4), shape: e.shape };
+    }
+    return out;
+  };
+  it("offers the diff metric only with a clean run, and computes intervened - clean in float32", () => {
+    const plain = decoded({ ...fakeData(2, 3), clean_target_probs: enc(new Float32Array(6), [2, 3]),
+      clean_target_ranks: enc(new Int32Array(6), [2, 3]) });
+    plain.clean_target_probs = null;
+    expect(hasClean(plain)).toBe(false);
+    expect(metricsFor(plain)).toEqual(["prob", "rank", "entropy"]);
+    expect(effectiveMetric(plain, "diff")).toBe("prob");
+    const d = decoded(ivData(4, 5));
+    expect(hasClean(d)).toBe(true);
+    expect(metricsFor(d)).toEqual(["prob", "rank", "entropy", "diff"]);
+    expect(effectiveMetric(d, "diff")).toBe("diff");
+    // cell (layer 1, pos 2) is flat index 7: 0.5 + (7 % 5 - 2) * 0.1 = 0.5, minus 0.5
+    expect(diffAt(d, 1, 2)).toBe(0);
+    expect(diffAt(d, 0, 0)).toBe(Math.fround(Math.fround(0.3) - 0.5));
+    expect(metricValue(d, "diff", 0, 4)).toBe(Math.fround(Math.fround(0.7) - 0.5));
+    expect(Number.isNaN(diffAt(d, 3, 4))).toBe(true);
+    const all = diffArray(d);
+    expect(all.shape).toEqual([4, 5]);
+    expect(all.data[4]).toBe(diffAt(d, 0, 4));
+  });
+  it("colours diff cells on the shared diverging scale, saturating at the largest change", () => {
+    expect(cellColor("diff", 0, 100, 0.2)).toBe("rgb(255,255,255)");
+    expect(cellColor("diff", 0.2, 100, 0.2)).toBe(effectColor(1));
+    expect(cellColor("diff", -0.1, 100, 0.2)).toBe(effectColor(-0.5));
+    expect(cellColor("diff", NaN, 100, 0.2)).toBe(NAN_COLOR);
+    expect(legendLabels("diff", 100, 0.2)).toEqual(["\u22120.200 (p fell)", "+0.200 (p rose)"]);
+  });
+  it("hover lines give the clean and intervened values of the cell", () => {
+    const d = decoded(ivData(4, 5));
+    const div = document.createElement("div");
+    div.append(...beforeAfter(d, 0, 1));
+    const num = (run, field) => div.querySelector(`[data-run='${run}'][data-field='${field}']`);
+    expect(Number(num("clean", "prob").dataset.value)).toBe(0.5);
+    expect(num("clean", "rank").textContent).toBe("1");
+    expect(Number(num("intervened", "prob").dataset.value)).toBe(Math.fround(0.4));
+    expect(num("diff", "prob").textContent).toBe("\u22120.1000");
+    const none = document.createElement("div");
+    none.append(...beforeAfter(d, 3, 4));
+    expect(none.textContent).toContain("no such position");
+    expect(beforeAfter({ ...d, clean_target_probs: null }, 0, 1)).toEqual([]);
+  });
+  it("shows Python's comparison above the table, the diff colours, and before/after on hover", async () => {
+    const { model } = setup(ivData(4, 5), { comparison: CMP });
+    const { el } = await mount(lensTable, model);
+    const panel = el.querySelector(".mri-lens-cmpbox .mri-compare");
+    expect(panel).not.toBe(null);
+    const val = (run, field) => panel.querySelector(`[data-run='${run}'][data-field='${field}']`);
+    expect(val("clean", "prob").textContent).toBe("50.00%");
+    expect(val("intervened", "rank").textContent).toBe("2");
+    expect(val("intervened", "prediction").textContent).toBe("' b' 30.00%");
+    expect(panel.textContent).toContain("rank of ' a' (0 = top)");
+    expect(panel.textContent).toContain("at position 2 ' t2' (output, layer 3)");
+    // the toolbar offers diff; choosing it recolours the cells by the change
+    const select = el.querySelector("select.mri-lens-metric");
+    expect([...select.options].map((o) => o.value)).toContain("diff");
+    select.value = "diff";
+    select.dispatchEvent(new Event("change"));
+    expect(model.get("metric")).toBe("diff");
+    const bg = (layer, pos) => cell(el, layer, pos).style.background.replace(/ /g, "");
+    expect(bg(0, 0)).toBe(effectColor(-1)); // -0.2 of at most 0.2
+    expect(bg(0, 4)).toBe(effectColor(1));
+    expect(bg(1, 2)).toBe("rgb(255,255,255)");
+    expect(bg(3, 4)).toBe(NAN_COLOR);
+    expect(el.querySelector(".mri-lens-legend").textContent).toContain("(p fell)");
+    cell(el, 0, 1).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    const tip = el.querySelector(".mri-tooltip");
+    expect(tip.textContent).toContain("clean p = 0.5000, rank 1 \u2192 intervened p = 0.4000, rank 1");
+    // Python moves the comparison to another position: only the panel changes
+    const body = el.querySelector(".mri-lens-body");
+    model.set("comparison", { ...CMP, position: 4, token: " t4" });
+    expect(el.querySelector(".mri-compare").dataset.position).toBe("4");
+    expect(el.querySelector(".mri-lens-body")).toBe(body);
+    // interventions off: no clean run, no panel, no diff option, colours back to prob
+    model.set({ clean_target_probs: null, clean_target_ranks: null, comparison: {}, metric: "prob" });
+    expect(el.querySelector(".mri-compare")).toBe(null);
+    expect([...el.querySelector("select.mri-lens-metric").options].map((o) => o.value)).not.toContain("diff");
+    expect(el.querySelector(".mri-lens-under")).toBe(null);
+  });
+});
+
+describe("comparison panel text", () => {
+  it("quotes tokens with control characters escaped", async () => {
+    const { quoted } = await import("../src/lib/compare.js");
+    expect(quoted(" Paris")).toBe("' Paris'");
+    expect(quoted("a\nb\tc")).toBe("'a\\nb\\tc'");
+    expect(quoted("\u001c")).toBe("'\\u001c'");
   });
 });

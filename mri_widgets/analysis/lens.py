@@ -57,10 +57,12 @@ class LensResult:
     top_probs : (layers, positions, k) float32 array, descending along the last axis.
     entropy : (layers, positions) float32 array, in nats.
     target : str or None
-        The token the caller named as target (``None``: the model's own prediction).
+        The token the caller named as target (``None``: the model's own prediction, or the ids
+        given per position with ``logit_lens(..., target_ids=...)``).
     target_ids : (positions,) int64 array
         The token whose probability and rank are tracked at each position: by default the
-        model's own final prediction (the last layer's top-1), or the token the caller named.
+        model's own final prediction (the last layer's top-1), or the token the caller named, or
+        the ids the caller gave per position.
     target_tokens : list of str
     target_probs : (layers, positions) float32 array
     target_ranks : (layers, positions) int64 array; 0 means the target is the top-1 token
@@ -271,7 +273,7 @@ def _lens_rows(lm, flat: torch.Tensor, start: int, stop: int, targets, k: int, n
 
 def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Union[None, str, int] = None,
                image=None, generate: int = 0, sample: bool = False, seed: Optional[int] = None,
-               temperature: float = 1.0, chunk_rows: Optional[int] = None,
+               temperature: float = 1.0, target_ids=None, chunk_rows: Optional[int] = None,
                progress: Optional[bool] = None) -> LensResult:
     """Run the logit lens on one prompt (and an image, for a LLaVA-style model), optionally
     over a continuation the model generates.
@@ -317,6 +319,12 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         seed, recorded in :attr:`LensResult.seed`.
     temperature : float
         Sampling temperature (> 0; only with ``sample=True``).
+    target_ids : sequence of int, optional
+        One tracked token id per position instead of ``target`` (``-1``: that position's own final
+        prediction), e.g. another run's :attr:`LensResult.target_ids`, so that two runs (clean
+        and under interventions) track the same tokens. With ``generate=`` the number of
+        positions is known only after generating: positions past the end of ``target_ids`` track
+        their own prediction, and ids past the last position are not used.
     chunk_rows : int, optional
         Layer x position rows unembedded at once (default: as many as fit in
         :data:`DEFAULT_CHUNK_BYTES`).
@@ -353,6 +361,7 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         chunk_rows = check_int(chunk_rows, "chunk_rows", min=1, error=LensError)
     from .._checks import check_target
     target_id = check_target(lm, target, error=LensError)
+    per_position = _check_target_ids(lm, target_ids, target)
     generate, sample, seed, temperature = _check_generation(generate, sample, seed, temperature, image)
 
     # ---- one forward pass: residual states (n_layers + 1, seq, d_model) ---------------------
@@ -415,7 +424,15 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         "target_ids": np.zeros(n_rows, np.int64),
     }
     last = (n_lay - 1) * seq
-    if target_id is None:
+    if per_position is not None:
+        tp = np.full(seq, -1, np.int64)
+        n = min(seq, len(per_position))
+        tp[:n] = per_position[:n]
+        if (tp < 0).any():  # the positions that track their own prediction read it first
+            _lens_rows(lm, flat, last, n_rows, None, k, norm, chunk_rows, out, progress)
+            tp = np.where(tp < 0, out["target_ids"][last:], tp)
+        _lens_rows(lm, flat, 0, n_rows, np.tile(tp, n_lay), k, norm, chunk_rows, out, progress)
+    elif target_id is None:
         # the model's own prediction first: the last layer tracks its own top-1 ...
         _lens_rows(lm, flat, last, n_rows, None, k, norm, chunk_rows, out, progress)
         # ... and every earlier layer tracks that token
@@ -442,6 +459,28 @@ def logit_lens(model, prompt: str, k: int = 5, *, norm: bool = True, target: Uni
         patch_grid=grid, image=view, n_prompt=n_prompt, continuation=continuation,
         seed=seed if generate and sample else None,
     )
+
+
+def _check_target_ids(lm, target_ids, target) -> Optional[np.ndarray]:
+    """``target_ids`` of :func:`logit_lens` as a 1-D int64 array (-1 allowed), or None."""
+    if target_ids is None:
+        return None
+    if target is not None:
+        raise LensError("pass target= (one token everywhere) or target_ids= (one per position), not both")
+    if hasattr(target_ids, "detach"):
+        target_ids = target_ids.detach().cpu().numpy()
+    if isinstance(target_ids, (str, bytes)) or not hasattr(target_ids, "__len__"):
+        raise TypeError(f"target_ids must be a sequence of token ids (one per position), got {target_ids!r}")
+    arr = np.asarray(target_ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"target_ids must be a 1-D sequence of integer token ids, got shape {arr.shape} of {arr.dtype}")
+    arr = arr.astype(np.int64)
+    V = int(lm.vocab_size)
+    bad = arr[(arr < -1) | (arr >= V)]
+    if bad.size:
+        raise LensError(f"target id {int(bad[0])} is outside the vocabulary 0..{V - 1} (-1: the position's own "
+                        "prediction)")
+    return arr
 
 
 def _check_generation(generate, sample, seed, temperature, image):

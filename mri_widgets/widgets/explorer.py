@@ -55,8 +55,8 @@ class Explorer(ipw.VBox):
     Attributes
     ----------
     interventions : the shared :class:`~mri_widgets.Interventions` (shown above the views): the
-        head map, flow graph and neuron viewer add ablations to it, the flow graph recomputes
-        under it; ``ex.interventions.ablate(("head", 21, 7))`` from Python; mean ablation uses
+        head map, flow graph and neuron viewer add ablations to it, the flow graph and the lens
+        table recompute under it (the lens table beside the clean run); ``ex.interventions.ablate(("head", 21, 7))`` from Python; mean ablation uses
         the corpus.
     views : dict of the view widgets by name (``"lens"``, ``"flow"``, ``"grid"``, ``"graph"``,
         ``"neurons"``, ``"heads"``); a view that could not be built is absent.
@@ -132,7 +132,8 @@ class Explorer(ipw.VBox):
         if blocked:
             return blocked
         from .lens_table import LensTable
-        self.views["lens"] = LensTable(self.model, self.prompt, selection=self.selection)
+        self.views["lens"] = LensTable(self.model, self.prompt, selection=self.selection,
+                                       interventions=self.interventions)
         return self.views["lens"]
 
     def _flow(self) -> ipw.Widget:

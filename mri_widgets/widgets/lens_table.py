@@ -15,8 +15,9 @@ from .selection import Selection
 
 __all__ = ["LensTable", "METRICS"]
 
-#: colour metrics of the table: top-1 probability, rank of the target token, entropy
-METRICS = ("prob", "rank", "entropy")
+#: colour metrics of the table: top-1 probability, rank of the target token, entropy, and (only
+#: under active interventions) the change of the target's probability (intervened - clean)
+METRICS = ("prob", "rank", "entropy", "diff")
 
 
 class LensTable(MRIWidget):
@@ -38,6 +39,17 @@ class LensTable(MRIWidget):
     (interventions) apply to the generation and to the lens pass, so the effect of an ablation on
     the continuation shows in one table.
 
+    With ``interventions=`` (a shared :class:`~mri_widgets.Interventions`) holding enabled
+    interventions, the lens runs twice: clean, and under ``lm.intervene(interventions)``
+    (generation included). The table shows the run under the interventions (:attr:`result`;
+    :attr:`clean_result` is the clean one), both runs track the same target at each position (the
+    given ``target``, else the clean run's own final prediction), a panel above the table
+    compares the two at the selected position (:attr:`comparison`), and the ``"diff"`` metric
+    colours each cell by :attr:`diff`, the change of the target's probability. Every change of
+    the interventions (their ``version``) recomputes the run under them; the clean run is kept
+    until the prompt or another input changes. With no enabled interventions the table is the
+    clean run again.
+
     With ``image=`` (a LLaVA-style model) the image is shown beside the table with its patch grid:
     hovering a patch highlights its image-token row and shows its best layer and top-k; a click
     locks it. :meth:`patch_mask` gives the patches whose best top-1 token is blank.
@@ -48,8 +60,9 @@ class LensTable(MRIWidget):
     prompt : str
     k : int
         Top tokens kept per cell (shown on hover).
-    metric : {"prob", "rank", "entropy"}
-        Cell colour: top-1 probability, rank of the target token, or entropy.
+    metric : {"prob", "rank", "entropy", "diff"}
+        Cell colour: top-1 probability, rank of the target token, entropy, or (with enabled
+        interventions only) the target's probability under them minus the clean one.
     target : str, optional
         A single token (``" Paris"``) whose rank and probability are tracked at every position;
         default: the model's own final prediction at each position.
@@ -68,6 +81,8 @@ class LensTable(MRIWidget):
         Height of the table in pixels.
     selection : Selection, optional
         The shared selection (``position`` and ``layer`` are set on click and followed).
+    interventions : Interventions, optional
+        The shared interventions; see above.
 
     Examples
     --------
@@ -76,6 +91,11 @@ class LensTable(MRIWidget):
     >>> table.metric = "entropy"              # recolours the same view
     >>> table.prompt = "The capital of Italy is"   # recomputes, same view
     >>> table.result.target_ranks[:, -1]
+    >>> iv = mri_widgets.Interventions()
+    >>> table = mri_widgets.LensTable(lm, "The capital of France is", interventions=iv)
+    >>> iv.ablate(("head", 1, 0))            # recomputes the run under the ablation
+    >>> table.comparison["clean"]["prob"], table.comparison["intervened"]["prob"]
+    >>> table.metric = "diff"
     """
 
     _view = "lens_table"
@@ -138,13 +158,36 @@ class LensTable(MRIWidget):
     #: image mode: ``{png, width, height, grid, positions, blank}`` (arrays as buffers), else None
     image = t.Dict(None, allow_none=True).tag(sync=True, **array_serialization)
 
+    # ---- under interventions (None / empty without enabled interventions) ----------------------
+    #: (n_layers + 1, n_tokens) probability of the target in the clean run (NaN at positions the
+    #: clean run lacks), or None without enabled interventions
+    clean_target_probs = NDArray("float32", ndim=2, allow_none=True).tag(sync=True)
+    #: (n_layers + 1, n_tokens) rank of the target in the clean run (0 = top, -1 where it has no such
+    #: position), or None without enabled interventions
+    clean_target_ranks = NDArray("int32", ndim=2, allow_none=True).tag(sync=True)
+    #: the clean run beside the run under the interventions at one position (the selected one,
+    #: else the last), at the last layer (the model's output): ``{position, token, target,
+    #: target_id, rank_base, interventions, clean: {prob, rank, prediction, prediction_id,
+    #: prediction_prob}, intervened: {...}}``; ranks count from 0 (= top), as in the table;
+    #: ``{}`` without enabled interventions
+    comparison = t.Dict().tag(sync=True)
+
     def __init__(self, model, prompt: str, k: int = 5, *, metric: str = "prob", target: Optional[str] = None,
                  norm: bool = True, image=None, generate: int = 0, sample: bool = False,
                  seed: Optional[int] = None, temperature: float = 1.0, transpose: bool = False, height: int = 480,
-                 selection: Optional[Selection] = None, _result: Optional[LensResult] = None):
+                 selection: Optional[Selection] = None, interventions=None, _result: Optional[LensResult] = None):
+        from .interventions import Interventions
+
+        if interventions is not None and not isinstance(interventions, Interventions):
+            raise TypeError(f"interventions must be a mri_widgets.Interventions, got {type(interventions).__name__}")
+        if interventions is not None and model is None:
+            raise LensError("a table built from a LensResult has no model to run under interventions; "
+                            "use LensTable(model, prompt, interventions=...)")
         self._lm = model
         self._image = image
-        self._result: Optional[LensResult] = None
+        self.interventions = interventions
+        self._clean: Optional[LensResult] = None
+        self._intervened: Optional[LensResult] = None
         self._ready = False
         self._restoring = False
         super().__init__(selection=selection, prompt=prompt, k=k, metric=metric, target=target,
@@ -152,10 +195,13 @@ class LensTable(MRIWidget):
                          seed=seed, temperature=temperature, transpose=check_bool(transpose, "transpose"),
                          height=height)
         if _result is not None:
-            self._show(_result)
+            self._clean = _result
+            self._show()
         else:
             self._compute()
         self._ready = True
+        if interventions is not None:
+            interventions.observe(self._interventions_changed, names=["version"])
 
     @classmethod
     def from_result(cls, result: LensResult, *, metric: str = "prob", transpose: bool = False, height: int = 480,
@@ -175,8 +221,22 @@ class LensTable(MRIWidget):
     # ---- results ---------------------------------------------------------------------------
     @property
     def result(self) -> LensResult:
-        """The :class:`~mri_widgets.LensResult` shown now."""
-        return self._result
+        """The :class:`~mri_widgets.LensResult` shown now: the run under the enabled interventions
+        when there are any, else the clean run."""
+        return self._intervened if self._intervened is not None else self._clean
+
+    @property
+    def clean_result(self) -> LensResult:
+        """The :class:`~mri_widgets.LensResult` of the clean run (no interventions)."""
+        return self._clean
+
+    @property
+    def diff(self) -> Optional[np.ndarray]:
+        """(n_layers + 1, n_tokens) float32: the target's probability under the interventions minus
+        the clean one (NaN at positions the clean run lacks); None without enabled interventions."""
+        if self._intervened is None:
+            return None
+        return self._intervened.target_probs.astype(np.float32) - _clean_on(self._clean, self._intervened)[0]
 
     def patch_mask(self, save: Optional[str] = None, *, overlay: bool = True) -> np.ndarray:
         """(grid_h, grid_w) bool mask of the patches whose best top-1 token is blank.
@@ -188,11 +248,11 @@ class LensTable(MRIWidget):
             patches blacked out; with ``overlay=False`` the mask itself (white = blank) at the
             image's size.
         """
-        mask = self._result.patch_mask()
+        mask = self.result.patch_mask()
         if save is not None:
             from PIL import Image
 
-            img = self._result.image
+            img = self.result.image
             gh, gw = mask.shape
             H, W = img.shape[:2]
             rows = (np.arange(H) * gh // H)[:, None]
@@ -212,6 +272,10 @@ class LensTable(MRIWidget):
         v = proposal["value"]
         if v not in METRICS:
             raise LensError(f"metric must be one of {METRICS}, got {v!r}")
+        if v == "diff" and not self._active():
+            raise LensError("metric 'diff' colours the change under interventions, and none are enabled: pass "
+                            "LensTable(..., interventions=iv) and enable one (iv.ablate(...)), or use "
+                            f"one of {METRICS[:-1]}")
         return v
 
     def _check_can_recompute(self, name):
@@ -274,27 +338,107 @@ class LensTable(MRIWidget):
             self.send_state([change["name"]])
             raise
 
+    def _push_sel(self, change=None):
+        super()._push_sel(change)
+        # the comparison panel follows the selected position
+        if getattr(self, "_ready", False) and self._intervened is not None and change is not None \
+                and change.get("name") == "position":
+            self.comparison = self._comparison()
+
     # ---- computing and sending -------------------------------------------------------------
+    def _active(self) -> list:
+        return [] if self.interventions is None else self.interventions.active
+
+    def _run(self, target_ids=None) -> LensResult:
+        gen = {}
+        if self.generate:  # the sampling options matter only when generating
+            gen = dict(generate=self.generate, sample=self.sample, seed=self.seed if self.sample else None,
+                       temperature=self.temperature if self.sample else 1.0)
+        if target_ids is not None:
+            gen["target_ids"] = target_ids
+        return logit_lens(self._lm, self.prompt, self.k, norm=self.norm, target=self.target, image=self._image, **gen)
+
+    def _run_intervened(self, clean: LensResult) -> Optional[LensResult]:
+        """The lens under the enabled interventions, tracking the clean run's targets; None without any."""
+        active = self._active()
+        if not active:
+            return None
+        with self._lm.intervene(active):
+            # the clean run's targets at each position (a named target is the same everywhere anyway)
+            return self._run(None if self.target is not None else clean.target_ids)
+
     def _compute(self) -> None:
+        """Recompute both runs (an input changed)."""
         try:
-            gen = {}
-            if self.generate:  # the sampling options matter only when generating
-                gen = dict(generate=self.generate, sample=self.sample, seed=self.seed if self.sample else None,
-                           temperature=self.temperature if self.sample else 1.0)
-            res = logit_lens(self._lm, self.prompt, self.k, norm=self.norm, target=self.target, image=self._image,
-                             **gen)
+            clean = self._run()
+            intervened = self._run_intervened(clean)
         except (ValueError, TypeError) as e:
             self.error = str(e)
             raise
-        self._show(res)
+        self._clean, self._intervened = clean, intervened
+        self._show()
 
-    def _show(self, res: LensResult) -> None:
-        self._result = res
+    def _interventions_changed(self, change) -> None:
+        """The shared interventions changed: recompute the run under them (the clean run is kept)."""
+        if self._lm is None or self._clean is None:
+            return
+        try:
+            intervened = self._run_intervened(self._clean)
+        except Exception as e:  # shown in the view; the interventions widget itself must not fail
+            self.error = f"{type(e).__name__}: {e}"
+            return
+        self._intervened = intervened
+        self._show()
+
+    def _comparison(self) -> dict:
+        """The clean run beside the run under the interventions at the selected position, else the last."""
+        iv, clean = self._intervened, self._clean
+        if iv is None:
+            return {}
+        n = min(len(iv.tokens), len(clean.tokens))
+        pos = self.selection.position
+        if not isinstance(pos, int) or isinstance(pos, bool) or not 0 <= pos < n:
+            pos = n - 1
+        tid = int(iv.target_ids[pos])
+
+        def run(res):
+            return {"prob": float(res.target_probs[-1, pos]), "rank": int(res.target_ranks[-1, pos]),
+                    "prediction": str(res.top_tokens[-1, pos, 0]), "prediction_id": int(res.top_ids[-1, pos, 0]),
+                    "prediction_prob": float(res.top_probs[-1, pos, 0])}
+
+        return {"position": int(pos), "token": str(iv.tokens[pos]), "target": str(iv.target_tokens[pos]),
+                "target_id": tid, "rank_base": 0, "layer": iv.layer_names[-1],
+                "interventions": [str(it.label) for it in self._active()],
+                "clean": run(clean), "intervened": run(iv)}
+
+    def _show(self) -> None:
+        res = self.result
         payload = lens_payload(res)
         for key in ("prompt", "k", "norm"):  # the inputs are traits already
             payload.pop(key)
         payload["model_name"] = payload.pop("model")
+        if self._intervened is not None:
+            probs, ranks = _clean_on(self._clean, self._intervened)
+            payload["clean_target_probs"], payload["clean_target_ranks"] = probs, ranks.astype(np.int32)
+            payload["target_mode"] = "own" if self._clean.target is None else "token"
+        else:
+            payload["clean_target_probs"] = payload["clean_target_ranks"] = None
+        payload["comparison"] = self._comparison()
+        if self._intervened is None and self.metric == "diff":
+            payload["metric"] = "prob"  # nothing to compare any more
         self._set_data(payload)
+
+
+def _clean_on(clean: LensResult, other: LensResult) -> tuple:
+    """The clean run's target probabilities and ranks on ``other``'s (layers, positions) grid:
+    NaN and -1 at positions the clean run lacks (a longer generated continuation)."""
+    L, S = other.target_probs.shape
+    probs = np.full((L, S), np.nan, np.float32)
+    ranks = np.full((L, S), -1, np.int64)
+    n = min(S, clean.target_probs.shape[1])
+    probs[:, :n] = clean.target_probs[:, :n]
+    ranks[:, :n] = clean.target_ranks[:, :n]
+    return probs, ranks
 
 
 def _png(img: np.ndarray) -> np.ndarray:

@@ -21,6 +21,26 @@ export function diverging(v) {
   return v >= 0 ? rgb(mix(WHITE, RED, v)) : rgb(mix(WHITE, BLUE, -v));
 }
 
+/** Colour of a diverging-scale value that is not a number. */
+export const NAN_COLOR = "rgb(200,200,200)";
+
+/** Where a diverging scale saturates: 1 for "unit", the largest finite |value| of `arr` ({data}) for "max" (1 when all are 0). */
+export function saturation(arr, scale) {
+  if (scale !== "max") return 1;
+  let m = 0;
+  for (const v of arr.data) {
+    const a = Math.abs(v);
+    if (Number.isFinite(a) && a > m) m = a;
+  }
+  return m > 0 ? m : 1;
+}
+
+/** Diverging colour of a signed value: blue below 0, white at 0, red above, full at ±sat; grey for NaN. */
+export function effectColor(v, sat = 1) {
+  if (Number.isNaN(v)) return NAN_COLOR;
+  return diverging(Math.max(-1, Math.min(1, v / sat)));
+}
+
 /** Viridis-like scale for t in [0, 1]. */
 export function viridis(t) {
   t = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (VIRIDIS.length - 1);

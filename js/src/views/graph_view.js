@@ -5,6 +5,7 @@ import { h, tooltip, fmt, notice } from "../lib/dom.js";
 import { createGraph } from "../lib/graph.js";
 import { decodeTree } from "../lib/codec.js";
 import { ablateBar } from "../lib/ablate.js";
+import { comparisonPanel } from "../lib/compare.js";
 
 const CSS = `
 .mri-graph_view .mri-graph-box { position: relative; border: 1px solid var(--mri-border); border-radius: 3px; overflow: hidden; }
@@ -14,52 +15,11 @@ const CSS = `
 .mri-graph_view .mri-status { color: var(--mri-muted); margin-left: auto; flex: 1 1 160px; min-width: 0; text-align: right;
   white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .mri-graph_view .mri-legend { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0; }
-.mri-graph_view .mri-compare { margin: 4px 0 8px; padding: 6px 8px; border: 1px solid var(--mri-border); border-radius: 3px; display: inline-block; }
-.mri-graph_view .mri-cmp-title { font-weight: 600; margin-bottom: 4px; }
-.mri-graph_view .mri-cmp-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-.mri-graph_view .mri-cmp-table th, .mri-graph_view .mri-cmp-table td { padding: 1px 10px 1px 0; text-align: left; }
-.mri-graph_view .mri-cmp-table th { color: var(--mri-muted); font-weight: normal; }
-.mri-graph_view .mri-cmp-down { color: #b2182b; font-weight: 600; }
-.mri-graph_view .mri-cmp-up { color: #1a7f37; font-weight: 600; }
 .mri-graph_view .mri-legend span.sw { display: inline-block; width: 10px; height: 10px; border-radius: 50%; margin-right: 4px; vertical-align: -1px; }
 `;
 
-/** A token as visible text: quotes keep leading spaces visible. */
-function quoted(s) {
-  return `'${String(s ?? "").replace(/\n/g, "\\n").replace(/\t/g, "\\t")}'`;
-}
-
-/**
- * The clean run beside the run under the interventions (FlowGraph's `comparison`): the target's
- * probability and rank, and the prediction, before and after. Empty: nothing (no interventions).
- */
-export function comparisonPanel(cmp) {
-  if (!cmp?.clean || !cmp.intervened) return null;
-  const c = cmp.clean, v = cmp.intervened;
-  const cell = (run, field, value, text) => h("td", { class: `mri-cmp-${field}`, "data-run": run, "data-field": field,
-    "data-value": String(value) }, text);
-  const pct = (p) => `${(100 * p).toFixed(p < 0.001 ? 4 : 2)}%`;
-  const dp = v.prob - c.prob;
-  const delta = h("td", { class: `mri-cmp-delta ${dp < 0 ? "mri-cmp-down" : dp > 0 ? "mri-cmp-up" : ""}`, "data-value": String(dp) },
-    `${dp >= 0 ? "+" : "\u2212"}${pct(Math.abs(dp))}`);
-  const dr = v.rank - c.rank;
-  const rankDelta = h("td", { class: `mri-cmp-delta ${dr > 0 ? "mri-cmp-down" : dr < 0 ? "mri-cmp-up" : ""}` },
-    dr === 0 ? "=" : `${dr > 0 ? "+" : "\u2212"}${Math.abs(dr)}`);
-  const table = h("table", { class: "mri-cmp-table" },
-    h("tr", {}, h("th", {}, ""), h("th", {}, "clean"), h("th", {}, "intervened"), h("th", {}, "change")),
-    h("tr", {}, h("th", {}, `p(${quoted(cmp.target)})`), cell("clean", "prob", c.prob, pct(c.prob)),
-      cell("intervened", "prob", v.prob, pct(v.prob)), delta),
-    h("tr", {}, h("th", {}, `rank of ${quoted(cmp.target)}`), cell("clean", "rank", c.rank, String(c.rank)),
-      cell("intervened", "rank", v.rank, String(v.rank)), rankDelta),
-    h("tr", {}, h("th", {}, "prediction"),
-      cell("clean", "prediction", c.prediction, `${quoted(c.prediction)} ${pct(c.prediction_prob)}`),
-      cell("intervened", "prediction", v.prediction, `${quoted(v.prediction)} ${pct(v.prediction_prob)}`), h("td", {},
-        c.prediction_id === v.prediction_id ? "same" : "changed")));
-  const under = (cmp.interventions || []).map(String).join(" \u00b7 ");
-  return h("div", { class: "mri-compare" },
-    h("div", { class: "mri-cmp-title" }, `Clean run vs. under the interventions, at position ${cmp.position} ${quoted(cmp.token)}`),
-    table, h("div", { class: "mri-cmp-under mri-muted" }, `under: ${under}`));
-}
+// the before/after panel (shared with the lens table) lives in lib/compare.js
+export { comparisonPanel };
 
 /** The head or neuron a selection patch names, as an ablation target, or null. */
 export function targetOf(patch) {

@@ -1,8 +1,11 @@
 // LensTable: the logit lens as a token x layer table (virtualised), with an image-patch panel
 // for vision-language models. Layer index: 0 = embeddings, l = residual stream after block l.
+// Under interventions the table is the run under them; a panel compares it with the clean run
+// and the "diff" metric colours the change of the target's probability (diverging scale).
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, showToken, fmt } from "../lib/dom.js";
-import { sequential } from "../lib/colors.js";
+import { sequential, effectColor, saturation } from "../lib/colors.js";
+import { comparisonPanel } from "../lib/compare.js";
 import { at } from "../lib/codec.js";
 import { tokenGrid, gridCss, injectCss as addCss } from "../lib/token_table.js";
 
@@ -12,13 +15,48 @@ export const METRICS = {
   prob: "top-1 probability",
   rank: "rank of the target",
   entropy: "entropy",
+  diff: "change of p(target) under the interventions",
 };
 const IMG_SIZE = 280;
 
 // ------------------------------------------------------------------------------ pure logic
 
-/** Raw value of `metric` at (layer, pos): top-1 probability, target rank or entropy (nats). */
+/** True when the data holds a clean run beside the one under interventions (the "diff" metric applies). */
+export function hasClean(data) {
+  return !!data?.clean_target_probs?.data?.length;
+}
+
+/** The metrics offered for this data: "diff" only under interventions. */
+export function metricsFor(data) {
+  return Object.keys(METRICS).filter((m) => m !== "diff" || hasClean(data));
+}
+
+/** The metric drawn: the requested one, or "prob" when "diff" has no clean run to compare with. */
+export function effectiveMetric(data, metric) {
+  const m = metric || "prob";
+  return m === "diff" && !hasClean(data) ? "prob" : m;
+}
+
+/**
+ * Change of the target's probability at (layer, pos), intervened minus clean, rounded to float32
+ * like Python's `LensTable.diff` (NaN where the clean run has no such position).
+ */
+export function diffAt(data, layer, pos) {
+  return Math.fround(at(data.target_probs, layer, pos) - at(data.clean_target_probs, layer, pos));
+}
+
+/** The whole (layers, positions) diff as {data: Float32Array, shape}, or null without a clean run. */
+export function diffArray(data) {
+  if (!hasClean(data)) return null;
+  const a = data.target_probs.data, b = data.clean_target_probs.data;
+  const out = new Float32Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] - b[i];
+  return { data: out, shape: data.target_probs.shape };
+}
+
+/** Raw value of `metric` at (layer, pos): top-1 probability, target rank, entropy (nats) or diff. */
 export function metricValue(data, metric, layer, pos) {
+  if (metric === "diff") return diffAt(data, layer, pos);
   if (metric === "rank") return at(data.target_ranks, layer, pos);
   if (metric === "entropy") return at(data.entropy, layer, pos);
   return at(data.top_probs, layer, pos, 0);
@@ -38,13 +76,19 @@ export function metricScale(metric, value, vocabSize) {
   return Math.min(1, Math.max(0, t));
 }
 
-/** Background colour of a cell for a metric value. */
-export function cellColor(metric, value, vocabSize) {
+/**
+ * Background colour of a cell for a metric value: white -> blue for prob / rank / entropy; for
+ * "diff" the diverging scale of the patching table (blue: the target lost probability under the
+ * interventions, red: it gained, full colour at ±sat, grey: NaN).
+ */
+export function cellColor(metric, value, vocabSize, sat = 1) {
+  if (metric === "diff") return effectColor(value, sat);
   return sequential(metricScale(metric, value, vocabSize));
 }
 
-/** Legend end labels [low, high] of a metric's colour scale. */
-export function legendLabels(metric, vocabSize) {
+/** Legend end labels [low, high] of a metric's colour scale (`sat`: where "diff" saturates). */
+export function legendLabels(metric, vocabSize, sat = 1) {
+  if (metric === "diff") return [`\u2212${fmt(sat, 3)} (p fell)`, `+${fmt(sat, 3)} (p rose)`];
   if (metric === "rank") return [`rank ${vocabSize - 1}`, "rank 0 (top-1)"];
   if (metric === "entropy") return [`${fmt(Math.log(Math.max(2, vocabSize)), 1)} nats (uniform)`, "0 nats"];
   return ["p = 0", "p = 1"];
@@ -159,8 +203,31 @@ function cellSummary(data, layer, pos) {
     topkTable(data, layer, pos),
     h("div", {}, `target `, h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
       `: p = ${fmt(at(data.target_probs, layer, pos), 3)}, rank ${at(data.target_ranks, layer, pos)}`),
+    ...beforeAfter(data, layer, pos),
     h("div", {}, `entropy ${fmt(at(data.entropy, layer, pos), 2)} nats`),
     ...commitLine(data, pos),
+  ];
+}
+
+/**
+ * Tooltip lines under interventions: the target's probability and rank (0 = top) in the clean run
+ * and under the interventions, and the change. Each number carries data-run / data-field / data-value.
+ */
+export function beforeAfter(data, layer, pos) {
+  if (!hasClean(data)) return [];
+  const cp = at(data.clean_target_probs, layer, pos), cr = at(data.clean_target_ranks, layer, pos);
+  const ip = at(data.target_probs, layer, pos), ir = at(data.target_ranks, layer, pos);
+  const num = (run, field, value, text) => h("span", { class: "mri-lens-ba-num", "data-run": run, "data-field": field,
+    "data-value": String(value) }, text);
+  if (Number.isNaN(cp)) {
+    return [h("div", { class: "mri-lens-ba" }, "clean run: no such position (its continuation is shorter)")];
+  }
+  const d = diffAt(data, layer, pos);
+  return [
+    h("div", { class: "mri-lens-ba" }, "clean p = ", num("clean", "prob", cp, fmt(cp, 4)), ", rank ",
+      num("clean", "rank", cr, String(cr)), " \u2192 intervened p = ", num("intervened", "prob", ip, fmt(ip, 4)),
+      ", rank ", num("intervened", "rank", ir, String(ir))),
+    h("div", { class: "mri-lens-ba" }, "change of p: ", num("diff", "prob", d, `${d >= 0 ? "+" : "\u2212"}${fmt(Math.abs(d), 4)}`)),
   ];
 }
 
@@ -203,8 +270,8 @@ function buildToolbar(ctx) {
     if (Number.isFinite(v) && v >= 0 && v !== model.get("generate")) { state.status.textContent = "running…"; model.set("generate", v); model.save_changes(); }
   });
   const metric = h("select", { class: "mri-lens-metric", "aria-label": "colour by" },
-    Object.entries(METRICS).map(([key, label]) => h("option", { value: key }, label)));
-  metric.value = model.get("metric") || "prob";
+    metricsFor(data).map((key) => h("option", { value: key }, METRICS[key])));
+  metric.value = effectiveMetric(data, model.get("metric"));
   metric.addEventListener("change", () => { model.set("metric", metric.value); model.save_changes(); });
   const transpose = h("input", { type: "checkbox", class: "mri-lens-transpose" });
   transpose.checked = !!model.get("transpose");
@@ -224,16 +291,22 @@ function buildToolbar(ctx) {
     h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-dot" }), " most confident layer"),
     isGenerated(data, data.tokens.length - 1) ? h("span", { class: "mri-lens-legend" }, h("span", { class: "mri-lens-tri" }), " layer committed to the generated next token") : null,
     h("span", { class: "mri-muted" }, tgtMode),
+    hasClean(data) ? h("span", { class: "mri-lens-under",
+      title: "the table shows the run under the interventions; the panel above it and the diff colour compare it with the clean run" },
+      "[under interventions]") : null,
     state.status);
 }
 
 function updateLegend(ctx) {
   const { data, state, model } = ctx;
-  const metric = model.get("metric") || "prob";
-  const [lo, hi] = legendLabels(metric, data.vocab_size);
+  const metric = effectiveMetric(data, model.get("metric"));
+  const sat = state.diffSat ?? 1;
+  const [lo, hi] = legendLabels(metric, data.vocab_size, sat);
   state.legend.lo.textContent = lo;
   state.legend.hi.textContent = hi;
-  state.legend.bar.style.background = `linear-gradient(to right, ${sequential(0)}, ${sequential(0.5)}, ${sequential(1)})`;
+  state.legend.bar.style.background = metric === "diff"
+    ? `linear-gradient(to right, ${effectColor(-1)}, ${effectColor(0)}, ${effectColor(1)})`
+    : `linear-gradient(to right, ${sequential(0)}, ${sequential(0.5)}, ${sequential(1)})`;
   state.legend.metric.value = metric;
   state.legend.transpose.checked = !!model.get("transpose");
 }
@@ -253,15 +326,15 @@ function buildTable(ctx) {
   const grid = tokenGrid({
     host: state.tableHost, prefix: "mri-lens", rows: T ? L : S, cols: T ? S : L, height: model.get("height") || 480,
     corner: T ? "layer \\ token" : "token \\ layer", label: "logit lens table", tip: state.tip,
-    frame: () => ({ metric: model.get("metric") || "prob", pinned: state.pinned, hiPos: state.hiPos,
-      selPos: state.selRow, selLayer: state.selCol }),
+    frame: () => ({ metric: effectiveMetric(data, model.get("metric")), pinned: state.pinned, hiPos: state.hiPos,
+      selPos: state.selRow, selLayer: state.selCol, sat: state.diffSat ?? 1 }),
     cell(r, c, f) {
       const { layer, pos } = cellToLP(r, c, T);
       let cls = "";
       if (data.best_layer.data[pos] === layer) cls += " mri-lens-best";
       cls += genClasses(data, layer, pos, T);
       if (pos === f.hiPos || (!f.pinned && f.selPos === pos)) cls += " mri-lens-rowhi";
-      return { bg: cellColor(f.metric, metricValue(data, f.metric, layer, pos), data.vocab_size), cls,
+      return { bg: cellColor(f.metric, metricValue(data, f.metric, layer, pos), data.vocab_size, f.sat), cls,
         text: showToken(vocabStr(data, at(data.top_idx, layer, pos, 0))), data: { layer, pos } };
     },
     colHead(c, { pinned, hiPos, selPos, selLayer }) {
@@ -387,6 +460,12 @@ function buildImage(ctx) {
     info);
 }
 
+/** The before/after panel (Python's `comparison`, for the selected position) above the table. */
+function showComparison(ctx) {
+  const panel = hasClean(ctx.data) ? comparisonPanel(ctx.model.get("comparison")) : null;
+  ctx.state.cmpBox.replaceChildren(...(panel ? [panel] : []));
+}
+
 function draw(ctx) {
   injectCss();
   const { data, root, model, state } = ctx;
@@ -399,7 +478,12 @@ function draw(ctx) {
   state.hoverPatch = null;
   state.image = null;
   state.tip = tooltip(root);
+  const diff = diffArray(data);
+  state.diffSat = diff ? saturation(diff, "max") : 1;
   root.appendChild(buildToolbar(ctx));
+  state.cmpBox = h("div", { class: "mri-lens-cmpbox" });
+  showComparison(ctx);
+  root.appendChild(state.cmpBox);
   state.tableHost = h("div", { class: "mri-lens-tablehost", style: { flex: "1 1 auto", minWidth: "0" } });
   const main = h("div", { class: "mri-lens-main" });
   if (data.image) main.appendChild(buildImage(ctx));
@@ -424,11 +508,14 @@ function draw(ctx) {
       if (state.pinned) state.table.reveal(state.pinned.layer, state.pinned.pos);
       state.table.paint();
     };
+    const onComparison = () => { if (ctx.data && state.cmpBox) showComparison(ctx); };
     model.on("change:metric", onMetric);
     model.on("change:transpose", onTranspose);
+    model.on("change:comparison", onComparison);
     ctx.cleanup = () => {
       model.off("change:metric", onMetric);
       model.off("change:transpose", onTranspose);
+      model.off("change:comparison", onComparison);
       if (state.revoke) state.revoke();
     };
   }
@@ -458,9 +545,10 @@ function onSelection(ctx, sel) {
 
 /** Traits of LensTable (mri_widgets/widgets/lens_table.py): the result, redrawn on change ... */
 export const TRAITS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "top_idx", "top_probs", "entropy",
-  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image", "n_prompt", "commitment_layer"];
+  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image", "n_prompt", "commitment_layer",
+  "clean_target_probs", "clean_target_ranks"];
 /** ... and the parameters the view reads and sets itself. */
 export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height", "generate", "sample", "seed",
-  "temperature"];
+  "temperature", "comparison"];
 
 export default defineView({ name: "lens_table", traits: TRAITS, params: PARAMS, draw, onSelection });

@@ -3,33 +3,17 @@
 // lens table. Layer index of a row: the site's (resid: 0 = embeddings, l = after block l).
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, showToken, fmt } from "../lib/dom.js";
-import { diverging } from "../lib/colors.js";
+import { NAN_COLOR, saturation, effectColor } from "../lib/colors.js";
 import { at } from "../lib/codec.js";
 import { tokenGrid, gridCss, injectCss } from "../lib/token_table.js";
 
 /** Colour scales: saturate at ±1 (1 = the clean run) or at the largest |effect|. */
 export const SCALES = { unit: "±1 (clean run = 1)", max: "max |effect|" };
-/** Colour of a cell whose effect is not a number. */
-export const NAN_COLOR = "rgb(200,200,200)";
 
 // ------------------------------------------------------------------------------ pure logic
 
-/** Where the colour saturates: 1 for "unit", the largest finite |effect| for "max" (1 when all are 0). */
-export function saturation(effect, scale) {
-  if (scale !== "max") return 1;
-  let m = 0;
-  for (const v of effect.data) {
-    const a = Math.abs(v);
-    if (Number.isFinite(a) && a > m) m = a;
-  }
-  return m > 0 ? m : 1;
-}
-
-/** Diverging colour of an effect: blue below 0, white at 0, red above, full at ±sat; grey for NaN. */
-export function effectColor(v, sat = 1) {
-  if (Number.isNaN(v)) return NAN_COLOR;
-  return diverging(Math.max(-1, Math.min(1, v / sat)));
-}
+// the diverging scale (shared with the lens table's "diff" colouring) lives in lib/colors.js
+export { NAN_COLOR, saturation, effectColor };
 
 /** Text of a cell: the effect with two decimals ("0.00", never "-0.00"), "–" for NaN. */
 export function effectText(v) {
