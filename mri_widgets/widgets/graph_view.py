@@ -349,7 +349,10 @@ class GraphView(MRIWidget):
         if out["parts"] is not None:
             K = out["parts"].shape[1]
         sel = _column(cols, "select")
-        keys, vals = encode_select([None] * n if sel is None else sel, n)
+        if hasattr(sel, "select_keys") and hasattr(sel, "select_values"):  # already as columns
+            keys, vals = list(sel.select_keys), np.asarray(sel.select_values, np.int32).reshape(n, -1)
+        else:
+            keys, vals = encode_select([None] * n if sel is None else sel, n)
         out["select_keys"], out["select"] = keys, vals
         groups = list(groups or [])
         for i, g in enumerate(groups):
