@@ -78,3 +78,51 @@ def test_coactivation_graph_50000_documents_builds_in_seconds():
     print(f"50,000 documents, grid 30: {w._n_nodes} nodes, {w._n_edges} edges, built in {took:.1f} s")
     assert w._n_edges > 500_000
     # was about 2 minutes; the time is printed, not asserted (benchmarks hold the speed targets)
+
+
+def _chain(m=50, seed=0):
+    rng = np.random.default_rng(seed)
+    n = m + 1
+    nodes = {"x": np.arange(n, dtype=float), "y": np.zeros(n), "label": [f"n{i}" for i in range(n)]}
+    edges = {"source": np.arange(m), "target": np.arange(1, n), "weight": rng.permutation(m).astype(float) + 1}
+    return nodes, edges
+
+
+def test_edge_budget_draws_the_heaviest_edges():
+    nodes, edges = _chain()
+    g = mw.GraphView(nodes, edges, edge_budget=10)
+    d = g.data
+    heaviest = np.sort(np.argsort(-edges["weight"])[:10])
+    assert d["edge_ids"].tolist() == heaviest.tolist()
+    assert d["budget_info"] == {"nodes": 51, "edges": 50}
+    # drawn edges join the drawn copies of the right nodes, with their weights
+    ids = d["node_ids"]
+    for j, full in enumerate(d["edge_ids"]):
+        assert ids[d["edge_source"][j]] == edges["source"][full] and ids[d["edge_target"][j]] == edges["target"][full]
+        assert d["edge_weight"][j] == edges["weight"][full]
+        assert d["label"][d["edge_source"][j]] == f"n{edges['source'][full]}"
+    assert set(ids.tolist()) == set(edges["source"][heaviest]) | set(edges["target"][heaviest])
+    # a highlighted edge outside the budget is brought in; indices stay those of the whole graph
+    light = int(np.argmin(edges["weight"]))
+    g.set_highlight([light], [light])
+    assert light in g.data["edge_ids"].tolist() and g.highlight["edges"].tolist() == [light]
+    # raising the budget (the view's control sets the trait) draws everything again
+    g.edge_budget = 0
+    assert g.data["edge_ids"] is None and g.data["budget_info"] == {} and g.data["edge_source"].shape == (50,)
+    g.edge_budget = 100
+    assert g.data["edge_ids"] is None
+    with pytest.raises(Exception, match="edge_budget"):
+        g.edge_budget = -1
+    assert mw.GraphView(nodes, edges).data["edge_ids"] is None  # under the default budget: all drawn
+
+
+def test_coactivation_budget_follows_selection_and_exports_whole_graph():
+    areas = synthetic_areas(600, 6, 12)
+    w = mw.CoactivationGraph(areas, edge_budget=40)
+    assert w.data["budget_info"]["edges"] == w._n_edges > 40
+    assert len(w.to_networkx()) == w._n_nodes
+    layer, region = w.nodes[0]
+    w.selection.update(layer=layer, region=region)
+    p = w.paths(layer, region)
+    drawn = set(w.data["edge_ids"].tolist())
+    assert set(p["edges"]) <= drawn and set(w.highlight["edges"].tolist()) == set(p["edges"])

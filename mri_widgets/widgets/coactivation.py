@@ -20,7 +20,7 @@ import traitlets as t
 from ..analysis.regions import region_graph_arrays
 from .base import command
 from .graph_layout import layered_layout
-from .graph_view import CATEGORICAL, GraphView, blend
+from .graph_view import CATEGORICAL, EDGE_BUDGET, GraphView, blend
 from .selection import Selection
 
 __all__ = ["CoactivationGraph", "layered_positions", "column_slots"]
@@ -119,6 +119,7 @@ class CoactivationGraph(GraphView):
     column_spacing, row_spacing : layout in px at zoom 1 (default: chosen so that the drawing is
         about 1.7 times as wide as high).
     height : height of the drawing in px.
+    edge_budget : most edges drawn (the heaviest; 0: all), see :class:`GraphView`.
     selection : the shared :class:`Selection`; a click on a region sets ``layer`` and
         ``region``, a click on a column header sets ``layer``.
 
@@ -132,7 +133,7 @@ class CoactivationGraph(GraphView):
 
     def __init__(self, areas, labels=None, *, min_weight: Optional[float] = None, top_k: Optional[int] = None,
                  column_spacing: Optional[float] = None, row_spacing: Optional[float] = None, height: int = 560,
-                 selection: Optional[Selection] = None):
+                 edge_budget: int = EDGE_BUDGET, selection: Optional[Selection] = None):
         if not hasattr(areas, "graph") or not hasattr(areas, "paths"):
             raise TypeError(f"areas must be a mri_widgets.ActivationAreas, got {type(areas).__name__}")
         self.areas = areas
@@ -160,7 +161,7 @@ class CoactivationGraph(GraphView):
         nodes, edges, kw = self._drawing()
         self._updating = True
         super().__init__(nodes, edges, min_weight=float(min_weight or 0), top_k=int(top_k or 0), height=height,
-                         selection=selection, **kw)
+                         edge_budget=edge_budget, selection=selection, **kw)
         self._updating = False
         self._follow_selection()
 
@@ -320,7 +321,7 @@ class CoactivationGraph(GraphView):
     def to_networkx(self) -> nx.DiGraph:
         """A copy of the graph with the drawing's ``x``, ``y`` and ``color`` on every node."""
         H = self.graph.copy()
-        d = self.data
+        d = self.whole
         x, y = np.asarray(d["x"]), np.asarray(d["y"])
         col = np.asarray(d["color"])
         for i, n in enumerate(self.nodes):

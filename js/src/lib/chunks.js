@@ -83,6 +83,6 @@ export function fetchChunked(model, placeholder, call, onProgress) {
 /** The joined value of a chunked trait if it has arrived, else undefined. */
 export function joinedValue(model, placeholder) {
   const m = cache.get(model);
-  const e = m && m.get(placeholder.mri_chunked);
-  return e && e.done ? e.value : undefined;
+  const e = m?.get(placeholder.mri_chunked);
+  return e?.done ? e.value : undefined;
 }
