@@ -436,10 +436,42 @@ def _report_render(recs: dict, setup_s: float, errors: list) -> dict:
 # ============================================================================ main
 
 
+def measure_first_render_bytes(n_docs: int = 5000, n_layers: int = 31) -> dict:
+    """Bytes a view needs before its first render against its whole content as JSON text.
+
+    Synthetic regions (``mri_widgets.testing.synthetic_areas``, no model): a CoactivationGraph of
+    ``n_docs`` documents on a grid of 100 and a LayerGrid on a grid of 300. "Before first render"
+    is the state message (JSON + buffers, the ``_esm`` bundle left out) plus every piece of the
+    traits sent in pieces (the view fetches them before it draws); "whole content" is the view's
+    whole data (``GraphView.whole``: every node and edge) with arrays as JSON lists. Target: 1/10.
+    """
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    import mri_widgets as mw
+    from mri_widgets.testing import synthetic_areas
+    from mri_widgets.widgets.transport import message_bytes
+
+    out = {}
+    cases = [("coactivation_grid100", lambda: mw.CoactivationGraph(synthetic_areas(n_docs, n_layers, 100))),
+             ("layer_grid_grid300", lambda: mw.LayerGrid(synthetic_areas(n_docs, n_layers, 300)))]
+    for name, make in cases:
+        w = make()
+        state = {k: v for k, v in w.get_state().items() if k not in ("_esm", "_css")}
+        st, _, bufs = _remove_buffers(state)
+        first = message_bytes(st, bufs) + sum(v["nbytes"] for v in st.values()
+                                              if isinstance(v, dict) and "mri_chunked" in v)
+        whole = _dumps_len(_listify(w.whole if hasattr(w, "whole") else w.data))
+        out[name] = {"first_render_bytes": first, "whole_json_bytes": whole, "ratio": first / whole}
+        print(f"[views] {name} ({n_docs} documents): {first / 2**20:.2f} MiB before first render, whole content "
+              f"{whole / 2**20:.2f} MiB as JSON: ratio {first / whole:.3f} (target <= 0.1)")
+    return out
+
+
 def main() -> dict:
     t = time.perf_counter()
     out = {"bytes": measure_bytes()}
     out["bytes_s"] = round(time.perf_counter() - t, 1)
+    out["first_render_bytes"] = measure_first_render_bytes()
     t = time.perf_counter()
     try:
         out["render"] = measure_render()

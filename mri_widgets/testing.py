@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-__all__ = ["tiny_model", "tiny_tokenizer", "ARCHS", "SAMPLE_TEXTS"]
+__all__ = ["tiny_model", "tiny_tokenizer", "synthetic_areas", "ARCHS", "SAMPLE_TEXTS"]
 
 ARCHS = ("gpt2", "gpt_neox", "llama", "gptj", "gpt_neo", "bert", "llava")
 
@@ -149,3 +149,35 @@ def tiny_model(arch: str = "gpt2", *, n_layers: int = 3, d_model: int = 32, n_he
         processor = None
     model.eval()
     return LoadedModel(model, tok, name=f"tiny-{arch}", processor=processor)
+
+
+def synthetic_areas(n_docs: int = 1000, n_layers: int = 31, grid: int = 10, n_labels: int = 6, seed: int = 0):
+    """An :class:`~mri_widgets.ActivationAreas` of random 2-D coordinates, no model: for large-size tests.
+
+    Each document's 2-D point drifts from layer to layer (a random walk with a pull towards its
+    label's centre), so regions cluster by label and neighbouring layers share documents like a
+    real corpus does. ``pooled`` holds the same points, so ``with_options`` works.
+    """
+    import numpy as np
+
+    from .analysis.areas import ActivationAreas
+    from .corpus import Corpus
+
+    if n_docs < 3 or n_layers < 1 or n_labels < 1:
+        raise ValueError("synthetic_areas needs n_docs >= 3, n_layers >= 1 and n_labels >= 1")
+    rng = np.random.default_rng(seed)
+    names = [f"label{i}" for i in range(n_labels)]
+    lab = rng.integers(0, n_labels, n_docs)
+    centres = rng.normal(0, 2, (n_layers, n_labels, 2))
+    pts = rng.normal(0, 1, (n_docs, 2))
+    coords = np.empty((n_layers, n_docs, 2))
+    for l in range(n_layers):
+        pts = 0.6 * pts + 0.4 * centres[l, lab] + rng.normal(0, 0.5, (n_docs, 2))
+        coords[l] = pts
+    corpus = Corpus([f"document {i} ({names[k]})" for i, k in enumerate(lab)], [names[k] for k in lab])
+    areas = object.__new__(ActivationAreas)
+    areas.model, areas.corpus, areas.site, areas.pool = None, corpus, "resid", "mean"
+    areas.pooled = np.ascontiguousarray(coords.transpose(1, 0, 2), dtype=np.float32)
+    areas.layer_ids = list(range(n_layers))
+    areas._fit("pca", grid, 2, 0, 0.3, progress=False)
+    return areas

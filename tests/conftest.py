@@ -41,3 +41,43 @@ class FakeComm:
 
     def close(self, *a, **k):
         pass
+
+
+class CappedComm(FakeComm):
+    """A FakeComm that fails the test when a message (JSON text + binary buffers) passes ``cap`` bytes.
+
+    Built by the ``capped_comms`` fixture for every widget opened while it is active, so the
+    comm_open message (the initial state) is checked too.
+    """
+
+    def __init__(self, cap, data=None, buffers=None, **kw):
+        super().__init__()
+        self.cap = cap
+        self.sizes = []
+        self.send(data, buffers=buffers)
+
+    def send(self, data=None, metadata=None, buffers=None):
+        from mri_widgets.widgets.transport import message_bytes
+
+        size = message_bytes(data, buffers)
+        self.sizes.append(size)
+        assert size <= self.cap, f"a message of {size / 2**20:.2f} MiB was sent (cap {self.cap / 2**20:.0f} MiB)"
+        super().send(data, metadata, buffers)
+
+
+@pytest.fixture
+def capped_comms(monkeypatch):
+    """Every widget comm opened in the test is a CappedComm (8 MiB); yields the list of them."""
+    import ipywidgets.widgets.widget as W
+
+    from mri_widgets.widgets.transport import MESSAGE_CAP
+
+    made = []
+
+    def create_comm(**kw):
+        c = CappedComm(MESSAGE_CAP, kw.get("data"), kw.get("buffers"))
+        made.append(c)
+        return c
+
+    monkeypatch.setattr(W.comm, "create_comm", create_comm)
+    yield made

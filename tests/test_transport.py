@@ -78,7 +78,7 @@ def test_command_round_trip_and_errors():
     w = W(["a"], [0.0])
     assert w.double([1, 2])["y"].tolist() == [2, 4]  # still an ordinary method for Python callers
     assert W.double.__doc__ == "Twice x."
-    assert set(W._anywidget_commands) == {"double"}  # registered with anywidget, nothing else
+    assert set(W._anywidget_commands) == {"double", "_mri_chunk"}  # registered with anywidget, and the base's piece fetcher
     w.comm = FakeComm()
     _from_front_end(w, {"kind": "anywidget-command", "id": "1", "name": "double", "msg": {"x": [1, 2]}})
     data, buffers = w.comm.sent[-1]

@@ -22,6 +22,7 @@ __all__ = [
     "bin_regions",
     "grid_counts",
     "region_graph",
+    "region_graph_arrays",
     "correlation_graph",
     "spearman_matrix",
 ]
@@ -292,6 +293,61 @@ def _select_labels(label_names: Sequence[str], labels) -> list[int]:
     if not ids:
         raise ValueError("labels is empty; pass None for all labels.")
     return sorted(set(ids))
+
+
+def region_graph_arrays(regions_per_layer, label_ids, n_labels: int, labels=None, min_weight: int = 1) -> dict:
+    """The region graph as arrays, built with one sort over every layer pair (no Python loop per item).
+
+    Parameters
+    ----------
+    regions_per_layer : int array (n_layers, n_docs); label_ids : int array (n_docs,);
+    n_labels : number of label names; labels : label ids to keep (sorted; None: all);
+    min_weight : edges with fewer documents are dropped.
+
+    Returns
+    -------
+    dict of arrays: ``node_layer``, ``node_region`` (n,), sorted by (layer, region); ``node_counts``
+    (n, len(labels)) documents per kept label; ``edge_source``, ``edge_target`` (m,) node
+    indices, sorted by (source, target); ``edge_counts`` (m, len(labels)); ``edge_weight`` (m,);
+    ``labels`` (the kept label ids). Same content as :func:`region_graph`.
+    """
+    R = np.asarray(regions_per_layer, dtype=np.int64)
+    lab = np.asarray(label_ids, dtype=np.int64).ravel()
+    chosen = np.arange(n_labels) if labels is None else np.asarray(sorted(set(int(x) for x in labels)), np.int64)
+    keep = np.isin(lab, chosen)
+    R, lab = R[:, keep], lab[keep]
+    # label ids renumbered 0..Kc-1 in the kept order
+    col = np.full(max(n_labels, 1), -1, np.int64)
+    col[chosen] = np.arange(chosen.size)
+    c = col[lab]
+    Kc = max(int(chosen.size), 1)
+    L, n = R.shape
+    n_reg = int(R.max()) + 1 if R.size else 1
+    # nodes: unique (layer, region, label) codes
+    layer = np.repeat(np.arange(L, dtype=np.int64), n)
+    codes, cnt = np.unique((layer * n_reg + R.reshape(-1)) * Kc + np.tile(c, L), return_counts=True)
+    node_code, inv = np.unique(codes // Kc, return_inverse=True)
+    node_counts = np.zeros((node_code.size, Kc), np.int64)
+    node_counts[inv, codes % Kc] = cnt
+    out = {"node_layer": node_code // n_reg, "node_region": node_code % n_reg,
+           "node_counts": node_counts[:, :chosen.size], "labels": chosen}
+    if L < 2 or n == 0:
+        z = np.zeros(0, np.int64)
+        return {**out, "edge_source": z, "edge_target": z, "edge_counts": np.zeros((0, chosen.size), np.int64),
+                "edge_weight": z}
+    src = (np.arange(L - 1, dtype=np.int64)[:, None] * n_reg + R[:-1]).reshape(-1)  # node codes
+    dst = (np.arange(1, L, dtype=np.int64)[:, None] * n_reg + R[1:]).reshape(-1)
+    total = L * n_reg
+    ecodes, ecnt = np.unique((src * total + dst) * Kc + np.tile(c, L - 1), return_counts=True)
+    pair, inv = np.unique(ecodes // Kc, return_inverse=True)
+    edge_counts = np.zeros((pair.size, Kc), np.int64)
+    edge_counts[inv, ecodes % Kc] = ecnt
+    weight = edge_counts.sum(1)
+    ok = weight >= min_weight
+    pair, edge_counts, weight = pair[ok], edge_counts[ok], weight[ok]
+    out.update(edge_source=np.searchsorted(node_code, pair // total), edge_target=np.searchsorted(node_code, pair % total),
+               edge_counts=edge_counts[:, :chosen.size], edge_weight=weight)
+    return out
 
 
 def region_graph(

@@ -15,7 +15,7 @@ import traitlets as t
 from ipywidgets.widgets.widget import _remove_buffers
 
 from .selection import SELECTION_KEYS, Selection
-from .transport import NDArray, array_serialization, encode_tree
+from .transport import NDArray, Offloaded, array_serialization, encode_tree, offload_state
 
 __all__ = ["MRIWidget", "STATIC", "command", "rpc", "NDArray", "array_serialization", "reject_unknown_keywords"]
 
@@ -159,6 +159,23 @@ class MRIWidget(anywidget.AnyWidget):
             self.error = ""
             for k, v in values.items():
                 setattr(self, k, v)
+
+    # ---- large states: sent in pieces (see transport.offload_state) ----------------------------
+    def get_state(self, key=None):
+        """The serialised state, its heaviest traits replaced by placeholders when it would pass
+        :data:`~mri_widgets.widgets.transport.STATE_BUDGET` (the view fetches them in pieces)."""
+        state = super().get_state(key)
+        if "_mri_offloaded" not in self.__dict__:
+            self.__dict__["_mri_offloaded"] = Offloaded()
+        return offload_state(state, self.__dict__["_mri_offloaded"])
+
+    @command
+    def _mri_chunk(self, token: str, index: int) -> dict:
+        """Piece ``index`` of an offloaded trait (the view joins the pieces)."""
+        store = self.__dict__.get("_mri_offloaded")
+        if store is None:
+            raise KeyError(f"no pending data {token!r}")
+        return {"data": store.chunk(str(token), int(index))}
 
     # ---- selection -------------------------------------------------------------------------
     @t.observe("selection")

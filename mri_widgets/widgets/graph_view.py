@@ -23,7 +23,12 @@ from .._checks import check_choice, check_int
 from .selection import SELECTION_KEYS, Selection
 from .transport import NDArray, array_serialization
 
-__all__ = ["GraphView", "CATEGORICAL", "to_rgb", "blend"]
+__all__ = ["GraphView", "CATEGORICAL", "to_rgb", "blend", "EDGE_BUDGET"]
+
+#: edges drawn at most by default: above it the view shows the heaviest edges and a notice
+EDGE_BUDGET = 5000
+_NODE_COLS = ("x", "y", "size", "color", "label", "node_tooltip", "shape", "parts", "select", "parent")
+_EDGE_COLS = ("edge_source", "edge_target", "edge_weight", "edge_color", "edge_width", "edge_parts", "edge_tooltip")
 
 #: categorical palette (Okabe-Ito), the same as ``CATEGORICAL`` in js/src/lib/colors.js
 CATEGORICAL = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -210,6 +215,10 @@ class GraphView(MRIWidget):
         node, on a light background: suits rows of nodes with long labels).
     label_width : longest node label in layout units; longer labels end with an ellipsis
         (default None: no limit).
+    edge_budget : most edges drawn (default :data:`EDGE_BUDGET`; 0: no limit). A larger graph
+        shows its ``edge_budget`` heaviest edges (by ``|weight|``), the highlighted ones, and the
+        nodes they join, with a notice and a control that raises the budget; Python keeps the
+        whole graph (indices in :meth:`set_highlight` are always those of the whole graph).
     min_zoom : the first view fits the whole graph, but never zooms out further than this
         (default 0: no limit); a larger graph then starts at its top (centred when it is
         narrower than the canvas, else from its left edge) and the user pans; the toolbar's
@@ -285,12 +294,23 @@ class GraphView(MRIWidget):
     label_position = t.Unicode("bottom").tag(sync=True)
     label_width = t.Float(None, allow_none=True).tag(sync=True)
     min_zoom = t.Float(0.0).tag(sync=True)
+    #: most edges drawn (0: all); set by the view's "more edges" control too
+    edge_budget = t.Int(EDGE_BUDGET).tag(sync=True)
+    #: when over budget: index in the whole graph of each node / edge drawn (else None: all of them)
+    node_ids = NDArray("int32", ndim=1, allow_none=True).tag(sync=True)
+    edge_ids = NDArray("int32", ndim=1, allow_none=True).tag(sync=True)
+    #: ``{"nodes", "edges"}``: sizes of the whole graph when only a part is drawn (else empty)
+    budget_info = t.Dict().tag(sync=True)
 
     def __init__(self, nodes, edges=None, *, groups=None, annotations=None, part_names=None, part_colors=None,
                  title: str = "", directed: bool = False, weight_name: str = "weight", min_weight: float = 0.0,
                  top_k: int = 0, height: int = 520, label_size: float = 8.0, label_position: str = "bottom",
-                 label_width: Optional[float] = None, min_zoom: float = 0.0, selection: Optional[Selection] = None):
+                 label_width: Optional[float] = None, min_zoom: float = 0.0, edge_budget: int = EDGE_BUDGET,
+                 selection: Optional[Selection] = None):
         super().__init__(selection=selection)
+        from .._checks import check_int as _ci
+        self._full = None
+        self.edge_budget = _ci(edge_budget, "edge_budget", min=0, error=GraphError, hint=" (0 draws every edge)")
         self.set_graph(nodes, edges, groups=groups, annotations=annotations, part_names=part_names,
                        part_colors=part_colors, title=title, directed=directed, weight_name=weight_name,
                        height=height, label_size=label_size, label_position=label_position,
@@ -315,8 +335,74 @@ class GraphView(MRIWidget):
                     min_zoom=_positive(min_zoom, "min_zoom", zero=True))
         self._n_nodes = int(data["x"].shape[0])
         self._n_edges = int(data["edge_source"].shape[0])
-        self.highlight = {}
-        self._set_data(data)
+        self._full = data
+        self._hl_syncing = True
+        try:
+            self.highlight = {}
+        finally:
+            self._hl_syncing = False
+        self._set_data(self._budgeted())
+
+    # ---- edge budget -------------------------------------------------------------------------
+    def _budgeted(self) -> dict:
+        """The data drawn: the whole graph, or its heaviest ``edge_budget`` edges (plus highlighted ones)."""
+        data = dict(self._full)
+        m, budget = self._n_edges, int(self.edge_budget)
+        if not budget or m <= budget:
+            data.update(node_ids=None, edge_ids=None, budget_info={})
+            return data
+        w = np.abs(data["edge_weight"])
+        keep = np.zeros(m, bool)
+        keep[np.argsort(-w, kind="stable")[:budget]] = True
+        hl = self.highlight or {}
+        if len(hl.get("edges", ())):
+            keep[np.asarray(hl["edges"])] = True
+        eids = np.flatnonzero(keep)
+        nkeep = np.zeros(self._n_nodes, bool)
+        nkeep[data["edge_source"][eids]] = True
+        nkeep[data["edge_target"][eids]] = True
+        if len(hl.get("nodes", ())):
+            nkeep[np.asarray(hl["nodes"])] = True
+        nids = np.flatnonzero(nkeep)
+        where = np.full(self._n_nodes, -1, np.int64)
+        where[nids] = np.arange(nids.size)
+        for k in _NODE_COLS:
+            v = data[k]
+            if v is not None:
+                data[k] = [v[i] for i in nids.tolist()] if isinstance(v, list) else v[nids]
+        for k in _EDGE_COLS:
+            v = data[k]
+            if v is not None:
+                data[k] = [v[j] for j in eids.tolist()] if isinstance(v, list) else v[eids]
+        data["edge_source"] = where[data["edge_source"]].astype(np.int32)
+        data["edge_target"] = where[data["edge_target"]].astype(np.int32)
+        data.update(node_ids=nids.astype(np.int32), edge_ids=eids.astype(np.int32),
+                    budget_info={"nodes": self._n_nodes, "edges": m})
+        return data
+
+    @t.observe("edge_budget")
+    def _on_budget(self, change):
+        if self._full is not None:
+            self._set_data(self._budgeted())
+
+    @t.observe("highlight")
+    def _on_highlight_budget(self, change):
+        # highlighted edges and nodes are always drawn: bring in those the budget left out
+        if self._full is None or getattr(self, "_hl_syncing", False) or self.node_ids is None:
+            return
+        hl = change["new"] or {}
+        have_e = np.zeros(self._n_edges, bool)
+        have_e[self.edge_ids] = True
+        have_n = np.zeros(self._n_nodes, bool)
+        have_n[self.node_ids] = True
+        if not have_e[np.asarray(hl.get("edges", []), np.int64)].all() \
+                or not have_n[np.asarray(hl.get("nodes", []), np.int64)].all():
+            self._set_data(self._budgeted())
+
+    @property
+    def whole(self) -> dict:
+        """The whole graph's data (``data`` holds what is drawn: a part of it above ``edge_budget``)."""
+        return dict(self._full) if self._full is not None else self.data
 
     def _encode(self, nodes, edges, groups, annotations, part_names, part_colors) -> dict:
         cols = _table(nodes, "nodes")
@@ -349,7 +435,10 @@ class GraphView(MRIWidget):
         if out["parts"] is not None:
             K = out["parts"].shape[1]
         sel = _column(cols, "select")
-        keys, vals = encode_select([None] * n if sel is None else sel, n)
+        if hasattr(sel, "select_keys") and hasattr(sel, "select_values"):  # already as columns
+            keys, vals = list(sel.select_keys), np.asarray(sel.select_values, np.int32).reshape(n, -1)
+        else:
+            keys, vals = encode_select([None] * n if sel is None else sel, n)
         out["select_keys"], out["select"] = keys, vals
         groups = list(groups or [])
         for i, g in enumerate(groups):
@@ -494,6 +583,10 @@ class GraphView(MRIWidget):
         if not np.isfinite(v):
             raise t.TraitError("min_weight must be a finite number")
         return v
+
+    @t.validate("edge_budget")
+    def _check_edge_budget(self, proposal):
+        return check_int(proposal["value"], "edge_budget", min=0, error=t.TraitError, hint=" (0 draws every edge)")
 
     @t.validate("top_k")
     def _check_top_k(self, proposal):

@@ -7,17 +7,37 @@ turns it back into a typed array. No tensor travels as a JSON list of numbers.
 One serializer (:data:`array_serialization`, i.e. :func:`encode_tree` / :func:`decode_tree`) does
 it for every trait: an :class:`NDArray` trait (one array) carries it itself, and a ``Dict`` or
 ``List`` trait holding arrays is tagged with it.
+
+Large states are split (:func:`offload_state`): every message a view sends stays under
+:data:`MESSAGE_CAP` (8 MiB; the Jupyter server refuses ~10 MiB). When the traits of one state
+message would weigh more than :data:`STATE_BUDGET`, the heaviest traits travel as a placeholder
+``{"mri_chunked": token, "nbytes", "n_chunks"}`` instead; the view fetches the trait's bytes in
+pieces of at most :data:`CHUNK_BYTES` (one call each, see ``js/src/lib/chunks.js``), joins them
+and decodes the trait as if it had come in the state. This works in every front end that answers
+custom messages (Colab included); saved widget state does not hold offloaded traits.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import json
+import struct
+import uuid
+
 import numpy as np
 import traitlets as t
 
 __all__ = ["encode_array", "decode_array", "encode_tree", "decode_tree", "SUPPORTED_DTYPES", "NDArray",
-           "array_serialization"]
+           "array_serialization", "MESSAGE_CAP", "STATE_BUDGET", "CHUNK_BYTES", "offload_state", "pack_value",
+           "unpack_value", "message_bytes"]
+
+#: no message to or from the view may be larger than this (bytes of JSON + binary buffers)
+MESSAGE_CAP = 8 * 2 ** 20
+#: a state message whose traits weigh more than this sends its heaviest traits in pieces
+STATE_BUDGET = 6 * 2 ** 20
+#: size of one piece of an offloaded trait (a reply carries one piece and a few hundred bytes of JSON)
+CHUNK_BYTES = 4 * 2 ** 20
 
 #: dtypes with a JS typed-array counterpart; others are converted (float64 -> float32, bool -> uint8 ...)
 SUPPORTED_DTYPES = ("float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32")
@@ -145,3 +165,115 @@ class NDArray(t.TraitType):
                     continue
             return np.ascontiguousarray(a, dtype=target)
         self._fail(obj, why)
+
+
+# ---------------------------------------------------------------- splitting large states
+def _json_bytes(obj) -> int:
+    return len(json.dumps(obj, ensure_ascii=False, allow_nan=True, default=str).encode("utf-8"))
+
+
+def message_bytes(data, buffers=()) -> int:
+    """Size of a comm message as it travels: its JSON text (UTF-8) plus its binary buffers."""
+    return _json_bytes(data) + sum(memoryview(b).nbytes for b in (buffers or ()))
+
+
+def _trait_bytes(value) -> int:
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    state, _, buffers = _remove_buffers({"v": value})
+    return _json_bytes(state) + sum(memoryview(b).nbytes for b in buffers)
+
+
+def _pad8(n: int) -> int:
+    return (8 - n % 8) % 8
+
+
+def pack_value(value) -> bytes:
+    """One serialised trait value (arrays already encoded) as bytes.
+
+    Layout: uint32 little-endian header length, the header (UTF-8 JSON ``{"value", "buffer_paths",
+    "sizes"}``, the value with its buffers removed), zero padding to a multiple of 8, then each
+    buffer padded to a multiple of 8 (so typed arrays can view it without a copy).
+    """
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    state, paths, buffers = _remove_buffers({"v": value})
+    views = [memoryview(b).cast("B") for b in buffers]
+    header = json.dumps({"value": state["v"], "buffer_paths": [p[1:] for p in paths],
+                         "sizes": [v.nbytes for v in views]}, ensure_ascii=False, allow_nan=True).encode("utf-8")
+    parts = [struct.pack("<I", len(header)), header, b"\0" * _pad8(4 + len(header))]
+    for v in views:
+        parts += [v, b"\0" * _pad8(v.nbytes)]
+    return b"".join(parts)
+
+
+def unpack_value(blob: bytes):
+    """Inverse of :func:`pack_value` (arrays as ``{view: memoryview, dtype, shape}``)."""
+    blob = memoryview(blob)
+    (n,) = struct.unpack("<I", blob[:4])
+    head = json.loads(bytes(blob[4:4 + n]).decode("utf-8"))
+    off = 4 + n + _pad8(4 + n)
+    value = {"v": head["value"]}
+    for path, size in zip(head["buffer_paths"], head["sizes"]):
+        o = value["v"] if path else value
+        for k in path[:-1]:
+            o = o[k]
+        if path:
+            o[path[-1]] = blob[off:off + size]
+        else:
+            value["v"] = blob[off:off + size]
+        off += size + _pad8(size)
+    return value["v"]
+
+
+class Offloaded:
+    """The pieces of traits that a widget sends on request (held by :func:`offload_state`)."""
+
+    def __init__(self):
+        self.blobs: dict = {}   # token -> bytes
+        self.tokens: dict = {}  # trait name -> its latest token
+
+    def put(self, name: str, blob: bytes) -> dict:
+        old = self.tokens.pop(name, None)
+        if old is not None:
+            self.blobs.pop(old, None)
+        token = f"{name}-{uuid.uuid4().hex[:12]}"
+        self.tokens[name], self.blobs[token] = token, blob
+        return {"mri_chunked": token, "nbytes": len(blob), "n_chunks": max(1, -(-len(blob) // CHUNK_BYTES))}
+
+    def drop(self, name: str) -> None:
+        token = self.tokens.pop(name, None)
+        if token is not None:
+            self.blobs.pop(token, None)
+
+    def chunk(self, token: str, index: int) -> np.ndarray:
+        blob = self.blobs.get(token)
+        if blob is None:
+            raise KeyError(f"no pending data {token!r}: the trait changed since; the view redraws with the new one")
+        n = max(1, -(-len(blob) // CHUNK_BYTES))
+        if not 0 <= index < n:
+            raise IndexError(f"chunk {index} of {token!r} out of range 0..{n - 1}")
+        return np.frombuffer(blob, np.uint8, count=min(CHUNK_BYTES, len(blob) - index * CHUNK_BYTES),
+                             offset=index * CHUNK_BYTES)
+
+
+def offload_state(state: dict, store: Offloaded, budget: int = STATE_BUDGET) -> dict:
+    """Replace the heaviest traits of a serialised ``state`` by placeholders until it fits ``budget``.
+
+    Returns a new dict (``state`` itself is not changed). A trait that fits is sent as it is, and
+    its earlier pieces, if any, are dropped.
+    """
+    sizes = {k: _trait_bytes(v) for k, v in state.items()}
+    total = sum(sizes.values())
+    out = dict(state)
+    for k in sorted(sizes, key=sizes.get, reverse=True):
+        if total <= budget:
+            break
+        if sizes[k] <= 1024:  # never worth a round trip
+            break
+        out[k] = store.put(k, pack_value(state[k]))
+        total += _json_bytes(out[k]) - sizes[k]
+    for k in state:
+        if out[k] is state[k]:
+            store.drop(k)
+    return out

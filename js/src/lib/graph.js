@@ -14,6 +14,46 @@ const rgbAt = (arr, i) => {
   return `rgb(${d[3 * i]},${d[3 * i + 1]},${d[3 * i + 2]})`;
 };
 
+/**
+ * Highlight indices of the whole graph -> indices of the drawn part (data.node_ids / edge_ids
+ * give the whole-graph index of each drawn node / edge when an edge budget applies; null: all
+ * drawn). Entries not drawn are left out, with their weights.
+ */
+export function drawnHighlight(hl, data) {
+  if (!hl || (!data.node_ids && !data.edge_ids)) return hl;
+  const out = { ...hl };
+  const map = (ids, idx, wname) => {
+    if (!idx) return;
+    const where = new Map();
+    ids.data.forEach((full, i) => where.set(full, i));
+    const keep = [], vals = [];
+    const w = hl[wname]?.data;
+    Array.from(idx.data).forEach((full, r) => {
+      const i = where.get(full);
+      if (i !== undefined) { keep.push(i); if (w) vals.push(w[r]); }
+    });
+    out[wname.startsWith("edge") ? "edges" : "nodes"] = { data: Int32Array.from(keep), shape: [keep.length] };
+    if (w) out[wname] = { data: Float32Array.from(vals), shape: [vals.length] };
+  };
+  if (data.node_ids) map(data.node_ids, hl.nodes, "node_weight");
+  if (data.edge_ids) map(data.edge_ids, hl.edges, "edge_weight");
+  return out;
+}
+
+/** The notice of a graph drawn in part: "the 5,000 heaviest of 714,048 edges ...", or null. */
+export function budgetText(data) {
+  const b = data.budget_info;
+  if (!b?.edges) return null;
+  const f = (x) => Number(x).toLocaleString("en-US");
+  return `Showing the ${f(data.edge_source.data.length)} heaviest of ${f(b.edges)} edges `
+    + `(${f(data.x.data.length)} of ${f(b.nodes)} nodes).`;
+}
+
+/** The next edge budget offered by the "more edges" control: 4 times more, at most all of them. */
+export function nextBudget(budget, total) {
+  return Math.min(total, Math.max(1, budget) * 4);
+}
+
 /** True where canvas rendering is impossible (jsdom in unit tests): cytoscape then runs headless. */
 export function isHeadless() {
   return typeof navigator !== "undefined" && /jsdom/i.test(navigator.userAgent || "");

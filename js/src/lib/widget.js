@@ -1,6 +1,7 @@
 // Glue every view uses: its declared traits decoded, the Colab buffer fallback, error display,
 // selection, calls to Python.
 import { decodeTree, hasMissing } from "./codec.js";
+import { fetchChunked, isChunked, joinedValue } from "./chunks.js";
 import { connectSelection } from "./selection.js";
 import { invoke } from "./invoke.js";
 import { h, notice } from "./dom.js";
@@ -31,6 +32,25 @@ export function defineView({ name, traits = [], params: _params = [], draw, onSe
       const raw = {};
       for (const k of traits) raw[k] = model.get(k);
       const err = model.get("error");
+      // traits Python sent in pieces (large states): fetch, join, then draw
+      const chunked = traits.filter((k) => isChunked(raw[k]));
+      const pending = [];
+      for (const k of chunked) {
+        const v = joinedValue(model, raw[k]);
+        if (v !== undefined) raw[k] = v;
+        else pending.push(k);
+      }
+      if (pending.length) {
+        const total = pending.reduce((s, k) => s + raw[k].nbytes, 0);
+        const msg = notice(`Loading ${(total / 2 ** 20).toFixed(1)} MiB in pieces…`);
+        root.replaceChildren(msg);
+        const call = (n, a) => ctx.invoke(n, a);
+        Promise.all(pending.map((k) => fetchChunked(model, raw[k], call)))
+          .then(() => redraw(), (e) => {
+            root.replaceChildren(notice(`mri_widgets ${name}: could not load the data: ${e.message}`, "error"));
+          });
+        return;
+      }
       const missing = traits.filter((k) => hasMissing(raw[k]));
       if (missing.length) {
         // Colab's widget manager drops binary buffers sent with comm_open: ask Python again.

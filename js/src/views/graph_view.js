@@ -2,7 +2,7 @@
 // highlight from Python and the shared selection (each node may carry a selection patch).
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, fmt, notice } from "../lib/dom.js";
-import { createGraph } from "../lib/graph.js";
+import { budgetText, createGraph, drawnHighlight, nextBudget } from "../lib/graph.js";
 import { decodeTree } from "../lib/codec.js";
 import { ablateBar } from "../lib/ablate.js";
 import { comparisonPanel } from "../lib/compare.js";
@@ -130,6 +130,22 @@ function draw(ctx) {
   root.appendChild(cmpBox);
   root.appendChild(ablate.el);
 
+  // a graph over its edge budget: say so, and offer more
+  const partly = budgetText(data);
+  if (partly) {
+    const budget = Number(model.get("edge_budget") || 0);
+    const total = data.budget_info.edges;
+    const next = nextBudget(budget, total);
+    const input = h("input", { type: "number", min: 1, step: 1000, value: budget, class: "mri-edge-budget",
+      "aria-label": "edge budget: most edges drawn" });
+    const set = (v) => { model.set("edge_budget", Math.max(0, Math.floor(v))); model.save_changes(); };
+    input.addEventListener("change", () => set(Number(input.value) || 0));
+    root.appendChild(h("div", { class: "mri-notice mri-info mri-budget" }, `${partly} `,
+      h("button", { class: "mri-more-edges", title: "draw more edges (slower to draw)", onclick: () => set(next) },
+        next >= total ? `show all ${total.toLocaleString("en-US")}` : `show ${next.toLocaleString("en-US")}`),
+      h("label", {}, " edge budget "), input));
+  }
+
   // toolbar: minimum weight, top-k, fit
   const maxW = (() => { let x = 0; for (const v of data.edge_weight.data) x = Math.max(x, Math.abs(v)); return x; })();
   const intW = data.edge_weight.data.every((v) => Number.isInteger(v));
@@ -194,7 +210,7 @@ function draw(ctx) {
           const show = (lines) => { if (ctx.state.hover === i) tip.show(x, y, content, lines.map((s) => h("div", { class: "mri-detail" }, s))); };
           ctx.state.hover = i;
           if (details.has(i)) show(details.get(i));
-          else ctx.invoke(data.details_command, { index: i }).then((lines) => {
+          else ctx.invoke(data.details_command, { index: data.node_ids ? data.node_ids.data[i] : i }).then((lines) => {
             const list = Array.isArray(lines) ? lines.map(String) : [];
             details.set(i, list);
             show(list);
@@ -228,7 +244,7 @@ function draw(ctx) {
     updateStatus();
   };
   const applyHighlight = () => {
-    const hl = decodeTree(model.get("highlight") || {});
+    const hl = drawnHighlight(decodeTree(model.get("highlight") || {}), data);
     ctx.state.hl = hl;
     const t0 = performance.now();
     const r = graph.setHighlight(hl);
@@ -294,8 +310,8 @@ function onSelection(ctx, sel) {
 export const TRAITS = ["x", "y", "size", "color", "label", "node_tooltip", "shape", "parts", "select_keys", "select", "parent",
   "groups", "edge_source", "edge_target", "edge_weight", "edge_color", "edge_width", "edge_parts", "edge_tooltip",
   "part_names", "part_colors", "annotations", "controls", "title", "directed", "weight_name", "height",
-  "details_command", "label_size", "label_position", "label_width", "min_zoom"];
+  "details_command", "label_size", "label_position", "label_width", "min_zoom", "node_ids", "edge_ids", "budget_info"];
 /** ... and the parameters the view reads and sets itself (subclasses add the traits their `controls` name). */
-export const PARAMS = ["min_weight", "top_k", "highlight"];
+export const PARAMS = ["min_weight", "top_k", "highlight", "edge_budget"];
 
 export default defineView({ name: "graph_view", traits: TRAITS, params: PARAMS, draw, onSelection });
