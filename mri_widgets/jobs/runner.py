@@ -387,7 +387,7 @@ def run_job(spec: JobSpec, *, progress: Optional[bool] = None, cancel=None,
         total = None
         bar = None
         t0 = time.perf_counter()
-        tokens_run = 0
+        tokens_run = texts_run = 0  # this run's, for the rates
         if group.rank == 0:
             total = spec.corpus.count()
             show = True if progress is None else bool(progress)
@@ -425,13 +425,13 @@ def run_job(spec: JobSpec, *, progress: Optional[bool] = None, cancel=None,
                     if any(res is not None for res, _ in gathered):
                         state.save()
                     n_round = sum(res[0] for res, _ in gathered if res is not None)
+                    texts_run += n_round
                     elapsed = max(time.perf_counter() - t0, 1e-9)
                     rate = tokens_run / elapsed
                     bar.set_postfix_str(f"{rate:,.0f} tok/s, {state.tokens:,} tokens", refresh=False)
                     bar.update(n_round)
                     if on_progress is not None:
-                        texts_rate = bar.n - bar.initial
-                        eta = ((total - state.texts) * elapsed / texts_rate) if total and texts_rate else None
+                        eta = ((total - state.texts) * elapsed / texts_run) if total and texts_run else None
                         on_progress({"texts": state.texts, "total": total, "tokens": state.tokens,
                                      "tokens_per_s": rate, "eta_s": eta})
                     if len(round_chunks) < group.world or len(round_chunks[-1]) < spec.checkpoint_every:
