@@ -265,7 +265,8 @@ def test_cli_errors_are_one_clear_line(tiny_dir, tmp_path, capsys):
 
 
 # ---- a process killed in the middle ---------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["scan", pytest.param("areas", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["scan", "areas"])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(kind, tiny_dir, corpus_file, tmp_path):
     if kind == "scan":
         extra = ["--k", "4", "--layers", "1-2"]
@@ -340,3 +341,43 @@ def test_torchrun_two_ranks_equal_one_process(kind, tiny_dir, corpus_file, tmp_p
         np.testing.assert_array_equal(a.pooled, b.pooled)
         np.testing.assert_array_equal(a.coords, b.coords)
         np.testing.assert_array_equal(a.region_ids, b.region_ids)
+
+
+# ---- from a notebook: a background thread with a progress widget ------------------------------------
+def test_background_job_does_not_block_and_cancels(tiny_dir, corpus_file, tmp_path, monkeypatch):
+    import mri_widgets as mw
+
+    lm = load(tiny_dir)
+    full = mw.jobs.scan(lm, corpus_file, tmp_path / "full.npz", k=4, checkpoint_every=5).result(timeout=120)
+    # slow the chunks so that the call returns while the job runs, then cancel it from the widget
+    monkeypatch.setenv("MRI_WIDGETS_TEST_CHUNK_DELAY", "0.3")
+    out = tmp_path / "bg.npz"
+    t0 = time.perf_counter()
+    job = mw.jobs.scan(lm, corpus_file, out, k=4, checkpoint_every=5)
+    assert time.perf_counter() - t0 < 0.5 and job.status == "running" and not job.done
+    deadline = time.monotonic() + 60
+    while job.progress.get("texts", 0) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job._button.click()  # the Cancel button
+    with pytest.raises(JobCancelled):
+        job.result(timeout=60)
+    assert job.status == "cancelled" and job._button.disabled and "cancelled" in job._label.value
+    assert 5 <= job.progress["texts"] < 23 and job._bar.max == 23 and job._bar.value == job.progress["texts"]
+    assert "tok/s" in job._label.value or "cancelled" in job._label.value
+    # the same job again continues from the checkpoint and gives the uninterrupted result
+    monkeypatch.delenv("MRI_WIDGETS_TEST_CHUNK_DELAY")
+    again = mw.jobs.scan(lm, corpus_file, out, k=4, checkpoint_every=5)
+    _same_scan(again.result(timeout=120), full)
+    assert again.status == "done" and again._bar.value == 23 and again._bar.bar_style == "success"
+    assert "application/vnd.jupyter.widget-view+json" in again._repr_mimebundle_()
+
+
+def test_background_job_error_is_shown_and_raised(tiny_dir, tmp_path):
+    import mri_widgets as mw
+
+    bad = tmp_path / "c.txt"
+    bad.write_text("one\ntwo\n", encoding="utf-8")
+    job = mw.jobs.areas(tiny_dir, str(bad), tmp_path / "a.npz")
+    with pytest.raises(ValueError, match="at least 3"):
+        job.result(timeout=120)
+    assert job.status == "error" and "at least 3" in job._label.value and job._bar.bar_style == "danger"

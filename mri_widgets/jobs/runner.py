@@ -49,7 +49,7 @@ class JobSpec:
     Parameters
     ----------
     kind : ``"scan"`` or ``"areas"``.
-    model : a model id, a local folder or ``"demo"``.
+    model : a model id, a local folder or ``"demo"`` (or a loaded model, in one process).
     corpus : a :class:`~mri_widgets.jobs.sources.CorpusSource`.
     out : the ``.npz`` file to write.
     dtype, device, device_map : how to load the model (see :func:`mri_widgets.load`).
@@ -68,7 +68,7 @@ class JobSpec:
     """
 
     kind: str
-    model: str
+    model: object
     corpus: CorpusSource
     out: str
     dtype: Optional[str] = None
@@ -109,8 +109,12 @@ class JobSpec:
     def fingerprint(self) -> dict:
         """The arguments that shape the running state; a checkpoint is only continued with equal ones."""
         model = self.model
-        if model not in ("demo", "demo-encoder") and os.path.isdir(model):
+        if not isinstance(model, (str, os.PathLike)):  # a loaded model: its name
+            model = getattr(model, "name", None) or type(model).__name__
+        elif os.fspath(model) not in ("demo", "demo-encoder") and os.path.isdir(model):
             model = os.path.abspath(model)
+        else:
+            model = os.fspath(model)
         layers = self.layers if self.layers is None or isinstance(self.layers, (str, int)) else list(self.layers)
         fp = {"kind": self.kind, "model": model, "dtype": self.dtype, "corpus": self.corpus.describe(),
               "layers": layers, "max_length": self.max_length, "batch_tokens": self.batch_tokens,
