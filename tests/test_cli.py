@@ -381,3 +381,16 @@ def test_background_job_error_is_shown_and_raised(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="at least 3"):
         job.result(timeout=120)
     assert job.status == "error" and "at least 3" in job._label.value and job._bar.bar_style == "danger"
+
+
+def test_console_entry_point_is_main():
+    import importlib
+
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        target = tomllib.load(f)["project"]["scripts"]["mri-widgets"]
+    module, name = target.split(":")
+    assert getattr(importlib.import_module(module), name) is main
+    r = subprocess.run([sys.executable, "-m", "mri_widgets", "--help"], cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "{scan,areas}" in r.stdout

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Optional
 
@@ -87,7 +87,6 @@ class JobSpec:
     n_components: int = 2
     seed: int = 0
     checkpoint: Optional[str] = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from .._checks import check_choice, check_int
@@ -103,8 +102,6 @@ class JobSpec:
         if not isinstance(self.corpus, CorpusSource):
             raise TypeError(f"corpus must be a CorpusSource, got {type(self.corpus).__name__}")
         self.out = os.fspath(self.out)
-        if self.kind == "areas" and self.checkpoint_every < 1:
-            raise JobError("checkpoint_every must be positive")
 
     def fingerprint(self) -> dict:
         """The arguments that shape the running state; a checkpoint is only continued with equal ones."""
