@@ -49,11 +49,11 @@ _PUBLIC = {
     "Interventions": "mri_widgets.widgets.interventions",
 }
 
-__all__ = ["__version__", *_PUBLIC, "datasets", "testing"]
+__all__ = ["__version__", *_PUBLIC, "datasets", "testing", "jobs"]
 
 
 def __getattr__(name):
-    if name in ("datasets", "testing", "models", "analysis", "widgets"):
+    if name in ("datasets", "testing", "models", "analysis", "widgets", "jobs"):
         return import_module(f"mri_widgets.{name}")
     module = _PUBLIC.get(name)
     if module is None:

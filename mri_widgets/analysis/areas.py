@@ -27,6 +27,9 @@ POOLS = ("mean", "last", "first")
 #: capture sites ActivationAreas can read (one vector per token and layer)
 AREA_SITES = ("resid", "mlp")
 REDUCTIONS = ("pca", "svd", "umap")
+#: marker and layout version of a saved ActivationAreas file
+AREAS_FORMAT = "mri_widgets.ActivationAreas"
+AREAS_VERSION = 1
 
 
 def pool_batch(acts: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
@@ -222,6 +225,125 @@ class ActivationAreas:
         progress = None if progress is None else check_bool(progress, "progress")
         new._fit(**args, progress=progress)
         return new
+
+    @classmethod
+    def from_pooled(cls, corpus: Corpus, pooled, layer_ids, *, site: str = "resid", pool: str = "mean",
+                    reduction: str = "pca", grid: int = 10, n_components: int = 2, seed: int = 0,
+                    threshold: float = 0.3, model=None, progress: Optional[bool] = None) -> "ActivationAreas":
+        """Regions from pooled vectors computed elsewhere (a saved file, a distributed job).
+
+        ``pooled`` is float32 (n_docs, n_layers, d) in the order of ``corpus``, ``layer_ids`` the
+        layer index of each entry of axis 1; the reduction and binning run here, exactly as in the
+        constructor. ``model`` is optional (nothing here runs it).
+        """
+        if not isinstance(corpus, Corpus):
+            raise TypeError(f"corpus must be a mri_widgets.Corpus, got {type(corpus).__name__}")
+        pooled = np.asarray(pooled, dtype=np.float32)
+        layer_ids = [check_int(l, "layer id", min=0) for l in layer_ids]
+        if pooled.ndim != 3 or pooled.shape[0] != len(corpus) or pooled.shape[1] != len(layer_ids):
+            raise ValueError(f"pooled has shape {pooled.shape}; expected ({len(corpus)}, {len(layer_ids)}, d): one "
+                             "vector per document of the corpus and per layer id")
+        if len(set(layer_ids)) != len(layer_ids):
+            raise ValueError(f"layer ids have duplicates: {layer_ids}")
+        if len(corpus) < 3:
+            raise ValueError(f"the corpus has {len(corpus)} texts; regions need at least 3")
+        _check_fit_args(reduction, grid, n_components, seed, threshold, len(corpus))
+        new = object.__new__(cls)
+        new.model, new.corpus = model, corpus
+        new.site = _check_choice(site, AREA_SITES, "site")
+        new.pool = _check_choice(pool, POOLS, "pool")
+        new.pooled, new.layer_ids = pooled, layer_ids
+        progress = None if progress is None else check_bool(progress, "progress")
+        new._fit(reduction, grid, n_components, seed, threshold, progress)
+        return new
+
+    def save(self, path) -> None:
+        """Write the pooled vectors, the corpus and the options to ``path`` (``.npz``, no pickle).
+
+        :meth:`load` rebuilds the same regions (the reduction runs again, deterministically).
+        """
+        import json
+        import os
+
+        meta = {"format": AREAS_FORMAT, "version": AREAS_VERSION, "site": self.site, "pool": self.pool,
+                "reduction": self.reduction, "grid": self.grid_size, "n_components": self.n_components,
+                "seed": self.seed, "threshold": self.threshold, "layer_ids": list(self.layer_ids),
+                "label_names": list(self.corpus.label_names), "n_docs": len(self.corpus),
+                "d": int(self.pooled.shape[2]),
+                "model_name": getattr(self.model, "name", None) if self.model is not None else None}
+        enc = [t.encode("utf-8") for t in self.corpus.texts]
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                  "pooled": np.ascontiguousarray(self.pooled, dtype=np.float32),
+                  "label_ids": np.asarray(self.corpus.label_ids, dtype=np.int64),
+                  "texts_utf8": np.frombuffer(b"".join(enc), dtype=np.uint8),
+                  "texts_offsets": np.cumsum([0] + [len(e) for e in enc]).astype(np.int64)}
+        with open(os.fspath(path), "wb") as f:  # a file object: numpy does not append ".npz"
+            np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path, *, model=None, progress: Optional[bool] = None) -> "ActivationAreas":
+        """Read a file written by :meth:`save` (or ``mri-widgets areas``). Nothing is executed.
+
+        The file is treated as untrusted, as :meth:`NeuronScan.load
+        <mri_widgets.analysis.neurons.NeuronScan.load>` does: members, dtypes, shapes and sizes are
+        checked against the metadata before any data is read; a bad file raises ``ValueError``.
+        """
+        import json
+        import os
+        import zipfile
+
+        from .neurons import NeuronScanError, _read_npy
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        bad = f"{path!r} is not an ActivationAreas file (write one with ActivationAreas.save or mri-widgets areas)"
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise ValueError(f"{bad}: not a .npz (zip) archive ({e})") from None
+        try:
+            with zf:
+                infos = {}
+                for info in zf.infolist():
+                    name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                    if name not in ("meta", "pooled", "label_ids", "texts_utf8", "texts_offsets") or name in infos:
+                        raise ValueError(f"{bad}: unexpected or repeated member {info.filename!r}")
+                    infos[name] = info
+                if len(infos) != 5:
+                    raise ValueError(f"{bad}: missing members {sorted({'meta', 'pooled', 'label_ids', 'texts_utf8', 'texts_offsets'} - set(infos))}")
+                meta = json.loads(_read_npy(zf, infos["meta"], np.uint8, None, 1 << 24, bad).tobytes().decode("utf-8"))
+                if not isinstance(meta, dict) or meta.get("format") != AREAS_FORMAT:
+                    raise ValueError(f"{bad}: wrong format marker")
+                if meta.get("version") != AREAS_VERSION:
+                    raise ValueError(f"{path!r} has format version {meta.get('version')!r}; this mri_widgets reads "
+                                     f"version {AREAS_VERSION}")
+                n = check_int(meta.get("n_docs"), "metadata n_docs", min=3)
+                d = check_int(meta.get("d"), "metadata d", min=1)
+                layer_ids = meta.get("layer_ids")
+                names = meta.get("label_names")
+                if not isinstance(layer_ids, list) or not layer_ids or not isinstance(names, list) or not names \
+                        or not all(isinstance(x, str) for x in names):
+                    raise ValueError(f"{bad}: metadata 'layer_ids' and 'label_names' must be non-empty lists")
+                layer_ids = [check_int(l, "layer id", min=0) for l in layer_ids]
+                pooled = _read_npy(zf, infos["pooled"], np.float32, (n, len(layer_ids), d), None, bad)
+                label_ids = _read_npy(zf, infos["label_ids"], np.int64, (n,), None, bad)
+                if ((label_ids < 0) | (label_ids >= len(names))).any():
+                    raise ValueError(f"{bad}: a label id is outside 0..{len(names) - 1}")
+                off = _read_npy(zf, infos["texts_offsets"], np.int64, (n + 1,), None, bad)
+                if off[0] != 0 or (np.diff(off) < 0).any():
+                    raise ValueError(f"{bad}: text offsets must start at 0 and never decrease")
+                blob = _read_npy(zf, infos["texts_utf8"], np.uint8, (int(off[-1]),), None, bad).tobytes()
+                texts = [blob[off[i]:off[i + 1]].decode("utf-8") for i in range(n)]
+        except NeuronScanError as e:
+            raise ValueError(str(e)) from None
+        except (UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+            raise ValueError(f"{bad}: {type(e).__name__}: {e}") from None
+        corpus = Corpus(texts, [names[i] for i in label_ids], label_names=names)
+        return cls.from_pooled(corpus, pooled, layer_ids, site=meta.get("site"), pool=meta.get("pool"),
+                               reduction=meta.get("reduction"), grid=meta.get("grid"),
+                               n_components=meta.get("n_components"), seed=meta.get("seed"),
+                               threshold=meta.get("threshold"), model=model, progress=progress)
 
     # ---- lookups -----------------------------------------------------------------------------
     def __repr__(self) -> str:

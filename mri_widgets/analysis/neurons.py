@@ -374,7 +374,7 @@ class NeuronScan:
     @classmethod
     def run(cls, model, texts, *, k: int = 16, layers=None, batch_size: Optional[int] = None,
             max_length: Optional[int] = None, keep_texts: bool = True,
-            progress: Optional[bool] = None) -> "NeuronScan":
+            progress: Optional[bool] = None, batch_tokens: Optional[int] = None) -> "NeuronScan":
         """Scan ``texts`` with ``model`` in one streaming pass.
 
         Parameters
@@ -389,6 +389,8 @@ class NeuronScan:
         max_length : truncate texts to this many tokens (default: error for too-long texts).
         keep_texts : store the texts in the scan (needed by the viewer unless you pass them to it).
         progress : show a progress bar (default: when there is more than one batch).
+        batch_tokens : with ``batch_size=None``, the most tokens (padding included) per batch, in
+            place of the default memory budget (see :meth:`LoadedModel.capture`).
 
         Returns
         -------
@@ -426,7 +428,7 @@ class NeuronScan:
         sites = ["mlp"] + (["mlp_gate", "mlp_up"] if lm.gated else [])
         red = _Reducer(len(layer_list), lm.d_mlp, k, lm.gated, lm.device)
         lm.capture(texts, sites, reducer=red, layers=layer_list, batch_size=batch_size,
-                   max_length=max_length, progress=progress)
+                   max_length=max_length, progress=progress, batch_tokens=batch_tokens)
         arrays = red.result()
         n_tokens = arrays.pop("n_tokens")
         return cls(layers=layer_list, d_mlp=lm.d_mlp, k=k, n_texts=len(texts), n_tokens=n_tokens,
