@@ -4,15 +4,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import functools
 
 import pytest
 
 
-@functools.lru_cache(maxsize=None)
+_TINY: dict = {}
+
+
 def _tiny(arch):
-    from mri_widgets.testing import tiny_model
-    return tiny_model(arch)
+    """A tiny model per architecture, built once per session."""
+    if arch not in _TINY:
+        from mri_widgets.testing import tiny_model
+        _TINY[arch] = tiny_model(arch)
+    return _TINY[arch]
 
 
 @pytest.fixture
@@ -81,3 +85,30 @@ def capped_comms(monkeypatch):
 
     monkeypatch.setattr(W.comm, "create_comm", create_comm)
     yield made
+
+
+
+def _ours(fn) -> bool:
+    """A hook function of this package or its tests (transformers installs hooks of its own, e.g. to
+    record attentions, and keeps them)."""
+    mod = getattr(fn, "__module__", "") or ""
+    return mod.startswith(("mri_widgets", "test", "conftest"))
+
+
+def our_hooks(model) -> int:
+    """Forward hooks and pre-hooks of mri_widgets (or the tests) on any module of ``model``."""
+    return sum(_ours(f) for m in model.modules() for d in (m._forward_hooks, m._forward_pre_hooks) for f in d.values())
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_hooks():
+    """Every test leaves the shared tiny models without our hooks (interventions and captures remove theirs)."""
+    yield
+    for arch, lm in list(_TINY.items()):
+        n = our_hooks(lm.model)
+        if n:
+            for m in lm.model.modules():  # remove them so one leak fails one test, not every later one
+                for d in (m._forward_hooks, m._forward_pre_hooks):
+                    for k in [k for k, f in d.items() if _ours(f)]:
+                        del d[k]
+            pytest.fail(f"this test left {n} forward hooks on the cached tiny {arch} model")
