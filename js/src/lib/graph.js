@@ -293,6 +293,17 @@ export function createGraph(container, data, on = {}) {
     autoungrabify: true,
     ...rendererOptions(n, m, { headless }),
   });
+  // cytoscape's WebGL path does not emit "render" (its canvas path does after each frame): emit it,
+  // so that first-render timing and listeners work the same with both renderers
+  const rr = headless ? null : cy.renderer();
+  if (rr?.webgl && typeof rr.render === "function") {
+    const frame = rr.render;
+    rr.render = function (options) {
+      const out = frame.call(this, options);
+      if (!options?.forcedContext) cy.emit("render");
+      return out;
+    };
+  }
   cy.batch(() => { cy.add(buildElements(data)); });
   let homed = false;
   function home() {
