@@ -229,16 +229,58 @@ def test_layered_positions_untangle_a_crossing():
 def test_layer_grid_data(areas):
     w = LayerGrid(areas, mode="all")
     d = w.data
-    assert d["counts"].shape == (4, 4, 4, 4)
+    assert "regions" not in d and "counts" not in d  # sparse counts; regions on demand
+    assert w.counts.shape == (4, 4, 4, 4)
     for l, lid in enumerate(areas.layer_ids):
         for k, name in enumerate(areas.corpus.label_names):
-            np.testing.assert_array_equal(d["counts"][l, k], areas.grid(lid, name))
-            assert d["counts"][l, k].sum() == areas.corpus.counts[name]
-    np.testing.assert_array_equal(d["regions"], areas.region_ids)
+            np.testing.assert_array_equal(w.counts[l, k], areas.grid(lid, name))
+            assert w.counts[l, k].sum() == areas.corpus.counts[name]
+    np.testing.assert_array_equal(w.whole["regions"], areas.region_ids)
     assert d["layer_names"] == areas.layers and d["grid"] == 4
     assert w.labels == ["joy", "sadness"]
     ex = w.region_examples(1, int(areas.regions(1)[0]))
     assert ex and ex[0]["text"] in areas.corpus.texts
+
+
+def test_layer_grid_sparse_counts_equal_the_dense_counts(areas):
+    from mri_widgets.testing import synthetic_areas
+    from mri_widgets.widgets.layer_grid import dense_counts, sparse_counts
+
+    for a in (areas, synthetic_areas(400, 5, 30)):
+        w = LayerGrid(a)
+        dense = a.counts()
+        L, K, g, _ = dense.shape
+        cells, vals = w.cells, w.cell_counts
+        # brute force: every non-empty (layer, region) once, in order, with its counts per label
+        expect = [(l * g * g + r, [int(dense[l, k, r // g, r % g]) for k in range(K)])
+                  for l in range(L) for r in range(g * g) if dense[l, :, r // g, r % g].any()]
+        assert [int(c) for c in cells] == [c for c, _ in expect]
+        assert vals.tolist() == [v for _, v in expect]
+        assert vals.dtype == np.uint16 and cells.dtype == np.int32
+        np.testing.assert_array_equal(dense_counts(cells, vals, L, g), dense)
+    big = np.zeros((1, 2, 2, 2), dtype=np.int64)
+    big[0, 1, 1, 0] = 70000
+    c, v = sparse_counts(big)
+    assert c.tolist() == [2] and v.tolist() == [[0, 70000]] and v.dtype == np.int32
+
+
+def test_layer_grid_region_members_equal_pythons(areas):
+    w = LayerGrid(areas)
+    reg = areas.region_ids
+    for li, lid in enumerate(areas.layer_ids):
+        for region in sorted(set(reg[li].tolist()))[:3] + [15]:
+            out = w.region_members(lid, region)
+            docs = [d for d in range(reg.shape[1]) if reg[li, d] == region]
+            assert out["docs"].tolist() == docs
+            assert [r.tolist() for r in out["regions"]] == [sorted({int(reg[l, d]) for d in docs})
+                                                            for l in range(reg.shape[0])]
+    # the front end's path: the command protocol, arrays as buffers
+    resp, bufs = LayerGrid.__dict__["region_members"](w, {"layer": int(areas.layer_ids[1]), "region": int(reg[1, 0])}, [])
+    assert "result" in resp and len(bufs) == 1 + len(areas.layer_ids)
+    with pytest.raises(ValueError, match="not shown"):
+        w.region_members(99, 0)
+    with pytest.raises(ValueError, match="region must be < 16"):
+        w.region_members(int(areas.layer_ids[0]), 16)
 
 
 def test_layer_grid_validates(areas):

@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import graphView from "../src/views/graph_view.js";
-import { patchIndex, patchOf, edgeWidths, buildElements, graphStyle, homeView, NO_VALUE } from "../src/lib/graph.js";
+import { patchIndex, patchOf, edgeWidths, buildElements, graphStyle, homeView, rendererOptions, NO_VALUE } from "../src/lib/graph.js";
 import { MockModel, enc, mount } from "./mock_model.js";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -265,5 +265,29 @@ describe("GraphView controls", () => {
   it("has no controls row without controls", async () => {
     const { root } = await setup();
     expect(root.querySelector(".mri-controls")).toBe(null);
+  });
+});
+
+describe("renderer for big graphs", () => {
+  it("WebGL past 2,000 elements where WebGL2 exists, canvas otherwise", () => {
+    expect(rendererOptions(3000, 5000, { webgl: true }).renderer).toMatchObject({ name: "canvas", webgl: true });
+    expect(rendererOptions(3000, 5000, { webgl: false }).renderer.webgl).toBe(false);
+    expect(rendererOptions(3000, 5000, { webgl: false }).textureOnViewport).toBe(true);
+    expect(rendererOptions(10, 20, { webgl: true }).renderer.webgl).toBe(false);
+    expect(rendererOptions(3000, 5000, { webgl: true, headless: true }).renderer).toBe(undefined);
+    let asked = 0;
+    rendererOptions(10, 20, { webgl: () => { asked++; return true; } });
+    expect(asked).toBe(0); // small graphs never probe WebGL
+  });
+  it("edges hidden while panning past 1,000 edges", () => {
+    expect(rendererOptions(3000, 5000, { webgl: true }).hideEdgesOnViewport).toBe(true);
+    expect(rendererOptions(100, 900, { webgl: false }).hideEdgesOnViewport).toBe(false);
+  });
+  it("labels of big graphs only past zoom 1.5; graphs with a readable first zoom keep them", () => {
+    const d = { x: enc(new Float32Array([0])), y: enc(new Float32Array([0])), label_size: 10 };
+    const nodeStyle = (data, big) => graphStyle(data, big).find((s) => s.selector === "node.node").style;
+    expect(nodeStyle(d, true)["min-zoomed-font-size"]).toBe(15);
+    expect(nodeStyle(d, false)["min-zoomed-font-size"]).toBe(7);
+    expect(nodeStyle({ ...d, min_zoom: 0.8 }, true)["min-zoomed-font-size"]).toBe(7);
   });
 });

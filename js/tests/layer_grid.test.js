@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import layerGrid, { colourer, tint } from "../src/views/layer_grid.js";
+import layerGrid, { colourer, denseCounts, tint } from "../src/views/layer_grid.js";
 import { decodeTree } from "../src/lib/codec.js";
 import { MockModel, enc, mount, commandCalls, commandReply } from "./mock_model.js";
 
@@ -12,9 +12,12 @@ function data() {
   const counts = new Int32Array(2 * 2 * 4);
   const labels = [0, 0, 1, 1];
   for (let l = 0; l < 2; l++) for (let d = 0; d < 4; d++) counts[(l * 2 + labels[d]) * 4 + regions[l * 4 + d]]++;
+  // sparse, as Python sends it: non-empty (layer, region) cells and their counts per label
+  // layer 0: r0 = (2, 0), r1 = (0, 1), r3 = (0, 1); layer 1: r1 = (1, 2), r2 = (1, 0)
   return {
-    counts: enc(counts, [2, 2, 2, 2]),
-    regions: { ...enc(new Int32Array(regions), [2, 4]) },
+    cells: enc(new Int32Array([0, 1, 3, 5, 6])),
+    cell_counts: enc(new Int32Array([2, 0, 0, 1, 0, 1, 1, 2, 1, 0]), [5, 2]),
+    dense: counts,
     label_names: ["a", "<b>"], label_colors: ["#0072b2", "#e69f00"], label_totals: [2, 2],
     layer_names: ["embeddings", "layer 1"], layer_ids: [0, 1], grid: 2, cell: 10, title: "t",
   };
@@ -31,8 +34,27 @@ async function setup(state = {}) {
 
 const cell = (root, layer, region) => root.querySelector(`rect[data-layer="${layer}"][data-region="${region}"]`);
 
+// Python's answer to region_members(layer, region): the documents and their regions in each layer
+function membersReply(id, docs, regions) {
+  const arrays = [new Int32Array(docs), ...regions.map((r) => new Int32Array(r))];
+  const result = { docs: { dtype: "int32", shape: [docs.length] },
+    regions: regions.map((r) => ({ dtype: "int32", shape: [r.length] })) };
+  const paths = [["result", "docs", "view"], ...regions.map((_, i) => ["result", "regions", i, "view"])];
+  return commandReply(id, { result, buffer_paths: paths }, arrays.map((a) => new DataView(a.buffer)));
+}
+
+describe("LayerGrid sparse counts", () => {
+  it("rebuild the dense counts", () => {
+    const d = decodeTree(data());
+    const dense = denseCounts(d.cells, d.cell_counts, 2, 2);
+    expect(dense.shape).toEqual([2, 2, 2, 2]);
+    expect(Array.from(dense.data)).toEqual(Array.from(d.dense));
+  });
+});
+
 describe("LayerGrid colours", () => {
   const d = decodeTree(data());
+  d.counts = denseCounts(d.cells, d.cell_counts, 2, 2);
   it("one label: intensity by count, empty cells pale", () => {
     const c = colourer(d, "label", "a", null);
     expect(c.fill(0, 0)).toBe(tint("#0072b2", 1)); // 2 docs of a = max
@@ -66,12 +88,18 @@ describe("LayerGrid view", () => {
   });
 
   it("a click sets layer and region; the selection is outlined and its documents followed", async () => {
-    const { root, sel } = await setup();
+    const { root, model, sel } = await setup();
     cell(root, 0, 0).dispatchEvent(new MouseEvent("click", { bubbles: true }));
     expect(sel.get("layer")).toBe(0);
     expect(sel.get("region")).toBe(0);
     await tick();
     expect(cell(root, 0, 0).classList.contains("mri-selected")).toBe(true);
+    // the documents' regions are asked of Python on demand
+    const ask = commandCalls(model).filter((c) => c.name === "region_members");
+    expect(ask.map((c) => c.msg)).toEqual([{ layer: 0, region: 0 }]);
+    expect(cell(root, 1, 2).classList.contains("mri-follow")).toBe(false);
+    model.receive(...membersReply(ask[0].id, [0, 1], [[0], [1, 2]]));
+    await tick();
     // docs 0, 1 are in region 0 at layer 0; at layer 1 they are in regions 2 and 1
     expect(cell(root, 1, 2).classList.contains("mri-follow")).toBe(true);
     expect(cell(root, 1, 1).classList.contains("mri-follow")).toBe(true);
@@ -81,7 +109,16 @@ describe("LayerGrid view", () => {
     sel.set({ layer: 1, region: 1 });
     expect(cell(root, 0, 0).classList.contains("mri-selected")).toBe(false);
     expect(cell(root, 1, 1).classList.contains("mri-selected")).toBe(true);
+    const ask2 = commandCalls(model).filter((c) => c.name === "region_members");
+    expect(ask2[1].msg).toEqual({ layer: 1, region: 1 });
+    model.receive(...membersReply(ask2[1].id, [1, 2, 3], [[0, 1, 3], [1]]));
+    await tick();
     expect(cell(root, 0, 3).classList.contains("mri-follow")).toBe(true);
+    expect(cell(root, 0, 2).classList.contains("mri-follow")).toBe(false);
+    // back to the first region: known already, outlined at once without asking again
+    sel.set({ layer: 0, region: 0 });
+    expect(cell(root, 1, 2).classList.contains("mri-follow")).toBe(true);
+    expect(commandCalls(model).filter((c) => c.name === "region_members").length).toBe(2);
   });
 
   it("switches modes from the toolbar and from Python, keeping the selection", async () => {

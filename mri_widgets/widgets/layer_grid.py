@@ -12,7 +12,7 @@ from .base import MRIWidget, NDArray, command
 from .graph_view import CATEGORICAL
 from .selection import Selection
 
-__all__ = ["LayerGrid", "MODES"]
+__all__ = ["LayerGrid", "MODES", "sparse_counts", "dense_counts"]
 
 #: what a cell's colour shows
 MODES = ("label", "all", "diff")
@@ -33,7 +33,8 @@ class LayerGrid(MRIWidget):
     cell : size of a grid cell in px (default: about 120 px per heatmap).
     selection : the shared :class:`Selection`. A click on a region sets ``layer`` and
         ``region``; the selected region is outlined in red, and in every layer the regions
-        holding its documents are outlined in black.
+        holding its documents are outlined in black (the view asks :meth:`region_members` for
+        them when a region is selected).
 
     Notes
     -----
@@ -41,6 +42,11 @@ class LayerGrid(MRIWidget):
     axes of different layers are unrelated (each layer is reduced on its own). Hover a region for
     its counts per label and a few example texts. The mode and labels can also be changed in the
     view's toolbar (the ``mode``, ``label`` and ``labels`` traits follow).
+
+    What is sent: only the non-empty regions (``cells``, ``cell_counts``: sparse counts, a
+    tenth or less of the dense grid on large grids); :attr:`counts` is the dense array, rebuilt
+    by the view. The region of each document is not sent: the view fetches the members of a
+    selected region on demand.
     """
 
     _view = "layer_grid"
@@ -56,10 +62,10 @@ class LayerGrid(MRIWidget):
     cell = t.Int(12).tag(sync=True)
 
     # ---- the data shown (set by Python only) --------------------------------------------------
-    #: (n_layers, n_labels, grid, grid) documents per region and label (uint16, int32 past 65,535)
-    counts = NDArray(("uint16", "int32"), ndim=4).tag(sync=True)
-    #: (n_layers, n_docs) region of each document in each layer (int16, int32 for large grids)
-    regions = NDArray(("int16", "int32"), ndim=2).tag(sync=True)
+    #: (n_cells,) the non-empty regions, as ``layer_index * grid**2 + region``, increasing
+    cells = NDArray(("int32",), ndim=1).tag(sync=True)
+    #: (n_cells, n_labels) documents per label in each of :attr:`cells` (uint16, int32 past 65,535)
+    cell_counts = NDArray(("uint16", "int32"), ndim=2).tag(sync=True)
     #: label names, in the corpus's order
     label_names = t.List(t.Unicode()).tag(sync=True)
     #: one colour per label
@@ -95,12 +101,10 @@ class LayerGrid(MRIWidget):
         super().__init__(selection=selection, mode=mode, label=label, labels=list(labels))
         g = areas.grid_size
         cell = check_int(cell, "cell", min=2, hint=" (px)") if cell is not None else max(5, min(24, 120 // g))
-        reg_dtype = np.int16 if areas.n_regions < 2 ** 15 else np.int32
-        counts = areas.counts()
+        cells, cell_counts = sparse_counts(areas.counts())
         self._set_data({
-            # (n_layers, n_labels, grid, grid); uint16 halves the bytes for any corpus under 65,536 documents
-            "counts": counts.astype(np.uint16 if counts.max(initial=0) < 2 ** 16 else np.int32),
-            "regions": areas.region_ids.astype(reg_dtype),  # (n_layers, n_docs): follows selected documents
+            "cells": cells,
+            "cell_counts": cell_counts,
             "label_names": names,
             "label_colors": [CATEGORICAL[i % len(CATEGORICAL)] for i in range(len(names))],
             "label_totals": [int(v) for v in areas.corpus.counts.values()],
@@ -141,7 +145,63 @@ class LayerGrid(MRIWidget):
     def _check_cell(self, proposal):
         return check_int(proposal["value"], "cell", min=2, error=t.TraitError, hint=" (px)")
 
+    @property
+    def counts(self) -> np.ndarray:
+        """(n_layers, n_labels, grid, grid) documents per region and label (dense; the view gets it sparse)."""
+        return dense_counts(self.cells, self.cell_counts, len(self.layer_ids), self.grid)
+
+    @property
+    def whole(self) -> dict:
+        """The view's whole content: :attr:`data` with the dense counts and every document's region
+        (``regions``: (n_layers, n_docs)) instead of the sparse counts (for size comparisons)."""
+        d = {k: v for k, v in self.data.items() if k not in ("cells", "cell_counts")}
+        return {**d, "counts": self.counts, "regions": np.asarray(self.areas.region_ids)}
+
+    @command
+    def region_members(self, layer: int, region: int) -> dict:
+        """The documents of one region and where they are in every layer.
+
+        ``layer`` is a model layer index (as in ``selection.layer``). Returns ``{"docs": (n,) int32
+        document indices, "regions": [(k_l,) int32 sorted distinct regions of those documents in
+        layer l, for each shown layer]}``; the view outlines those regions.
+        """
+        ids = [int(v) for v in self.layer_ids]
+        if int(layer) not in ids:
+            raise ValueError(f"layer {layer} is not shown; layers are {ids}")
+        R = self.grid * self.grid
+        region = check_int(region, "region", min=0)
+        if region >= R:
+            raise ValueError(f"region must be < {R} (grid {self.grid} x {self.grid}), got {region}")
+        reg = np.asarray(self.areas.region_ids)
+        docs = np.flatnonzero(reg[ids.index(int(layer))] == region).astype(np.int32)
+        return {"docs": docs, "regions": [np.unique(reg[l, docs]).astype(np.int32) for l in range(reg.shape[0])]}
+
     @command
     def region_examples(self, layer: int, region: int, k: int = 3) -> list:
         """A few texts of one region (the most typical first), for the view's tooltip."""
         return [{"text": e["text"], "label": e["label"]} for e in self.areas.examples(int(layer), int(region), int(k))]
+
+
+def sparse_counts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ``(n_layers, n_labels, grid, grid)`` counts -> ``(cells, cell_counts)``: the flat index
+    ``layer * grid**2 + region`` of every region holding a document (int32, increasing) and its
+    counts per label (``(n_cells, n_labels)``, uint16, int32 past 65,535)."""
+    counts = np.asarray(counts)
+    if counts.ndim != 4:
+        raise ValueError(f"counts must be (n_layers, n_labels, grid, grid), got shape {counts.shape}")
+    L, K, g, _ = counts.shape
+    per_cell = counts.reshape(L, K, g * g).transpose(0, 2, 1).reshape(L * g * g, K)  # (L*R, K)
+    cells = np.flatnonzero(per_cell.any(axis=1))
+    vals = per_cell[cells]
+    dtype = np.uint16 if vals.max(initial=0) < 2 ** 16 else np.int32
+    return cells.astype(np.int32), np.ascontiguousarray(vals, dtype=dtype)
+
+
+def dense_counts(cells: np.ndarray, cell_counts: np.ndarray, n_layers: int, grid: int) -> np.ndarray:
+    """Inverse of :func:`sparse_counts`: the dense ``(n_layers, n_labels, grid, grid)`` counts (int64)."""
+    cells = np.asarray(cells, dtype=np.int64)
+    vals = np.asarray(cell_counts)
+    R = grid * grid
+    per_cell = np.zeros((n_layers * R, vals.shape[1]), dtype=np.int64)
+    per_cell[cells] = vals
+    return per_cell.reshape(n_layers, grid, grid, -1).transpose(0, 3, 1, 2).copy()

@@ -175,7 +175,17 @@ def test_graph_view_big_graph_first_render(jupyter_server, page):
           f"({t_filter * 1000:.0f} ms round trip from Python); highlight {hl_ms:.0f} ms in the view "
           f"({t_hl * 1000:.0f} ms round trip)")
     assert first < 15000, f"first render took {first:.0f} ms"
+    renderer = page.evaluate(f"() => {CY}.renderer().webgl ? 'webgl' : 'canvas'")
+    print(f"GraphView 3000 nodes / 5000 edges drawn by cytoscape's {renderer} renderer")
     save_screenshot(page, "graph_view_big")
+    # over its edge budget: the notice says so, and its button raises the budget (Python follows)
+    kernel_exec(jupyter_server, "big_graph.ipynb", "big.top_k = 0; big.set_highlight(); big.edge_budget = 1000")
+    page.wait_for_function(f"() => {CY} && {CY}.edges().length === 1000", timeout=60000)
+    notice = page.locator(".mri-graph_view .mri-budget")
+    assert "1,000" in notice.inner_text() and "5,000" in notice.inner_text()
+    page.locator(".mri-graph_view button.mri-more-edges").click()
+    page.wait_for_function(f"() => {CY} && {CY}.edges().length === 4000", timeout=60000)
+    assert kernel_eval(jupyter_server, "big_graph.ipynb", "big.edge_budget") == "4000"
     assert list(page.console_errors) == []
 
 

@@ -59,6 +59,39 @@ export function isHeadless() {
   return typeof navigator !== "undefined" && /jsdom/i.test(navigator.userAgent || "");
 }
 
+let webgl2 = null;
+/** True where the browser gives a WebGL2 context (cytoscape's WebGL renderer needs one); asked once. */
+export function hasWebgl2() {
+  if (webgl2 === null) {
+    try {
+      const c = document.createElement("canvas");
+      const gl = c.getContext("webgl2");
+      webgl2 = !!gl;
+      gl?.getExtension("WEBGL_lose_context")?.loseContext(); // give the probe's context back at once
+    } catch { webgl2 = false; }
+  }
+  return webgl2;
+}
+
+/** Elements (nodes + edges) from which a graph is drawn with WebGL, labels only when zoomed in. */
+export const WEBGL_FROM = 2000;
+
+/**
+ * Cytoscape's renderer options for a graph of n nodes and m edges: the WebGL renderer for big
+ * graphs where the browser has WebGL2 (else the canvas one), edges hidden while panning / zooming.
+ */
+export function rendererOptions(n, m, { headless = false, webgl = hasWebgl2 } = {}) {
+  const big = n + m > WEBGL_FROM;
+  const gl = !headless && big && (typeof webgl === "function" ? webgl() : !!webgl);
+  return {
+    // headless (no canvas: unit tests) keeps cytoscape's own null renderer
+    ...(headless ? {} : { renderer: { name: "canvas", webgl: gl, ...(gl ? { webglTexSize: 4096, webglBatchSize: 4096 } : {}) } }),
+    hideEdgesOnViewport: m > 1000,
+    textureOnViewport: !gl && n + m > 3000,
+    pixelRatio: big ? 1 : "auto",
+  };
+}
+
 /** Width of each edge from its weight (0.5 .. 6.5 px), unless Python gave widths. */
 export function edgeWidths(data) {
   const m = data.edge_source.data.length;
@@ -173,6 +206,9 @@ export function graphStyle(data, big) {
   }
   const directed = !!data.directed;
   const labels = { "font-size": data.label_size > 0 ? data.label_size : 8 };
+  // big graphs: node labels only past zoom 1.5 (a label drawn at 12 px or more), else at 7 px
+  // (graphs with a readable first zoom, data.min_zoom, keep 7 px)
+  const minLabel = big && !(data.min_zoom > 0) ? Math.ceil(1.5 * labels["font-size"]) : 7;
   if (data.label_position === "right") {
     Object.assign(labels, { "text-valign": "center", "text-halign": "right", "text-margin-x": 4,
       "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": 1,
@@ -184,7 +220,7 @@ export function graphStyle(data, big) {
   return [
     { selector: "node.node", style: {
       "background-color": "data(color)", width: "data(size)", height: "data(size)", shape: "data(shape)",
-      label: "data(label)", "min-zoomed-font-size": 7, ...labels,
+      label: "data(label)", "min-zoomed-font-size": minLabel, ...labels,
       color: "#333", "border-width": 0.5, "border-color": "#fff" } },
     { selector: "node.pie", style: pie },
     { selector: "node.annot", style: {
@@ -242,7 +278,7 @@ export function homeView(bb, width, height, minZoom, pad = 24) {
 export function createGraph(container, data, on = {}) {
   const n = data.x.data.length;
   const m = data.edge_source.data.length;
-  const big = n + m > 2000;
+  const big = n + m > WEBGL_FROM;
   const headless = isHeadless();
   const t0 = typeof performance !== "undefined" ? performance.now() : Date.now();
   const cy = cytoscape({
@@ -255,10 +291,19 @@ export function createGraph(container, data, on = {}) {
     maxZoom: 8,
     boxSelectionEnabled: false,
     autoungrabify: true,
-    hideEdgesOnViewport: m > 1000,
-    textureOnViewport: n + m > 3000,
-    pixelRatio: big ? 1 : "auto",
+    ...rendererOptions(n, m, { headless }),
   });
+  // cytoscape's WebGL path does not emit "render" (its canvas path does after each frame): emit it,
+  // so that first-render timing and listeners work the same with both renderers
+  const rr = headless ? null : cy.renderer();
+  if (rr?.webgl && typeof rr.render === "function") {
+    const frame = rr.render;
+    rr.render = function (options) {
+      const out = frame.call(this, options);
+      if (!options?.forcedContext) cy.emit("render");
+      return out;
+    };
+  }
   cy.batch(() => { cy.add(buildElements(data)); });
   let homed = false;
   function home() {

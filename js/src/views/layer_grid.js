@@ -49,6 +49,22 @@ export function tint(hex, t) {
 const EMPTY = "#f6f6f6";
 
 /**
+ * The dense counts {shape: [L, K, g, g], data} from the sparse ones Python sends: `cells` (flat
+ * layer * g * g + region of each non-empty region) and `cell_counts` ((n_cells, K) per label).
+ */
+export function denseCounts(cells, cellCounts, nLayers, grid) {
+  const K = cellCounts.shape[1];
+  const R = grid * grid;
+  const out = new Uint32Array(nLayers * K * R);
+  const c = cells.data, v = cellCounts.data;
+  for (let i = 0; i < c.length; i++) {
+    const l = Math.floor(c[i] / R), r = c[i] - l * R;
+    for (let k = 0; k < K; k++) out[(l * K + k) * R + r] = v[i * K + k];
+  }
+  return { shape: [nLayers, K, grid, grid], data: out };
+}
+
+/**
  * Fill colours of every cell for the current mode: returns {fill(l, r) -> css, legend: [nodes]}.
  * counts: (L, K, g, g) decoded uint16 (int32 for huge corpora).
  */
@@ -140,6 +156,8 @@ function draw(ctx) {
     for (const k of ["mode", "label", "labels"]) model.on(`change:${k}`, again);
     ctx.cleanup = () => { for (const k of ["mode", "label", "labels"]) model.off(`change:${k}`, again); };
   }
+  if (ctx.state.membersOf !== data) { ctx.state.members = new Map(); ctx.state.membersOf = data; } // documents per region
+  if (!data.counts) data.counts = denseCounts(data.cells, data.cell_counts, data.layer_ids.length, data.grid);
   const [L, _K, g] = data.counts.shape;
   const R = g * g;
   const cell = data.cell || 12;
@@ -219,25 +237,24 @@ function showTip(ctx, tip, e, l, r, col, cache) {
 function onSelection(ctx, sel) {
   const { data } = ctx;
   if (!ctx.cells) return;
-  const [L, , g] = data.counts.shape;
+  const g = data.counts.shape[2];
   const R = g * g;
   const li = data.layer_ids.indexOf(sel.layer);
   ctx.figures.forEach((f, l) => f.classList.toggle("mri-sel-layer", l === li));
   ctx.cells.forEach((rects) => rects.forEach((rc) => { rc.classList.remove("mri-selected"); rc.classList.remove("mri-follow"); }));
   if (li < 0 || sel.region == null || sel.region < 0 || sel.region >= R) return;
-  // follow the documents of the selected region through every layer
-  const reg = data.regions;
-  const n = reg.shape[1];
-  const docs = [];
-  for (let d = 0; d < n; d++) if (reg.data[li * n + d] === sel.region) docs.push(d);
-  for (let l = 0; l < L; l++) {
-    const seen = new Set();
-    for (const d of docs) seen.add(reg.data[l * n + d]);
-    for (const r of seen) {
-      const rc = ctx.cells[l][r];
-      rc.classList.add("mri-follow");
-      rc.parentNode.appendChild(rc); // outlines on top of their neighbours
-    }
+  // follow the documents of the selected region through every layer: asked of Python once per region
+  if (!ctx.state.members) ctx.state.members = new Map();
+  const key = `${sel.layer}:${sel.region}`;
+  const known = ctx.state.members.get(key);
+  if (known) outlineFollowed(ctx, known);
+  else {
+    ctx.invoke("region_members", { layer: sel.layer, region: sel.region }).then((res) => {
+      const regions = (res?.regions || []).map((a) => Array.from(a.data ?? a));
+      ctx.state.members.set(key, regions);
+      const now = ctx.sel;
+      if (now && now.layer === sel.layer && now.region === sel.region) onSelection(ctx, now);
+    }).catch((err) => console.warn(`mri_widgets layer_grid: no region members (${err.message})`));
   }
   const rc = ctx.cells[li][sel.region];
   rc.classList.remove("mri-follow");
@@ -245,8 +262,22 @@ function onSelection(ctx, sel) {
   rc.parentNode.appendChild(rc); // draw the outline on top
 }
 
+/** Outline, in every layer, the regions holding the selected region's documents. */
+function outlineFollowed(ctx, regions) {
+  regions.forEach((list, l) => {
+    const rects = ctx.cells[l];
+    if (!rects) return;
+    for (const r of list) {
+      const rc = rects[r];
+      if (!rc) continue;
+      rc.classList.add("mri-follow");
+      rc.parentNode.appendChild(rc); // outlines on top of their neighbours
+    }
+  });
+}
+
 /** Traits of LayerGrid (mri_widgets/widgets/layer_grid.py): the data, redrawn on change ... */
-export const TRAITS = ["counts", "regions", "label_names", "label_colors", "label_totals", "layer_names", "layer_ids", "grid",
+export const TRAITS = ["cells", "cell_counts", "label_names", "label_colors", "label_totals", "layer_names", "layer_ids", "grid",
   "cell", "title"];
 /** ... and the parameters the view reads and sets itself. */
 export const PARAMS = ["mode", "label", "labels"];
