@@ -816,7 +816,10 @@ def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Option
     model : str or transformers model or LoadedModel
         ``"demo"`` (SmolLM2-135M-Instruct, offline), ``"demo-encoder"`` (all-MiniLM-L6-v2,
         offline), a hub id such as ``"gpt2"`` or ``"EleutherAI/pythia-160m"``, a local folder, or an
-        already loaded model (then pass ``tokenizer`` too).
+        already loaded model (then pass ``tokenizer`` too). A TransformerLens ``TransformerBridge``
+        or an nnsight ``LanguageModel`` is unwrapped to the transformers model and tokenizer
+        inside it (see :mod:`mri_widgets.models.byo`); a ``HookedTransformer`` is refused with
+        what to pass instead.
     tokenizer : the tokenizer, when ``model`` is a model object (optional for ids and paths).
     device, dtype : where and in which precision to put the model (``"cuda"``, ``"float16"`` ...).
     module_paths : explicit module paths for a model family without an adapter (see
@@ -825,6 +828,8 @@ def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Option
     """
     if isinstance(model, LoadedModel):
         return model
+    from .byo import unwrap
+    model, tokenizer = unwrap(model, tokenizer)
     dtype = _as_dtype(dtype)
     _check_device(device)
     processor = None
