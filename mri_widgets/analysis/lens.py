@@ -185,11 +185,120 @@ class LensResult:
         blank = np.array([str(self.top_tokens[l, p, 0]).strip() == "" for l, p in zip(best, pos)], dtype=bool)
         return blank.reshape(self.patch_grid)
 
+    # ---- bring your own arrays / tidy output ------------------------------------------------
+    @classmethod
+    def from_arrays(cls, tokens, top_tokens, top_probs, *, entropy=None, target_tokens=None,
+                    layer_names=None, prompt: Optional[str] = None, model_name: str = "") -> "LensResult":
+        """A result built from arrays another library computed (no model needed).
+
+        Parameters
+        ----------
+        tokens : sequence of str, length ``positions``: the input tokens.
+        top_tokens : (layers, positions, k) array-like of str: the top-k predicted tokens of each
+            layer and position, most probable first.
+        top_probs : (layers, positions, k) array-like of float in [0, 1], descending along the last axis.
+        entropy : (layers, positions) array-like, optional. Default: the entropy of the top-k
+            probabilities alone, ``-sum(p log p)`` over the k tokens (a lower bound of the full one).
+        target_tokens : sequence of str (length ``positions``), optional: the token tracked at each
+            position (default: the last layer's top-1, as :func:`logit_lens` does). Its probability
+            and rank at each layer are read from the top-k: probability 0 and rank ``k`` (meaning
+            "k or worse") where it is not among them.
+        layer_names : sequence of str (length ``layers``), optional (default ``"emb", "1", ...``).
+        prompt : str, optional (default: the tokens joined).
+
+        Token ids are numbered by first appearance (they are only used to tell tokens apart).
+        Raises :class:`LensError` for mismatched shapes or out-of-range probabilities.
+        """
+        tokens = [str(t) for t in _as_list(tokens, "tokens")]
+        tt = np.asarray(top_tokens, dtype=object)
+        tp = np.asarray(top_probs, dtype=np.float64)
+        if tt.ndim != 3:
+            raise LensError(f"top_tokens must be (layers, positions, k), got shape {tt.shape}")
+        if tp.shape != tt.shape:
+            raise LensError(f"top_probs has shape {tp.shape} but top_tokens has {tt.shape}: they must match")
+        L, S, k = tt.shape
+        if L < 1 or S < 1 or k < 1:
+            raise LensError(f"top_tokens must have at least one layer, position and token, got shape {tt.shape}")
+        if len(tokens) != S:
+            raise LensError(f"tokens has {len(tokens)} entries but top_tokens has {S} positions")
+        if not np.isfinite(tp).all() or (tp < 0).any() or (tp > 1 + 1e-6).any():
+            raise LensError("top_probs must be probabilities in [0, 1] (apply a softmax to logits first)")
+        if (np.diff(tp, axis=-1) > 1e-6).any():
+            raise LensError("top_probs must be sorted in descending order along the last axis (most probable first)")
+        vocab: dict[str, int] = {}
+
+        def ids_of(strs):
+            return np.array([vocab.setdefault(str(x), len(vocab)) for x in strs], dtype=np.int64)
+
+        top_ids = ids_of(tt.reshape(-1)).reshape(L, S, k)
+        input_ids = ids_of(tokens)
+        tt = np.vectorize(str, otypes=[object])(tt)
+        if entropy is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ent = -np.where(tp > 0, tp * np.log(tp), 0.0).sum(-1)
+        else:
+            ent = np.asarray(entropy, dtype=np.float64)
+            if ent.shape != (L, S):
+                raise LensError(f"entropy must have shape (layers, positions) = {(L, S)}, got {ent.shape}")
+        if target_tokens is None:
+            target_ids = top_ids[-1, :, 0].copy()
+        else:
+            tgt = [str(t) for t in _as_list(target_tokens, "target_tokens")]
+            if len(tgt) != S:
+                raise LensError(f"target_tokens has {len(tgt)} entries but there are {S} positions")
+            target_ids = ids_of(tgt)
+        hit = top_ids == target_ids[None, :, None]  # (L, S, k)
+        found = hit.any(-1)
+        rank = np.where(found, hit.argmax(-1), k).astype(np.int64)
+        tprob = np.where(hit, tp, 0.0).sum(-1)
+        names_by_id = {i: t for t, i in vocab.items()}
+        if layer_names is None:
+            layer_names = ["emb"] + [str(i) for i in range(1, L)]
+        layer_names = [str(n) for n in _as_list(layer_names, "layer_names")]
+        if len(layer_names) != L:
+            raise LensError(f"layer_names has {len(layer_names)} entries but there are {L} layers")
+        return cls(prompt="".join(tokens) if prompt is None else str(prompt), tokens=tokens, input_ids=input_ids,
+                   layer_names=layer_names, top_ids=top_ids, top_tokens=tt, top_probs=tp.astype(np.float32),
+                   entropy=ent.astype(np.float32), target_ids=target_ids,
+                   target_tokens=[names_by_id[int(i)] for i in target_ids], target_probs=tprob.astype(np.float32),
+                   target_ranks=rank, model_name=str(model_name), vocab_size=len(vocab))
+
+    def to_pandas(self):
+        """The result in long format: a ``pandas.DataFrame`` with one row per (layer, position, rank).
+
+        Columns: ``layer`` (0 = embeddings), ``layer_name``, ``position``, ``token`` (the input
+        token), ``generated`` (bool), ``rank`` (0 = top-1), ``top_token``, ``top_id``, ``top_prob``,
+        ``entropy`` (of the cell), ``target_token``, ``target_prob``, ``target_rank`` (of the cell).
+        """
+        import pandas as pd
+
+        L, S, k = self.top_ids.shape
+        li, pi, ri = np.meshgrid(np.arange(L), np.arange(S), np.arange(k), indexing="ij")
+        li, pi, ri = li.reshape(-1), pi.reshape(-1), ri.reshape(-1)
+        return pd.DataFrame({
+            "layer": li, "layer_name": np.asarray(self.layer_names, dtype=object)[li], "position": pi,
+            "token": np.asarray(self.tokens, dtype=object)[pi], "generated": np.asarray(self.generated)[pi],
+            "rank": ri, "top_token": np.asarray(self.top_tokens, dtype=object).reshape(-1),
+            "top_id": np.asarray(self.top_ids).reshape(-1), "top_prob": np.asarray(self.top_probs).reshape(-1),
+            "entropy": np.asarray(self.entropy)[li, pi],
+            "target_token": np.asarray(self.target_tokens, dtype=object)[pi],
+            "target_prob": np.asarray(self.target_probs)[li, pi], "target_rank": np.asarray(self.target_ranks)[li, pi],
+        })
+
     def __repr__(self) -> str:
         img = f", image tokens={len(self.image_positions)} grid={self.patch_grid}" if self.patch_grid else ""
         gen = f", generated={self.n_generated}" if self.n_generated else ""
         return (f"LensResult({self.model_name!r}, positions={self.n_positions}{gen}, layers={self.n_layers}, "
                 f"k={self.k}, norm={self.norm}{img})")
+
+
+def _as_list(x, what: str) -> list:
+    if isinstance(x, (str, bytes)):
+        raise LensError(f"{what} must be a sequence of strings, not a single {type(x).__name__}")
+    try:
+        return list(x)
+    except TypeError:
+        raise LensError(f"{what} must be a sequence, got {type(x).__name__}") from None
 
 
 def commitment_layers(top1: np.ndarray, input_ids: np.ndarray, n_prompt: int) -> np.ndarray:

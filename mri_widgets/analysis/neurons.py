@@ -498,6 +498,36 @@ class NeuronScan:
         most negative first."""
         return self._list("bottom", layer, neuron)
 
+    def to_pandas(self, layer: int):
+        """One scanned layer's examples in long format: a ``pandas.DataFrame``, one row per kept example.
+
+        Columns: ``layer``, ``neuron``, ``list`` (``"top"``: highest maxima, ``"bottom"``: lowest
+        minima), ``rank`` (0 = strongest), ``value`` (the text's max / min activation),
+        ``text_index``, ``position`` (the token where it is reached) and, when the scan kept its
+        texts, ``text``. Per neuron: ``mean`` and ``freq_positive`` (over all scanned tokens).
+        Empty slots (fewer than ``k`` texts) are left out.
+        """
+        import pandas as pd
+
+        i, _ = self._li(layer, 0)
+        frames = []
+        N = max(self.n_tokens, 1)
+        for side in ("top", "bottom"):
+            vals = getattr(self, f"{side}_values")[i]
+            texts = getattr(self, f"{side}_texts")[i]
+            pos = getattr(self, f"{side}_positions")[i]
+            n, r = np.nonzero(texts >= 0)
+            df = pd.DataFrame({"layer": np.full(len(n), int(layer), np.int64), "neuron": n.astype(np.int64),
+                               "list": side, "rank": r.astype(np.int64), "value": vals[n, r],
+                               "text_index": texts[n, r].astype(np.int64), "position": pos[n, r].astype(np.int64)})
+            if self.texts is not None:
+                df["text"] = np.asarray(self.texts, dtype=object)[df["text_index"].to_numpy()]
+            df["mean"] = (self.act_sum[i] / N)[n]
+            df["freq_positive"] = (self.n_positive[i] / N)[n]
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True).sort_values(["neuron", "list", "rank"], ascending=[True, False, True],
+                                                                 ignore_index=True)
+
     def stats(self, layer: int, neuron: int) -> dict:
         """Statistics of one neuron over all scanned tokens.
 

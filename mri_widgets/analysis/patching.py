@@ -69,6 +69,32 @@ class PatchingResult:
         rows, cols = np.unravel_index(flat, self.effect.shape)
         return [(self.layer_names[r], self.columns[c], float(self.effect[r, c])) for r, c in zip(rows, cols)]
 
+    def to_pandas(self):
+        """The result in long format: a ``pandas.DataFrame`` with one row per (row, column) cell.
+
+        Columns: ``layer`` (the site's layer index), ``layer_name``, ``column`` (column index),
+        ``column_label`` (the token, or ``"h3"``), ``position`` (the patched position for
+        ``kind="position"``, else -1), ``head`` (for ``kind="head"``, else -1), ``effect``
+        (normalised: 0 = corrupted, 1 = clean) and ``raw`` (the metric), plus ``site``, ``kind``
+        and ``metric`` repeated on every row.
+        """
+        import pandas as pd
+
+        R, C = self.effect.shape
+        ri, ci = np.meshgrid(np.arange(R), np.arange(C), indexing="ij")
+        ri, ci = ri.reshape(-1), ci.reshape(-1)
+        by_pos = self.kind == "position"
+        pos = np.asarray(self.positions, dtype=np.int64)
+        return pd.DataFrame({
+            "layer": np.asarray(self.layers, dtype=np.int64)[ri],
+            "layer_name": np.asarray(self.layer_names, dtype=object)[ri], "column": ci,
+            "column_label": np.asarray(self.columns, dtype=object)[ci],
+            "position": pos[ci] if by_pos and len(pos) == C else np.full(len(ci), -1, np.int64),
+            "head": np.full(len(ci), -1, np.int64) if by_pos else ci,
+            "effect": np.asarray(self.effect).reshape(-1), "raw": np.asarray(self.raw).reshape(-1),
+            "site": self.site, "kind": self.kind, "metric": self.metric,
+        })
+
     def __repr__(self) -> str:
         return (f"PatchingResult({self.model_name!r}, site={self.site!r}, kind={self.kind!r}, "
                 f"shape={self.shape}, metric={self.metric!r}, clean={self.clean_metric:.4g}, "

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["ArchSpec", "Adapter", "AdapterError", "SPECS", "FAMILY_OF", "resolve_adapter"]
+__all__ = ["ArchSpec", "Adapter", "AdapterError", "SPECS", "FAMILY_OF", "resolve_adapter", "module_tensor"]
 
 
 class AdapterError(ValueError):
@@ -159,6 +159,61 @@ def get_module(root: nn.Module, path: str) -> nn.Module:
     return mod
 
 
+def _offload_maps(module: nn.Module):
+    """The weights maps of accelerate's offloading hooks on ``module`` (an ``AlignDevicesHook``
+    with ``offload=True``, alone or inside a ``SequentialHook``)."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        return []
+    hooks = getattr(hook, "hooks", None)
+    hooks = list(hooks) if hooks is not None else [hook]
+    return [h.weights_map for h in hooks
+            if getattr(h, "offload", False) and getattr(h, "weights_map", None) is not None]
+
+
+def module_tensor(module: nn.Module, name: str) -> Optional[torch.Tensor]:
+    """``module.<name>`` (a parameter or buffer, e.g. ``"weight"``) as a real tensor.
+
+    With accelerate's CPU or disk offload (``device_map`` entries ``"cpu"`` / ``"disk"``,
+    ``cpu_offload``, ``disk_offload``) the module holds a tensor on the ``meta`` device between
+    forward passes and the real one sits in its ``AlignDevicesHook``'s ``weights_map``: it is read
+    from there (loaded from disk where it was offloaded there), for this use only; the module is
+    left as it is. ``None`` when the module has no such attribute or it is ``None``.
+    """
+    t = getattr(module, name, None)
+    if not isinstance(t, torch.Tensor) or t.device.type != "meta":
+        return t
+    for wm in _offload_maps(module):
+        try:
+            real = wm[name]
+        except KeyError:
+            continue
+        return real.to(dtype=t.dtype) if isinstance(real, torch.Tensor) else torch.as_tensor(real, dtype=t.dtype)
+    raise AdapterError(
+        f"{type(module).__name__}.{name} is on the meta device and no accelerate offloading hook holds its "
+        "values: load the model with its weights (from_pretrained with a device_map, or dispatch_model / "
+        "cpu_offload with the state dict) before analysing it")
+
+
+def exec_device_dtype(module: nn.Module):
+    """Where a module computes, and its dtype: accelerate's execution device for a module it
+    dispatched or offloaded (whose weights may be on the ``meta`` device), else its weights'."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = getattr(hook, "hooks", None)
+    dev = None
+    for h in (list(hooks) if hooks is not None else [hook]):
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            break
+    p = next(module.parameters(), None)
+    dtype = p.dtype if p is not None else torch.float32
+    if dev is not None:
+        return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}"), dtype
+    if p is not None and p.device.type == "meta":
+        return torch.device("cpu"), dtype
+    return (p.device if p is not None else torch.device("cpu")), dtype
+
+
 def _config_get(cfg, *names, default=None):
     for n in names:
         v = getattr(cfg, n, None)
@@ -262,7 +317,7 @@ class Adapter:
 
     # ---- weights in one convention: (out_features, in_features) ------------------------------
     def _weight(self, mod: nn.Module) -> torch.Tensor:
-        w = mod.weight
+        w = module_tensor(mod, "weight")
         return w.t() if self.spec.conv1d else w
 
     def W_out(self, layer: int) -> torch.Tensor:
@@ -373,7 +428,7 @@ class Adapter:
         """(W (n, d_model, d_head), b (n, d_head)) of one of q/k/v, n = its own number of heads."""
         mod = self.qkv_module(layer, which)
         W = self._weight(mod).detach()  # (F, d_model)
-        bias = getattr(mod, "bias", None)
+        bias = module_tensor(mod, "bias")
         b = bias.detach() if isinstance(bias, torch.Tensor) else torch.zeros(W.shape[0], dtype=W.dtype, device=W.device)
         W = self.split_qkv(W.t(), which).t()  # (n * dh, d)
         b = self.split_qkv(b, which)
@@ -421,10 +476,11 @@ class Adapter:
     def b_O(self, layer: int) -> torch.Tensor:
         """Attention output bias (d_model,); zeros when the projection has none."""
         mod = self.part(layer, "attn_out")
-        bias = getattr(mod, "bias", None)
+        bias = module_tensor(mod, "bias")
         if isinstance(bias, torch.Tensor):
             return bias.detach()
-        return torch.zeros(self.d_model, dtype=mod.weight.dtype, device=mod.weight.device)
+        w = module_tensor(mod, "weight")
+        return torch.zeros(self.d_model, dtype=w.dtype, device=w.device)
 
 
 def _check_spec(adapter: Adapter) -> None:

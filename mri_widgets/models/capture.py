@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .adapters import Adapter, AdapterError
+from .adapters import Adapter, AdapterError, exec_device_dtype
 
 __all__ = ["SITES", "Capture", "CaptureBatch", "run_capture", "capture_inputs", "check_texts", "plan_batches",
            "BATCH_BYTES", "BATCH_TOKENS"]
@@ -372,7 +372,7 @@ def run_capture(
                                      or batch_tokens < 1):
         raise CaptureError(f"batch_tokens must be a positive integer or None, got {batch_tokens!r}")
     model = adapter.model
-    device = adapter.embed.weight.device
+    device = exec_device_dtype(adapter.embed)[0]
 
     # tokenise every text once, unpadded; batches are padded on the right (real tokens first)
     if tokenizer.pad_token is None:
@@ -541,7 +541,7 @@ def capture_inputs(adapter: Adapter, inputs: dict, sites=("resid",), *, layers=N
     mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
     if bool((~mask[:, 0]).any()):
         raise CaptureError("left-padded inputs: encode with padding_side='right'")
-    device = adapter.embed.weight.device
+    device = exec_device_dtype(adapter.embed)[0]
     inputs = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
     forward_kw = {"output_attentions": True} if "attn" in sites else {}
     ctx = _eager_attention(adapter.model) if "attn" in sites else contextlib.nullcontext()
@@ -717,12 +717,9 @@ def _install_hooks(adapter: Adapter, sites, layer_sel, got: dict):
             add(adapter.part(l, "attn_out"), zhook(l), pre=True)
     if "head_out" in sites:
         def per_head(layer):
-            W = adapter.W_O(layer)  # (H, dh, d_model)
-
-            if W.device.type == "meta":
-                raise CaptureError(
-                    f"site 'head_out' needs the attention output weights of layer {layer}, which accelerate "
-                    "offloaded (device_map put it on 'cpu' or 'disk'); use a device_map without offloading")
+            # (H, dh, d_model); offloaded weights (accelerate, device_map "cpu"/"disk") are read
+            # from the offloading hook's weights map for this capture only
+            W = adapter.W_O(layer)
 
             def hook(mod, args, kwargs):
                 z = _hidden(args, kwargs)

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .adapters import Adapter, AdapterError, resolve_adapter
+from .adapters import Adapter, AdapterError, exec_device_dtype, module_tensor, resolve_adapter
 from .capture import (Capture, CaptureError, capture_inputs, check_capture_args, check_texts, max_positions,
                       run_capture)
 
@@ -20,17 +20,6 @@ __all__ = ["LoadedModel", "load", "as_loaded_model", "ModelNotAvailable", "Reado
 
 #: default memory budget of one :meth:`LoadedModel.readout` chunk (its (rows, vocab) buffers)
 READOUT_BYTES = 128 * 2**20
-
-
-def exec_device_dtype(module: torch.nn.Module):
-    """Where a module computes: accelerate's execution device for offloaded modules, else its weights'."""
-    hook = getattr(module, "_hf_hook", None)
-    dev = getattr(hook, "execution_device", None)
-    p = next(module.parameters(), None)
-    dtype = p.dtype if p is not None else torch.float32
-    if dev is not None:
-        return torch.device(dev if not isinstance(dev, int) else f"cuda:{dev}"), dtype
-    return (p.device if p is not None else torch.device("cpu")), dtype
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,7 +182,9 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.adapter.embed.weight.device
+        """Where the model reads its inputs: the embedding's device (accelerate's execution device
+        when the embedding is offloaded)."""
+        return exec_device_dtype(self.adapter.embed)[0]
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.name!r}, arch={self.arch!r}, n_layers={self.n_layers}, n_heads={self.n_heads}, "
@@ -716,7 +707,7 @@ class LoadedModel:
         head = self.adapter.unembed_module
         if head is None:
             raise AdapterError(f"{self.name} is an encoder without an unembedding")
-        return head.weight
+        return module_tensor(head, "weight")
 
 
 #: largest vocabulary block of :func:`_topk_rows`
@@ -825,7 +816,10 @@ def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Option
     model : str or transformers model or LoadedModel
         ``"demo"`` (SmolLM2-135M-Instruct, offline), ``"demo-encoder"`` (all-MiniLM-L6-v2,
         offline), a hub id such as ``"gpt2"`` or ``"EleutherAI/pythia-160m"``, a local folder, or an
-        already loaded model (then pass ``tokenizer`` too).
+        already loaded model (then pass ``tokenizer`` too). A TransformerLens ``TransformerBridge``
+        or an nnsight ``LanguageModel`` is unwrapped to the transformers model and tokenizer
+        inside it (see :mod:`mri_widgets.models.byo`); a ``HookedTransformer`` is refused with
+        what to pass instead.
     tokenizer : the tokenizer, when ``model`` is a model object (optional for ids and paths).
     device, dtype : where and in which precision to put the model (``"cuda"``, ``"float16"`` ...).
     module_paths : explicit module paths for a model family without an adapter (see
@@ -834,6 +828,8 @@ def load(model, tokenizer=None, *, device=None, dtype=None, module_paths: Option
     """
     if isinstance(model, LoadedModel):
         return model
+    from .byo import unwrap
+    model, tokenizer = unwrap(model, tokenizer)
     dtype = _as_dtype(dtype)
     _check_device(device)
     processor = None

@@ -218,6 +218,22 @@ class LensTable(MRIWidget):
                    generate=result.n_generated, sample=result.seed is not None, seed=result.seed,
                    transpose=transpose, height=height, selection=selection, _result=result)
 
+    @classmethod
+    def from_arrays(cls, tokens, top_tokens, top_probs, *, entropy=None, target_tokens=None, layer_names=None,
+                    prompt: Optional[str] = None, model_name: str = "", metric: str = "prob",
+                    transpose: bool = False, height: int = 480,
+                    selection: Optional[Selection] = None) -> "LensTable":
+        """A table of a logit lens another library computed: arrays only, no model.
+
+        ``tokens`` (positions,), ``top_tokens`` and ``top_probs`` (layers, positions, k); the
+        optional arrays and the defaults are those of
+        :meth:`~mri_widgets.LensResult.from_arrays`. Like :meth:`from_result`, the table cannot
+        recompute.
+        """
+        result = LensResult.from_arrays(tokens, top_tokens, top_probs, entropy=entropy, target_tokens=target_tokens,
+                                        layer_names=layer_names, prompt=prompt, model_name=model_name)
+        return cls.from_result(result, metric=metric, transpose=transpose, height=height, selection=selection)
+
     # ---- results ---------------------------------------------------------------------------
     @property
     def result(self) -> LensResult:

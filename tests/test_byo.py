@@ -1,0 +1,249 @@
+"""Bring your own model or arrays: wrappers unwrapped by mw.load, arrays-only constructors, to_pandas.
+
+The wrapper tests use stand-ins shaped like nnsight's LanguageModel and TransformerLens's
+TransformerBridge (which wraps the transformers modules in place); the real packages are checked
+too where they are installed (``pip install mri_widgets[byo]``), and skipped elsewhere.
+"""
+
+import copy
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mri_widgets as mw
+from mri_widgets.models.byo import UnsupportedModel, unwrap
+from mri_widgets.models.capture import SITES
+from mri_widgets.testing import tiny_model
+
+TEXTS = ["the cat sat on the mat", "a dog ran"]
+
+
+def _sites(lm):
+    return [s for s in SITES if lm.gated or s not in ("mlp_gate", "mlp_up", "mlp_act")]
+
+
+def _assert_same_capture(a, b, sites):
+    ca, cb = a.capture(TEXTS, sites), b.capture(TEXTS, sites)
+    for s in sites:
+        torch.testing.assert_close(cb[s], ca[s], atol=1e-5, rtol=1e-5, msg=lambda m, s=s: f"site {s}: {m}")
+
+
+# ---- stand-ins ---------------------------------------------------------------------------------
+class LanguageModel:  # like nnsight's: not a torch module, the model in _module
+    def __init__(self, module, tokenizer):
+        self.__dict__["_module"] = module
+        self.__dict__["tokenizer"] = tokenizer
+
+    def __getattr__(self, name):  # nnsight's Envoy forwards to its module
+        return getattr(self.__dict__["_module"], name)
+
+
+class _Component(nn.Module):  # like a TransformerLens bridge component
+    def __init__(self, original):
+        super().__init__()
+        self.add_module("_original_component", original)
+        self.hook_in = nn.Identity()
+        self.hook_out = nn.Identity()
+
+    def forward(self, *args, **kwargs):
+        out = self._original_component(*args, **kwargs)
+        return out
+
+
+class TransformerBridge(nn.Module):
+    def __init__(self, model, tokenizer):
+        super().__init__()
+        self.__dict__["original_model"] = model
+        self.tokenizer = tokenizer
+        # wrap in place, as the bridge does: blocks, and inside them attention and MLP
+        blocks = model.transformer.h
+        for i, blk in enumerate(list(blocks)):
+            blk.attn = _Component(blk.attn)
+            blk.mlp = _Component(blk.mlp)
+            blocks[i] = _Component(blk)
+        model.transformer.ln_f = _Component(model.transformer.ln_f)
+
+    def forward(self, input_ids):
+        return self.original_model(input_ids=input_ids).logits
+
+
+class HookedTransformer(nn.Module):
+    pass
+
+
+# ---- wrappers ----------------------------------------------------------------------------------
+def test_nnsight_like_model_is_unwrapped():
+    lm = tiny_model("gpt2")
+    wrapped = LanguageModel(lm.model, lm.tokenizer)
+    got = mw.load(wrapped)
+    assert got.model is lm.model and got.tokenizer is lm.tokenizer
+    _assert_same_capture(lm, got, _sites(lm))
+
+
+def test_bridge_like_model_is_unwrapped_and_keeps_working():
+    lm = tiny_model("gpt2")
+    bridge = TransformerBridge(copy.deepcopy(lm.model), lm.tokenizer)
+    inner = bridge.original_model
+    ids = torch.tensor([[5, 6, 7, 8]])
+    before = bridge(ids)
+    got = mw.load(bridge)
+    assert got.tokenizer is lm.tokenizer
+    assert type(got.model.transformer.h[0]).__name__ == "GPT2Block"
+    assert type(got.model.transformer.h[0].attn).__name__ == "GPT2Attention"
+    # the bridge is left wrapped and gives the same logits
+    assert isinstance(inner.transformer.h[0], _Component) and isinstance(inner.transformer.ln_f, _Component)
+    torch.testing.assert_close(bridge(ids), before)
+    # the view shares the parameters
+    assert got.model.transformer.h[1].attn.c_proj.weight is inner.transformer.h[1]._original_component.attn \
+        ._original_component.c_proj.weight
+    _assert_same_capture(lm, got, _sites(lm))
+    assert torch.equal(got.W_O(2), lm.W_O(2))
+
+
+def test_explicit_tokenizer_wins_over_the_wrappers():
+    lm = tiny_model("gpt2")
+    other = copy.deepcopy(lm.tokenizer)
+    model, tok = unwrap(LanguageModel(lm.model, lm.tokenizer), other)
+    assert model is lm.model and tok is other
+
+
+def test_hooked_transformer_is_refused_with_what_to_pass():
+    with pytest.raises(UnsupportedModel, match="TransformerBridge"):
+        mw.load(HookedTransformer(), object())
+
+
+def test_plain_models_pass_through_unwrap():
+    lm = tiny_model("gpt2")
+    assert unwrap(lm.model, lm.tokenizer) == (lm.model, lm.tokenizer)
+
+
+# ---- the real packages, where installed ----------------------------------------------------------
+def test_real_nnsight_language_model():
+    nnsight = pytest.importorskip("nnsight")
+    lm = tiny_model("gpt2")
+    wrapped = nnsight.LanguageModel(lm.model, tokenizer=lm.tokenizer)
+    got = mw.load(wrapped)
+    assert got.model is lm.model
+    _assert_same_capture(lm, got, _sites(lm))
+    with wrapped.trace("the cat sat"):  # nnsight still works afterwards
+        h = wrapped.transformer.h[0].output.save()
+    assert h is not None
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_real_transformer_bridge(arch, tmp_path):
+    pytest.importorskip("transformer_lens")
+    from transformer_lens.model_bridge import TransformerBridge as RealBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = tiny_model(arch)
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path)
+    bridge = RealBridge.boot_transformers(str(tmp_path), hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(tmp_path))
+    got = mw.load(bridge, lm.tokenizer)
+    _assert_same_capture(lm, got, _sites(lm))
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(bridge(ids), lm.model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ---- arrays-only constructors ------------------------------------------------------------------
+def test_lens_table_from_arrays_hand_computed():
+    from mri_widgets.analysis.lens import LensError
+
+    tokens = ["The", " cat"]
+    top_tokens = [[[" a", " b"], [" x", " y"]], [[" b", " a"], [" sat", " x"]], [[" b", " c"], [" sat", " ran"]]]
+    top_probs = [[[0.5, 0.25], [0.6, 0.1]], [[0.7, 0.2], [0.5, 0.3]], [[0.9, 0.05], [0.8, 0.1]]]
+    table = mw.LensTable.from_arrays(tokens, top_tokens, top_probs)
+    r = table.result
+    assert r.tokens == tokens and r.k == 2 and r.n_layers == 3 and r.n_positions == 2
+    assert r.layer_names == ["emb", "1", "2"]
+    assert r.target_tokens == [" b", " sat"]  # last layer's top-1
+    # " b": layer 0 rank 1 (p .25), layer 1 rank 0 (p .7), layer 2 rank 0 (.9); " sat": absent at layer 0
+    np.testing.assert_allclose(r.target_probs, [[0.25, 0.0], [0.7, 0.5], [0.9, 0.8]], rtol=1e-6)
+    assert r.target_ranks.tolist() == [[1, 2], [0, 0], [0, 0]]
+    np.testing.assert_allclose(r.entropy[0, 0], -(0.5 * np.log(0.5) + 0.25 * np.log(0.25)), rtol=1e-6)
+    assert r.top(2, 1) == [(" sat", pytest.approx(0.8)), (" ran", pytest.approx(0.1))]
+    # top_ids tell tokens apart consistently
+    assert r.top_ids[1, 0, 1] == r.top_ids[0, 0, 0] and r.top_ids[0, 0, 0] != r.top_ids[0, 0, 1]
+    # an explicit target and entropy
+    r2 = mw.LensResult.from_arrays(tokens, top_tokens, top_probs, target_tokens=[" a", " x"],
+                                   entropy=np.ones((3, 2)), layer_names=["in", "b1", "b2"])
+    assert r2.target_ranks.tolist() == [[0, 0], [1, 1], [2, 2]] and r2.layer_names == ["in", "b1", "b2"]
+    assert np.all(r2.entropy == 1)
+    with pytest.raises(LensError, match="top_probs has shape"):
+        mw.LensTable.from_arrays(tokens, top_tokens, np.ones((3, 2, 3)) / 3)
+    with pytest.raises(LensError, match="tokens has 3 entries"):
+        mw.LensTable.from_arrays(tokens + ["!"], top_tokens, top_probs)
+    with pytest.raises(LensError, match="descending"):
+        mw.LensTable.from_arrays(tokens, top_tokens, np.asarray(top_probs)[..., ::-1])
+    with pytest.raises(LensError, match="probabilities"):
+        mw.LensTable.from_arrays(tokens, top_tokens, np.asarray(top_probs) * 3)
+    with pytest.raises(LensError, match=r"entropy must have shape"):
+        mw.LensResult.from_arrays(tokens, top_tokens, top_probs, entropy=np.ones(2))
+
+
+def test_lens_from_arrays_round_trips_a_real_lens():
+    lm = tiny_model("gpt2")
+    r = mw.logit_lens(lm, "the cat sat on", k=4)
+    b = mw.LensResult.from_arrays(r.tokens, r.top_tokens, r.top_probs, entropy=r.entropy,
+                                  target_tokens=r.target_tokens)
+    np.testing.assert_allclose(b.target_probs, np.where(r.target_ranks < 4, r.target_probs, 0), rtol=1e-6)
+    assert (b.target_ranks == np.minimum(r.target_ranks, 4)).all()
+    assert (b.best_layer == r.best_layer).all()
+
+
+# ---- tidy outputs ------------------------------------------------------------------------------
+def test_lens_to_pandas_one_row_per_cell_and_rank():
+    lm = tiny_model("gpt2")
+    r = mw.logit_lens(lm, "the cat sat on", k=3)
+    df = r.to_pandas()
+    L, S, k = r.top_ids.shape
+    assert len(df) == L * S * k
+    row = df[(df.layer == 2) & (df.position == 1) & (df["rank"] == 2)].iloc[0]
+    assert row.top_id == r.top_ids[2, 1, 2] and row.top_token == r.top_tokens[2, 1, 2]
+    assert row.top_prob == pytest.approx(float(r.top_probs[2, 1, 2]))
+    assert row.target_prob == pytest.approx(float(r.target_probs[2, 1]))
+    assert row.layer_name == r.layer_names[2] and row.token == r.tokens[1]
+
+
+def test_neuron_scan_to_pandas_matches_top_and_bottom():
+    from mri_widgets.analysis.neurons import NeuronScan
+    from mri_widgets.testing import SAMPLE_TEXTS
+
+    lm = tiny_model("gpt2")
+    scan = NeuronScan.run(lm, SAMPLE_TEXTS[:6], k=3, progress=False)
+    df = scan.to_pandas(1)
+    for n in (0, 5, lm.d_mlp - 1):
+        for side, fn in (("top", scan.top), ("bottom", scan.bottom)):
+            sub = df[(df.neuron == n) & (df.list == side)].sort_values("rank")
+            assert list(zip(sub.value, sub.text_index, sub.position)) == [tuple(x) for x in fn(1, n)]
+            assert (sub.text == [SAMPLE_TEXTS[i] for i in sub.text_index]).all()
+            assert sub["mean"].iloc[0] == pytest.approx(scan.stats(1, n)["mean"])
+    with pytest.raises(Exception, match="not scanned"):
+        scan.to_pandas(7)
+
+
+@pytest.mark.parametrize("site", ["resid", "z"])
+def test_patching_to_pandas_one_row_per_cell(site):
+    lm = tiny_model("gpt2")
+    ids = lm.tokenizer("the cat sat on the")["input_ids"]
+    clean = "the cat sat on the"
+    corrupt = "the dog sat on the"
+    res = mw.patching(lm, clean, corrupt, site=site, metric="logit", answer=int(ids[1]))
+    df = res.to_pandas()
+    R, C = res.effect.shape
+    assert len(df) == R * C
+    for r, c in [(0, 0), (R - 1, C - 1), (R // 2, C // 2)]:
+        row = df[(df.layer == res.layers[r]) & (df.column == c)].iloc[0]
+        assert row.effect == pytest.approx(float(res.effect[r, c]), nan_ok=True)
+        assert row.raw == pytest.approx(float(res.raw[r, c]))
+        assert row.column_label == res.columns[c] and row.layer_name == res.layer_names[r]
+        if res.kind == "head":
+            assert row["head"] == c and row["position"] == -1
+        else:
+            assert row["position"] == res.positions[c] and row["head"] == -1
