@@ -160,6 +160,14 @@ class MRIWidget(anywidget.AnyWidget):
             for k, v in values.items():
                 setattr(self, k, v)
 
+    # ---- sharing ------------------------------------------------------------------------------
+    def save_html(self, path, *, title: str | None = None):
+        """Write this view into one standalone HTML file (offline, no kernel; see
+        :func:`mri_widgets.save_html` to put several linked views in one page). Returns the path."""
+        from .share import save_html
+
+        return save_html(path, self, title=title)
+
     # ---- large states: sent in pieces (see transport.offload_state) ----------------------------
     def get_state(self, key=None):
         """The serialised state, its heaviest traits replaced by placeholders when it would pass
