@@ -10,6 +10,7 @@ Views add the PNG to their notebook output next to the live widget (see
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import pathlib
@@ -45,6 +46,10 @@ class Picture:
         self.width = max(self.width, int(x + 0.6 * size * len(str(s)) + 8))
         self.shapes.append(("text", float(x), float(y), str(s), _rgb(color), int(size)))
 
+    def pixels(self, x, y, rgb, cell):
+        """An (h, w, 3) uint8 array drawn at (x, y), each value as a ``cell`` x ``cell`` square."""
+        self.shapes.append(("pixels", float(x), float(y), np.ascontiguousarray(rgb, np.uint8), int(cell)))
+
     def png(self) -> bytes:
         """The picture as PNG bytes (Pillow)."""
         from PIL import Image, ImageDraw, ImageFont
@@ -60,6 +65,10 @@ class Picture:
             elif kind == "circle":
                 _, cx, cy, r, fill = s
                 d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+            elif kind == "pixels":
+                _, x, y, rgb, cell = s
+                block = Image.fromarray(rgb, "RGB").resize((rgb.shape[1] * cell, rgb.shape[0] * cell), Image.NEAREST)
+                img.paste(block, (int(x), int(y)))
             elif kind == "line":
                 _, x1, y1, x2, y2, color, w = s
                 d.line([x1, y1, x2, y2], fill=color, width=max(int(round(w)), 1))
@@ -69,7 +78,7 @@ class Picture:
                     fonts[size] = ImageFont.load_default(size)
                 d.text((x, y), text, fill=color, font=fonts[size])
         buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=True)
+        img.save(buf, format="PNG")
         return buf.getvalue()
 
     def svg(self) -> str:
@@ -87,6 +96,15 @@ class Picture:
             elif kind == "circle":
                 _, cx, cy, r, fill = s
                 out.append(f'<circle cx="{cx:g}" cy="{cy:g}" r="{r:g}" fill="{_hex(fill)}"/>')
+            elif kind == "pixels":
+                _, x, y, rgb, cell = s
+                from PIL import Image
+
+                buf = io.BytesIO()
+                Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+                href = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+                out.append(f'<image x="{x:g}" y="{y:g}" width="{rgb.shape[1] * cell}" height="{rgb.shape[0] * cell}" '
+                           f'image-rendering="pixelated" style="image-rendering:pixelated" href="{href}"/>')
             elif kind == "line":
                 _, x1, y1, x2, y2, color, w = s
                 out.append(f'<line x1="{x1:g}" y1="{y1:g}" x2="{x2:g}" y2="{y2:g}" stroke="{_hex(color)}" '
@@ -194,16 +212,14 @@ def _layer_grid(w):
     pic.text(4, 4, f"LayerGrid: {w.title} · documents per region", size=13)
     dominant = counts.argmax(axis=1)
     colors = [_rgb(c) if isinstance(c, str) and c.startswith("#") else (100, 100, 100) for c in w.label_colors]
+    palette = np.array(colors or [(100, 100, 100)], float)
     for L in range(n_layers):
         x0, y0 = gap + (L % cols) * (size + gap), 30 + (L // cols) * (size + 20)
         pic.text(x0, y0, _short(w.layer_names[L] if L < len(w.layer_names) else L, 14), (102, 102, 102), size=10)
-        top = max(float(per[L].max()), 1.0)
-        for r in range(g):
-            for c in range(g):
-                v = np.sqrt(per[L, r, c] / top)
-                base = colors[dominant[L, r, c]] if colors and per[L, r, c] else (200, 200, 200)
-                fill = tuple(int(255 - v * (255 - b)) for b in base)
-                pic.rect(x0 + c * cell, y0 + 14 + r * cell, cell, cell, fill, (238, 238, 238))
+        v = np.sqrt(per[L] / max(float(per[L].max()), 1.0))[..., None]
+        base = palette[dominant[L]]
+        base[per[L] == 0] = (200, 200, 200)
+        pic.pixels(x0, y0 + 14, np.round(255 - v * (255 - base)).astype(np.uint8), cell)
     return pic
 
 
