@@ -11,10 +11,12 @@ const check = process.argv.includes("--check");
 mkdirSync(out, { recursive: true });
 
 const entries = readdirSync(views).filter((f) => f.endsWith(".js")).sort();
+// other bundles: the host of pages saved with save_html
+const extra = { "share_host.js": join(here, "src", "share", "main.js") };
 const stale = [];
-for (const f of entries) {
+for (const f of [...entries, ...Object.keys(extra)]) {
   const result = await esbuild.build({
-    entryPoints: [join(views, f)],
+    entryPoints: [extra[f] ?? join(views, f)],
     bundle: true,
     format: "esm",
     minify: true,

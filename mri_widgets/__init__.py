@@ -47,6 +47,8 @@ _PUBLIC = {
     "FlowGraph": "mri_widgets.widgets.flow_graph",
     "Explorer": "mri_widgets.widgets.explorer",
     "Interventions": "mri_widgets.widgets.interventions",
+    # sharing
+    "save_html": "mri_widgets.widgets.share",
 }
 
 __all__ = ["__version__", *_PUBLIC, "datasets", "testing", "jobs"]

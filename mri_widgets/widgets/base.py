@@ -3,6 +3,7 @@ the shared selection, calls from the front end through anywidget's ``invoke``.""
 
 from __future__ import annotations
 
+import base64
 import functools
 import inspect
 import pathlib
@@ -159,6 +160,57 @@ class MRIWidget(anywidget.AnyWidget):
             self.error = ""
             for k, v in values.items():
                 setattr(self, k, v)
+
+    # ---- sharing ------------------------------------------------------------------------------
+    def save_html(self, path, *, title: str | None = None):
+        """Write this view into one standalone HTML file (offline, no kernel; see
+        :func:`mri_widgets.save_html` to put several linked views in one page). Returns the path."""
+        from .share import save_html
+
+        return save_html(path, self, title=title)
+
+    def picture(self):
+        """A static :class:`~mri_widgets.widgets.pictures.Picture` of what the view shows now, drawn in
+        Python from its data (tables, heatmaps, graphs); None for views without one."""
+        from .pictures import picture
+
+        return picture(self)
+
+    def _save_picture(self, path, fmt: str):
+        pic = self.picture()
+        if pic is None:
+            raise TypeError(f"{type(self).__name__} has no static picture; save it as a page with w.save_html(path)")
+        return pic.save(path, fmt)
+
+    def save_png(self, path):
+        """Save a PNG picture of the view's current data (drawn in Python with Pillow, no front end
+        needed). Returns the path; a TypeError for views without a picture."""
+        return self._save_picture(path, "png")
+
+    def save_svg(self, path):
+        """Save an SVG picture of the view's current data (drawn in Python, no front end needed)."""
+        return self._save_picture(path, "svg")
+
+    def _repr_mimebundle_(self, **kwargs):
+        """The live widget, plus a PNG of its current data for front ends that cannot show widgets
+        (GitHub, nbviewer, ``nbconvert --to html``); live front ends keep rendering the widget.
+        Turned off by ``mri_widgets.widgets.pictures.STATIC_IMAGES = False``."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        from . import pictures
+
+        if not pictures.STATIC_IMAGES or bundle is None:
+            return bundle
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
+        try:
+            pic = self.picture()
+            png = pic.png() if pic is not None else None
+        except Exception:  # a picture must never break showing the live view
+            png = None
+        if png is None:
+            return bundle
+        data = {**data, "image/png": base64.b64encode(png).decode("ascii")}
+        meta = {**(meta or {}), "image/png": {"width": pic.width, "height": pic.height}}
+        return data, meta
 
     # ---- large states: sent in pieces (see transport.offload_state) ----------------------------
     def get_state(self, key=None):
