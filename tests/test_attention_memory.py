@@ -188,3 +188,27 @@ def test_pattern_of_a_long_text_overview_and_tiles_equal_the_full_pattern(models
     s = w.pattern(0, 1, example=0)
     assert s["overview"] is None
     np.testing.assert_allclose(s["attn"], lm.capture([SAMPLE_TEXTS[0]], ("attn",))["attn"][0, 0, 1].numpy(), atol=1e-6)
+
+
+def test_unknown_attention_rules_fall_back_to_the_models_probabilities(models, monkeypatch):
+    """A model whose rules are not known (a custom family): the eager path, same results."""
+    from mri_widgets.models.adapters import AdapterError
+    from mri_widgets.widgets.head_map import HeadMap
+
+    lm = _lm(models, "gpt_neo")
+    texts = [LONG, SAMPLE_TEXTS[1]]
+    want = heads.head_stats(lm, texts, max_length=150)
+    w_new = HeadMap(lm, texts, max_length=150)
+
+    def unknown(adapter):
+        raise AdapterError("not known")
+    monkeypatch.setattr(A, "attention_rules", unknown)
+    got = heads.head_stats(lm, texts, max_length=150)
+    np.testing.assert_allclose(got.distances, want.distances, rtol=1e-4, atol=1e-5)
+    w = HeadMap(lm, texts, max_length=150)
+    p, p_new = w.pattern(1, 3, example=0), w_new.pattern(1, 3, example=0)
+    assert w._rules is False and p["block"] == p_new["block"]
+    np.testing.assert_allclose(p["overview"], p_new["overview"], atol=1e-6)
+    np.testing.assert_allclose(w.pattern_tile(1, 3, 80, 150, 20, 100, example=0)["attn"],
+                               w_new.pattern_tile(1, 3, 80, 150, 20, 100, example=0)["attn"], atol=1e-6)
+    np.testing.assert_allclose(w.pattern(0, 0, example=1)["attn"], w_new.pattern(0, 0, example=1)["attn"], atol=1e-6)

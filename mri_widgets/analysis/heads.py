@@ -389,7 +389,7 @@ class _StreamHeadReducer(_HeadReducer):
 def _stream_estimate(lm, lengths, batch_size, block_bytes: int = BLOCK_BYTES):
     """``m -> {device: bytes}`` of :func:`head_stats` streaming texts truncated to ``m`` tokens."""
     from ..models.attention import device_name, dtype_bytes
-    from ..models.capture import BATCH_TOKENS, _token_bytes, plan_batches
+    from ..models.capture import _token_bytes, plan_batches
 
     ad = lm.adapter
     dev = device_name(ad)

@@ -229,7 +229,7 @@ class HeadMap(AblationControls):
                 raise IndexError(f"{what} {a}..{b} out of range: the text has {n} tokens (0 <= start < end <= {n})")
             if b - a > MAX_PATTERN_TOKENS:
                 raise ValueError(f"a tile spans at most {MAX_PATTERN_TOKENS} {what}, got {b - a}: ask for a smaller window")
-        rows = _rows(q, k, rule, head, q0, q1, max(k1, q1) if rule.causal else n)
+        rows = _rows(q, k, rule, head, q0, q1, max(k1, q1) if rule is not None and rule.causal else n)
         tile = np.zeros((q1 - q0, k1 - k0), dtype=np.float32)
         kk = min(k1, rows.shape[1])
         if kk > k0:
