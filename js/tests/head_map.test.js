@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import headMap, { layoutPoints, pointsInRect } from "../src/views/head_map.js";
+import headMap, { centredWindow, layoutPoints, pointsInRect } from "../src/views/head_map.js";
 import { MockModel, enc, mount, commandCalls, commandReply } from "./mock_model.js";
 
 // 2 layers x 2 heads at the corners of a square
@@ -96,6 +96,45 @@ describe("HeadMap view", () => {
     expect(model.get("example")).toBe(1);
     const again = commandCalls(model);
     expect(again.at(-1)).toMatchObject({ name: "pattern", msg: { layer: 1, head: 1, example: 1 } });
+  });
+
+  it("a long text: overview canvas, the window's exact tile fetched with pattern_tile, click moves it", async () => {
+    const { model, el } = await setup();
+    const pt = el.querySelectorAll("circle.mri-hm-pt")[1]; // layer 0, head 1
+    mouse(pt, "mousedown", 10, 10);
+    mouse(pt, "mouseup", 10, 10);
+    const n = 300, m = 150;
+    const tokens = Array.from({ length: n }, (_, i) => `t${i}`);
+    const ov = new Float32Array(m * m).fill(0.5);
+    model.receive(...commandReply(commandCalls(model)[0].id, { result: { tokens, attn: null, overview: { dtype: "float32", shape: [m, m] },
+      block: 2, n_tokens: n, truncated: false, layer: 0, head: 1, example: 0 }, buffer_paths: [["result", "overview", "view"]] },
+    [new DataView(ov.buffer)]));
+    await tick();
+    expect(el.querySelector("canvas.mri-hm-overview").dataset.n).toBe("300");
+    let call = commandCalls(model).at(-1);
+    expect(call).toMatchObject({ name: "pattern_tile", msg: { layer: 0, head: 1, example: 0, q0: 0, q1: 64, k0: 0, k1: 64 } });
+    const tile = new Float32Array(64 * 64).map((_, i) => i / 4096);
+    model.receive(...commandReply(call.id, { result: { attn: { dtype: "float32", shape: [64, 64] }, q0: 0, k0: 0, q1: 64, k1: 64 },
+      buffer_paths: [["result", "attn", "view"]] }, [new DataView(tile.buffer)]));
+    await tick();
+    expect(el.querySelectorAll("rect.mri-hm-cell").length).toBe(64 * 64);
+    expect(el.querySelector(".mri-hm-qlabel").textContent).toBe("t0");
+    // pan right by half a window
+    el.querySelectorAll("button.mri-hm-pan")[1].click();
+    call = commandCalls(model).at(-1);
+    expect(call.msg).toMatchObject({ q0: 0, q1: 64, k0: 32, k1: 96 });
+    model.receive(...commandReply(call.id, { result: { attn: { dtype: "float32", shape: [64, 64] }, q0: 0, k0: 32, q1: 64, k1: 96 },
+      buffer_paths: [["result", "attn", "view"]] }, [new DataView(tile.buffer)]));
+    await tick();
+    const first = el.querySelector("rect.mri-hm-cell");
+    expect([first.dataset.q, first.dataset.k]).toEqual(["0", "32"]);
+    expect(el.querySelector(".mri-hm-klabel").textContent).toBe("t32");
+  });
+
+  it("centres windows inside the pattern", () => {
+    expect(centredWindow(0, 0, 64, 300)).toEqual({ q0: 0, k0: 0, size: 64 });
+    expect(centredWindow(299, 150, 64, 300)).toEqual({ q0: 236, k0: 118, size: 64 });
+    expect(centredWindow(5, 5, 64, 40)).toEqual({ q0: 0, k0: 0, size: 40 });
   });
 
   it("follows a head selected elsewhere", async () => {

@@ -29,6 +29,7 @@ __all__ = [
     "js_divergence",
     "pairwise_head_js",
     "attention_score_sums",
+    "block_score_sums",
     "head_stats",
     "head_distances",
     "head_scores",
@@ -100,17 +101,21 @@ def _xlogx(x: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_head_js(attn, *, eps: float = JS_SMOOTHING, max_elements: int = 1 << 22,
-                     dtype=torch.float32) -> torch.Tensor:
+                     dtype=torch.float32, n_keys: Optional[int] = None) -> torch.Tensor:
     """Summed Jensen-Shannon divergence between every pair of heads of one example.
 
     Parameters
     ----------
     attn : (n_heads, n, n) array or tensor of attention probabilities of the real tokens of one
         example (rows = queries, columns = keys); heads of all layers may be stacked on axis 0.
+        With ``n_keys``: (n_heads, rows, k) for a block of query rows over the first ``k`` of
+        ``n_keys`` keys (the keys left out must be zero in every head, as a causal model's
+        future keys are): summing the blocks of a text's rows gives its full result.
     eps : smoothing (:data:`JS_SMOOTHING`)
     max_elements : bound on the size of the (chunk, n_heads, n, n) temporaries; pairs are
         processed in chunks of heads so that memory stays ~ ``max_elements`` floats.
     dtype : computation precision (float32 by default; float64 for reference values)
+    n_keys : the number of keys of the text (the smoothing's ``n``), for a block of rows
 
     Returns
     -------
@@ -125,12 +130,17 @@ def pairwise_head_js(attn, *, eps: float = JS_SMOOTHING, max_elements: int = 1 <
     equal in both heads of any pair and add nothing.
     """
     a = torch.as_tensor(attn)
-    if a.dim() != 3 or a.shape[1] != a.shape[2]:
-        raise HeadAnalysisError(f"attn must have shape (n_heads, n, n), got {tuple(a.shape)}")
+    if n_keys is None:
+        if a.dim() != 3 or a.shape[1] != a.shape[2]:
+            raise HeadAnalysisError(f"attn must have shape (n_heads, n, n), got {tuple(a.shape)}")
+        n_keys = a.shape[2]
+    elif a.dim() != 3 or a.shape[2] > n_keys:
+        raise HeadAnalysisError(f"attn must have shape (n_heads, rows, k) with k <= n_keys={n_keys}, "
+                                f"got {tuple(a.shape)}")
     if not 0 <= eps < 1:
         raise HeadAnalysisError(f"eps must be in [0, 1), got {eps!r}")
-    nh, n = a.shape[0], a.shape[1]
-    a = a.to(dtype).reshape(nh, n * n)
+    nh, n = a.shape[0], int(n_keys)
+    a = a.to(dtype).reshape(nh, -1)
     # entries that are zero in every head (future keys of a causal model) are equal after
     # smoothing in every pair, so they add exactly 0: keep the other columns only
     keep = (a != 0).any(0)
@@ -182,6 +192,33 @@ def attention_score_sums(attn) -> dict:
         "first": rows[..., 0].sum(-1).numpy(),
         "self": rows[..., torch.arange(n - 1), q].sum(-1).numpy(),
         "rows": n - 1,
+    }
+
+
+def block_score_sums(rows: torch.Tensor, q0: int) -> dict:
+    """:func:`attention_score_sums` of a block of query rows ``q0 .. q0 + r - 1`` (query 0 left out).
+
+    ``rows`` is (..., r, k): the rows' probabilities over the first ``k`` keys (later keys zero);
+    ``k`` must reach past the block's last query. Summing the blocks of a text gives
+    :func:`attention_score_sums` of its full pattern.
+    """
+    r, k = rows.shape[-2], rows.shape[-1]
+    if q0 == 0:
+        rows, q0, r = rows[..., 1:, :], 1, r - 1
+    if r <= 0:
+        z = np.zeros(tuple(rows.shape[:-2]))
+        return {"entropy": z, "previous": z.copy(), "first": z.copy(), "self": z.copy(), "rows": 0}
+    if q0 + r > k:
+        raise HeadAnalysisError(f"a block of rows {q0}..{q0 + r - 1} needs at least {q0 + r} keys, got {k}")
+    i = torch.arange(r, device=rows.device)
+    q = i + q0
+    ent = -_xlogx(rows).sum(-1, dtype=torch.float64)
+    return {
+        "entropy": ent.sum(-1).cpu().numpy(),
+        "previous": rows[..., i, q - 1].double().sum(-1).cpu().numpy(),
+        "first": rows[..., 0].double().sum(-1).cpu().numpy(),
+        "self": rows[..., i, q].double().sum(-1).cpu().numpy(),
+        "rows": r,
     }
 
 
@@ -299,6 +336,87 @@ class _HeadReducer:
         return HeadStats(D, scores, self.L, self.H, self.n_examples, self.n_rows, self.eps)
 
 
+#: Working memory of one block of query rows of every head (float32 bytes): the block's
+#: probabilities; the pairwise divergences add temporaries of ``4 * PAIR_ELEMENTS`` floats.
+BLOCK_BYTES = 128 * 2 ** 20
+#: bound on the pairwise divergence temporaries (elements), see :func:`pairwise_head_js`
+PAIR_ELEMENTS = 1 << 22
+
+
+class _StreamHeadReducer(_HeadReducer):
+    """The same sums from queries and keys: each text's attention of every head is computed a block
+    of query rows at a time (:func:`~mri_widgets.models.attention.attention_rows`) and reduced at
+    once, so memory is linear in the length, never (layers, heads, seq, seq)."""
+
+    def __init__(self, n_layers: int, n_heads: int, eps: float, rules: list, block_bytes: int = BLOCK_BYTES):
+        super().__init__(n_layers, n_heads, eps)
+        self.rules = rules
+        self.block_bytes = block_bytes
+
+    def __call__(self, batch) -> None:
+        qa, ka = batch.acts["q"], batch.acts["k"]  # (b, L, H, seq, dh), padded right
+        for i, n in enumerate(batch.mask.sum(1).tolist()):
+            self.add_text(qa[i, :, :, :n], ka[i, :, :, :n])
+
+    def add_text(self, q: torch.Tensor, k: torch.Tensor) -> None:
+        """Add one text: ``q``, ``k`` (n_layers, n_heads, n, d_head) of its real tokens."""
+        from ..models.attention import attention_rows
+
+        L, H = self.L, self.H
+        n = q.shape[2]
+        causal = all(r.causal for r in self.rules)
+        # rows per block: the block's probabilities within block_bytes, and the pairwise temporaries
+        # of one head against all (L * H, rows * keys) within PAIR_ELEMENTS
+        bq = max(1, min(n, self.block_bytes // (4 * L * H * n), PAIR_ELEMENTS // (L * H * n)))
+        dist = torch.zeros(L * H, L * H, dtype=torch.float64, device=q.device)
+        for q0 in range(0, n, bq):
+            q1 = min(n, q0 + bq)
+            k_end = q1 if causal else n
+            P = torch.empty(L, H, q1 - q0, k_end, dtype=torch.float32, device=q.device)
+            for l, rule in enumerate(self.rules):
+                P[l] = attention_rows(q[l], k[l], rule, q0, q1, k_end)
+            dist += pairwise_head_js(P.view(L * H, q1 - q0, k_end), eps=self.eps, n_keys=n,
+                                     max_elements=PAIR_ELEMENTS).double()
+            s = block_score_sums(P, q0)
+            for key in SCORE_NAMES:
+                self.sums[key] += s[key]
+            self.n_rows += s["rows"]
+            del P
+        self.dist += dist.cpu()
+        self.n_examples += 1
+
+
+def _stream_estimate(lm, lengths, batch_size, block_bytes: int = BLOCK_BYTES):
+    """``m -> {device: bytes}`` of :func:`head_stats` streaming texts truncated to ``m`` tokens."""
+    from ..models.attention import device_name, dtype_bytes
+    from ..models.capture import _token_bytes, plan_batches
+
+    ad = lm.adapter
+    dev = device_name(ad)
+    db = dtype_bytes(ad)
+    L, H, dh = ad.n_layers, ad.n_heads, ad.d_head
+    layers = {"q": list(range(L)), "k": list(range(L))}
+    per_tok, _ = _token_bytes(ad, ("q", "k"), layers)
+
+    def est(m: int) -> dict:
+        ls = [min(x, m) for x in lengths]
+        batches = plan_batches(ls, batch_size=batch_size, bytes_per_token=per_tok)
+        b_tok = max(len(bt) * max(ls[i] for i in bt) for bt in batches)
+        # q and k of every layer: the model's tensors and the stacked copy; GQA expanded
+        qk = 2 * 2 * b_tok * L * H * dh * db
+        # the forward pass: a few residual-width activations, and one layer's (heads, seq, seq)
+        # scores where the attention kernel materialises them (padded batches)
+        fwd = 8 * b_tok * max(ad.d_model, ad.d_mlp) * db
+        if any(len({ls[i] for i in bt}) > 1 for bt in batches):  # padded: the kernel gets a mask and
+            fwd += b_tok * m * H * db  # may materialise one layer's scores
+        # one block (within PAIR_ELEMENTS), its filtered, smoothed and p log p copies, the pairwise
+        # temporaries, the (L*H)^2 sums
+        blk = min(block_bytes, 4 * PAIR_ELEMENTS + 4 * L * H * m)
+        work = 4 * blk + 6 * 4 * (PAIR_ELEMENTS + L * H * m) + (L * H) ** 2 * 8 * 2
+        return {dev: qk + fwd + work}
+    return est
+
+
 def head_stats(model, texts, *, batch_size: Optional[int] = None, max_length: Optional[int] = None,
                eps: float = JS_SMOOTHING, progress: Optional[bool] = None) -> HeadStats:
     """Head distances and per-head scores in one streaming pass over ``texts``.
@@ -317,10 +435,40 @@ def head_stats(model, texts, *, batch_size: Optional[int] = None, max_length: Op
     -------
     HeadStats
     """
+    from ..models.adapters import AdapterError
+    from ..models.attention import attention_rules, check_fits
+
     lm = as_loaded_model(model)
-    red = _HeadReducer(lm.n_layers, lm.n_heads, eps)
-    lm.capture(texts, ("attn",), batch_size=batch_size, max_length=max_length, reducer=red, progress=progress)
+    try:
+        rules = attention_rules(lm.adapter)
+    except AdapterError:  # unknown attention rules: the model's own probabilities, a batch at a time
+        rules = None
+    if rules is None:
+        red = _HeadReducer(lm.n_layers, lm.n_heads, eps)
+        lm.capture(texts, ("attn",), batch_size=batch_size, max_length=max_length, reducer=red, progress=progress)
+        return red.result()
+    from ..models.capture import max_positions
+
+    lengths = _token_lengths(lm, texts, max_length)
+    limit = max_positions(lm.adapter)
+    if max_length is not None or limit is None or max(lengths) <= limit:  # else capture names max_length
+        check_fits(_stream_estimate(lm, lengths, batch_size), max(lengths),
+                   what=f"head_stats over {len(lengths)} text(s) ({lm.n_layers} layers x {lm.n_heads} heads)")
+    red = _StreamHeadReducer(lm.n_layers, lm.n_heads, eps, rules)
+    lm.capture(texts, ("q", "k"), batch_size=batch_size, max_length=max_length, reducer=red, progress=progress)
     return red.result()
+
+
+def _token_lengths(lm, texts, max_length) -> list:
+    """Token count of each text (after truncation to ``max_length``)."""
+    from ..models.capture import check_texts
+
+    texts = check_texts(texts)
+    kw = {"truncation": True, "max_length": int(max_length)} if max_length else {}
+    enc = lm.tokenizer(texts, **kw)
+    if "attention_mask" in enc:
+        return [int(sum(m)) for m in enc["attention_mask"]]
+    return [len(ids) for ids in enc["input_ids"]]
 
 
 def head_distances(model, texts, *, batch_size: Optional[int] = None, max_length: Optional[int] = None,

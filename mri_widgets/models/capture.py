@@ -332,6 +332,55 @@ def plan_batches(lengths: Sequence[int], *, batch_size: Optional[int] = None, ma
     return batches
 
 
+def _attention_estimate(adapter: Adapter, sites, layer_sel, lengths, batch_size, batch_tokens, materialise: bool):
+    """``m -> {device: bytes}``: the memory of a capture with site ``"attn"`` of texts truncated to ``m``.
+
+    The model returns every layer's probabilities (model dtype); they are stacked (the selected
+    layers), and when materialised copied to float32, padded, and stored in the result of all texts
+    (CPU). One layer's eager scores and softmax temporaries come on top."""
+    from .attention import device_name, dtype_bytes
+
+    dev = device_name(adapter)
+    db = dtype_bytes(adapter)
+    H, L = adapter.n_heads, adapter.n_layers
+    per_tok, per_pair = _token_bytes(adapter, sites, layer_sel)
+    n_texts = len(lengths)
+
+    def est(m: int) -> dict:
+        ls = [min(x, m) for x in lengths]
+        batches = plan_batches(ls, batch_size=batch_size, bytes_per_token=per_tok, bytes_per_pair=per_pair,
+                               max_tokens=BATCH_TOKENS if batch_tokens is None else batch_tokens,
+                               max_bytes=BATCH_BYTES if batch_tokens is None else 1 << 62)
+        worst = max(len(b) * max(ls[i] for i in b) ** 2 for b in batches)  # b * seq^2 of the largest batch
+        stacked = worst * (per_pair // 4) * db
+        # during the forward pass: every layer's probabilities, one layer's scores and softmax
+        # temporaries; then the stacked copy of the selected layers
+        model_side = worst * (L * H * db + 3 * H * 4) + stacked
+        if not materialise:
+            return {dev: model_side}
+        seq = max(ls)
+        host = n_texts * (seq * per_tok + seq * seq * per_pair) + worst * per_pair  # result + padded copy
+        if dev == "cpu":  # the stacked batch is still alive while it is copied into the result
+            return {"cpu": max(model_side, stacked + host)}
+        return {dev: model_side, "cpu": host}
+    return est
+
+
+def _check_attention_memory(adapter, sites, layer_sel, lengths, batch_size, batch_tokens, materialise) -> None:
+    """Raise :class:`~mri_widgets.models.attention.AttentionMemoryError` before a capture with site
+    ``"attn"`` that would not fit in memory, naming a ``max_length`` that does."""
+    from .attention import check_fits
+
+    n_l = len(layer_sel["attn"])
+    hint = ("; or capture fewer layers (layers=), or stream it (reducer=)" if materialise else
+            "; or capture fewer layers (layers=)")
+    hint += ("; head analyses (mri_widgets.head_stats, head_distances, HeadMap) compute attention in "
+             "blocks of query rows and need far less")
+    check_fits(_attention_estimate(adapter, sites, layer_sel, lengths, batch_size, batch_tokens, materialise),
+               max(lengths), what=f"capturing site 'attn' ({len(lengths)} text(s), {n_l} layers x "
+               f"{adapter.n_heads} heads of (seq x seq) probabilities)", hint=hint)
+
+
 def _pad_rows(rows: list, width: int, value: int) -> torch.Tensor:
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for r, row in enumerate(rows):
@@ -401,6 +450,9 @@ def run_capture(
                            max_bytes=BATCH_BYTES if batch_tokens is None else 1 << 62)
 
     n_texts, seq_all = len(texts), max(lengths)
+    if "attn" in sites:
+        _check_attention_memory(adapter, sites, layer_sel, lengths, batch_size, batch_tokens,
+                                materialise=reducer is None)
     show = (len(batches) > 1) if progress is None else progress
     final: dict = {}
     mask_all = torch.zeros((n_texts, seq_all), dtype=torch.bool)

@@ -14,10 +14,53 @@ from .base import NDArray, array_serialization, command
 from .interventions import AblationControls
 from .selection import Selection
 
-__all__ = ["HeadMap"]
+__all__ = ["HeadMap", "overview_pattern", "MAX_PATTERN_TOKENS", "OVERVIEW_CELLS"]
 
-#: longest attention pattern sent to the view (tokens); longer examples show their first tokens
+#: longest attention pattern sent whole to the view (tokens); longer texts come as an overview
+#: plus exact tiles of at most this many tokens a side (:meth:`HeadMap.pattern_tile`)
 MAX_PATTERN_TOKENS = 128
+#: most cells a side of the overview of a long text's pattern
+OVERVIEW_CELLS = 192
+
+
+def _rows(q, k, rule, head: int, q0: int, q1: int, k_end: int):
+    """Rows ``q0 .. q1 - 1`` over keys ``0 .. k_end - 1`` of one head (float32 CPU tensor); with
+    ``rule`` None, ``q`` is the head's captured (H, n, n) attention and ``k`` is unused."""
+    import torch
+
+    if rule is None:
+        return q[head, q0:q1, :k_end].float().cpu()
+    from ..models.attention import attention_rows
+
+    with torch.inference_mode():
+        return attention_rows(q[head], k[head], rule, q0, q1, k_end if rule.causal else None).cpu()
+
+
+def overview_pattern(rows, n: int, cells: int = OVERVIEW_CELLS):
+    """Downsampled (m, m) pattern of ``n`` tokens: block maxima of ``block`` x ``block`` pairs.
+
+    ``rows(q0, q1, k_end)`` gives the probabilities of query rows ``q0 .. q1 - 1`` over keys
+    ``0 .. k_end - 1`` (later keys are zero); they are asked for a band of rows at a time, so memory
+    stays ~ ``block * n`` floats. Returns ``(overview, block)`` with ``block = ceil(n / cells)``
+    and ``m = ceil(n / block)``; cell ``(i, j)`` is the largest probability of queries
+    ``i * block ..`` and keys ``j * block ..`` (the maximum keeps sharp, thin patterns visible).
+    """
+    import torch
+
+    block = max(1, -(-n // cells))
+    m = -(-n // block)
+    out = np.zeros((m, m), dtype=np.float32)
+    band = block * max(1, (1 << 22) // (block * n))  # rows per band: ~4M floats
+    for q0 in range(0, n, band):
+        q1 = min(n, q0 + band)
+        r = rows(q0, q1, n)  # (q1 - q0, <= n)
+        kn = r.shape[1]
+        pad_q = (-(q1 - q0)) % block
+        pad_k = m * block - kn
+        r = torch.nn.functional.pad(r, (0, pad_k, 0, pad_q))
+        mx = r.reshape(r.shape[0] // block, block, m, block).amax(dim=(1, 3))
+        out[q0 // block: q0 // block + mx.shape[0]] = mx.numpy()
+    return out, block
 
 
 class HeadMap(AblationControls):
@@ -89,6 +132,8 @@ class HeadMap(AblationControls):
         self._texts = check_texts(texts)
         self._max_length = max_length
         self._cache: OrderedDict = OrderedDict()
+        self._overviews: OrderedDict = OrderedDict()
+        self._rules = None
         self.stats: HeadStats = head_stats(self._lm, self._texts, batch_size=batch_size, max_length=max_length)
         self.coords = self.stats.embedding(2)
         super().__init__(selection=selection)
@@ -130,33 +175,107 @@ class HeadMap(AblationControls):
     def pattern(self, layer: int, head: int, example: Optional[int] = None) -> dict:
         """Attention pattern of head ``(layer, head)`` on example ``example`` (default: :attr:`example`).
 
+        Texts of at most :data:`MAX_PATTERN_TOKENS` tokens come whole; longer ones come as an
+        overview (each cell the largest probability of a block of ``block`` x ``block`` (query,
+        key) pairs, at most :data:`OVERVIEW_CELLS` cells a side) whose windows the view fetches
+        exactly with :meth:`pattern_tile`. Nothing of size (layers, heads, seq, seq) is computed:
+        the head's rows come from its queries and keys, a block of rows at a time.
+
         Returns
         -------
-        dict ``tokens`` (list of str), ``attn`` ((n, n) float32, rows = queries), ``layer``,
-        ``head``, ``example``, ``n_tokens`` and ``truncated`` (only the first
-        :data:`MAX_PATTERN_TOKENS` tokens are sent).
+        dict ``tokens`` (every token, str), ``n_tokens``, ``layer``, ``head``, ``example``,
+        ``attn`` ((n, n) float32, rows = queries; None for a long text), ``overview``
+        ((m, m) float32 block maxima; None for a short text), ``block`` (tokens per overview
+        cell) and ``truncated`` (False: no text is cut).
         """
         layer, head = self._check_head(layer, head)
         ex = self.example if example is None else example
         ex = self._check_example(ex)
-        tokens, attn = self._attention(ex)
+        tokens, q, k, rule = self._queries_keys(ex, layer)
         n = len(tokens)
-        m = min(n, MAX_PATTERN_TOKENS)
-        return {"tokens": tokens[:m], "attn": np.ascontiguousarray(attn[layer, head, :m, :m], dtype=np.float32),
-                "layer": layer, "head": head, "example": ex, "n_tokens": n, "truncated": n > m}
+        out = {"tokens": tokens, "layer": layer, "head": head, "example": ex, "n_tokens": n, "truncated": False,
+               "attn": None, "overview": None, "block": 1}
+        if n <= MAX_PATTERN_TOKENS:
+            out["attn"] = np.ascontiguousarray(_rows(q, k, rule, head, 0, n, n).numpy(), dtype=np.float32)
+            return out
+        out["overview"], out["block"] = self._overview(ex, layer, head, q, k, rule)
+        return out
 
-    def _attention(self, ex: int):
-        hit = self._cache.get(ex)
+    @command
+    def pattern_tile(self, layer: int, head: int, q0: int, q1: int, k0: int, k1: int,
+                     example: Optional[int] = None) -> dict:
+        """The exact attention of head ``(layer, head)`` for queries ``q0 .. q1 - 1`` and keys
+        ``k0 .. k1 - 1`` of example ``example`` (default: :attr:`example`): the zoomed window of a
+        long text's pattern. At most :data:`MAX_PATTERN_TOKENS` a side.
+
+        Returns
+        -------
+        dict ``attn`` ((q1 - q0, k1 - k0) float32, equal to that slice of the full pattern),
+        ``q0``, ``q1``, ``k0``, ``k1``, ``layer``, ``head``, ``example``, ``n_tokens``.
+        """
+        layer, head = self._check_head(layer, head)
+        ex = self.example if example is None else example
+        ex = self._check_example(ex)
+        tokens, q, k, rule = self._queries_keys(ex, layer)
+        n = len(tokens)
+        bounds = []
+        for name, v in (("q0", q0), ("q1", q1), ("k0", k0), ("k1", k1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+            bounds.append(int(v))
+        q0, q1, k0, k1 = bounds
+        for a, b, what in ((q0, q1, "queries"), (k0, k1, "keys")):
+            if not 0 <= a < b <= n:
+                raise IndexError(f"{what} {a}..{b} out of range: the text has {n} tokens (0 <= start < end <= {n})")
+            if b - a > MAX_PATTERN_TOKENS:
+                raise ValueError(f"a tile spans at most {MAX_PATTERN_TOKENS} {what}, got {b - a}: ask for a smaller window")
+        rows = _rows(q, k, rule, head, q0, q1, max(k1, q1) if rule is not None and rule.causal else n)
+        tile = np.zeros((q1 - q0, k1 - k0), dtype=np.float32)
+        kk = min(k1, rows.shape[1])
+        if kk > k0:
+            tile[:, : kk - k0] = rows[:, k0:kk].numpy()
+        return {"attn": tile, "q0": q0, "q1": q1, "k0": k0, "k1": k1, "layer": layer, "head": head,
+                "example": ex, "n_tokens": n}
+
+    def _queries_keys(self, ex: int, layer: int):
+        """Tokens, (H, n, d_head) queries and keys of one layer, and its rule (cached per example and layer)."""
+        from ..models.attention import attention_rules
+
+        key = (ex, layer)
+        hit = self._cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(ex)
+            self._cache.move_to_end(key)
             return hit
-        cap = self._lm.capture([self._texts[ex]], ("attn",), max_length=self._max_length, progress=False)
-        n = int(cap.mask[0].sum())
-        value = (list(cap.tokens[0]), cap["attn"][0, :, :, :n, :n].numpy())
-        self._cache[ex] = value
-        while len(self._cache) > 4:
+        if self._rules is None:
+            from ..models.adapters import AdapterError
+            try:
+                self._rules = attention_rules(self._lm.adapter)
+            except AdapterError:
+                self._rules = False
+        if self._rules is False:  # unknown rules: the model's own probabilities of that layer
+            cap = self._lm.capture([self._texts[ex]], ("attn",), layers=[layer], max_length=self._max_length,
+                                   progress=False)
+            n = int(cap.mask[0].sum())
+            value = (list(cap.tokens[0]), cap["attn"][0, 0, :, :n, :n], None, None)
+        else:
+            cap = self._lm.capture([self._texts[ex]], ("q", "k"), layers=[layer], max_length=self._max_length,
+                                   progress=False)
+            n = int(cap.mask[0].sum())
+            value = (list(cap.tokens[0]), cap["q"][0, 0, :, :n], cap["k"][0, 0, :, :n], self._rules[layer])
+        self._cache[key] = value
+        while len(self._cache) > 8:
             self._cache.popitem(last=False)
         return value
+
+    def _overview(self, ex, layer, head, q, k, rule):
+        key = (ex, layer, head)
+        hit = self._overviews.get(key)
+        if hit is None:
+            n = q.shape[1] if rule is not None else q.shape[-1]
+            hit = self._overviews[key] = overview_pattern(lambda a, b, c: _rows(q, k, rule, head, a, b, c), n)
+            while len(self._overviews) > 16:
+                self._overviews.popitem(last=False)
+        return hit
 
     # ---- validation --------------------------------------------------------------------------
     def _check_head(self, layer, head) -> tuple:

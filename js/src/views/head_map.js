@@ -1,6 +1,7 @@
 // HeadMap: attention heads placed by MDS of their attention distances, coloured by layer (or a
 // score). Hover: scores. Drag: pick heads (shift adds) -> model "picked". Click: select the head
-// (selection.layer / selection.head) and show its attention pattern (fetched from Python with invoke "pattern").
+// (selection.layer / selection.head) and show its attention pattern (fetched from Python with invoke "pattern");
+// a long text's pattern is an overview canvas plus exact windows fetched with invoke "pattern_tile".
 import { defineView } from "../lib/widget.js";
 import { h, tooltip, showToken, notice, fmt } from "../lib/dom.js";
 import { sequential, viridis } from "../lib/colors.js";
@@ -10,6 +11,7 @@ const SVGNS = "http://www.w3.org/2000/svg";
 const SIZE = 420; // scatter side (px, viewBox units)
 const PAD = 16;
 const PATTERN = 380; // heatmap side budget (px)
+const TILE = 520; // side budget of a long text's zoomed window (px): 64 tokens keep their labels
 
 const CSS = `
 .mri-head_map .mri-hm-row { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
@@ -308,35 +310,42 @@ async function showPattern(ctx, layer, head) {
   const i = layer * data.n_heads + head;
   const s = data.scores;
   st.patTitle.textContent = `Layer ${layer}, head ${head} · entropy ${fmt(s.entropy.data[i], 2)} · previous ${fmt(s.previous.data[i], 2)} · first ${fmt(s.first.data[i], 2)} · self ${fmt(s.self.data[i], 2)}`;
-  st.patBody.replaceChildren(heatmap(ctx, res));
+  st.patBody.replaceChildren(res.attn ? heatmap(ctx, res) : longPattern(ctx, res));
 }
 
-/** Tokens x tokens heatmap (rows: queries, columns: keys) with token labels. */
-export function heatmap(ctx, res) {
+/**
+ * Tokens x tokens heatmap (rows: queries, columns: keys) with token labels. `res.attn` holds the
+ * rows `res.q0 ..` and columns `res.k0 ..` (default 0) of the pattern; `res.tokens` are all tokens.
+ */
+export function heatmap(ctx, res, budget = PATTERN) {
   const tokens = res.tokens || [];
-  const n = tokens.length;
+  const q0 = res.q0 || 0, k0 = res.k0 || 0;
+  const shape = res.attn.shape || [tokens.length, tokens.length];
+  const nq = shape[0], nk = shape[1];
   const A = res.attn.data;
-  const cell = Math.max(4, Math.min(18, Math.floor(PATTERN / Math.max(1, n))));
+  const cell = Math.max(4, Math.min(18, Math.floor(budget / Math.max(1, nq, nk))));
   const showLabels = cell >= 8;
-  const lab = showLabels ? Math.min(110, 8 + 6.5 * Math.max(...tokens.map((t) => Math.min(14, showToken(t).length)))) : 4;
-  const W = lab + n * cell + 4, Hh = lab + n * cell + 4;
-  const root = svg("svg", { class: "mri-hm-heatmap", width: W, height: Hh, viewBox: `0 0 ${W} ${Hh}`, "data-n": n });
+  const shown = tokens.slice(q0, q0 + nq).concat(tokens.slice(k0, k0 + nk));
+  const lab = showLabels ? Math.min(110, 8 + 6.5 * Math.max(...shown.map((t) => Math.min(14, showToken(t).length)))) : 4;
+  const W = lab + nk * cell + 4, Hh = lab + nq * cell + 4;
+  const root = svg("svg", { class: "mri-hm-heatmap", width: W, height: Hh, viewBox: `0 0 ${W} ${Hh}`, "data-n": tokens.length,
+    "data-q0": q0, "data-k0": k0, "data-rows": nq, "data-cols": nk });
   const short = (t) => { const s = showToken(t); return s.length > 14 ? `${s.slice(0, 13)}…` : s; };
   if (showLabels) {
-    for (let q = 0; q < n; q++) {
-      root.appendChild(svg("text", { x: lab - 4, y: lab + q * cell + cell * 0.72, "text-anchor": "end", "font-size": Math.min(11, cell - 1), class: "mri-hm-qlabel" }, short(tokens[q])));
+    for (let q = 0; q < nq; q++) {
+      root.appendChild(svg("text", { x: lab - 4, y: lab + q * cell + cell * 0.72, "text-anchor": "end", "font-size": Math.min(11, cell - 1), class: "mri-hm-qlabel" }, short(tokens[q0 + q])));
     }
-    for (let k = 0; k < n; k++) {
+    for (let k = 0; k < nk; k++) {
       const x = lab + k * cell + cell * 0.7, y = lab - 4;
-      root.appendChild(svg("text", { x, y, "text-anchor": "start", "font-size": Math.min(11, cell - 1), transform: `rotate(-60 ${x} ${y})`, class: "mri-hm-klabel" }, short(tokens[k])));
+      root.appendChild(svg("text", { x, y, "text-anchor": "start", "font-size": Math.min(11, cell - 1), transform: `rotate(-60 ${x} ${y})`, class: "mri-hm-klabel" }, short(tokens[k0 + k])));
     }
   }
   const g = svg("g");
-  for (let q = 0; q < n; q++) {
-    for (let k = 0; k < n; k++) {
-      const v = A[q * n + k];
+  for (let q = 0; q < nq; q++) {
+    for (let k = 0; k < nk; k++) {
+      const v = A[q * nk + k];
       g.appendChild(svg("rect", { class: "mri-hm-cell", x: lab + k * cell, y: lab + q * cell, width: cell, height: cell,
-        fill: sequential(Math.sqrt(Math.max(0, v))), "data-q": q, "data-k": k }));
+        fill: sequential(Math.sqrt(Math.max(0, v))), "data-q": q0 + q, "data-k": k0 + k }));
     }
   }
   root.appendChild(g);
@@ -348,13 +357,119 @@ export function heatmap(ctx, res) {
     if (hot) hot.classList.remove("mri-hm-hot");
     hot = t; t.classList.add("mri-hm-hot");
     const q = Number(t.dataset.q), k = Number(t.dataset.k);
-    tip.show(e.clientX, e.clientY, `query #${q} ${JSON.stringify(tokens[q])}\nkey #${k} ${JSON.stringify(tokens[k])}\nattention: ${fmt(A[q * n + k])}`);
+    tip.show(e.clientX, e.clientY, `query #${q} ${JSON.stringify(tokens[q])}\nkey #${k} ${JSON.stringify(tokens[k])}\nattention: ${fmt(A[(q - q0) * nk + (k - k0)])}`);
   });
   g.addEventListener("mouseleave", () => { if (hot) hot.classList.remove("mri-hm-hot"); hot = null; tip.hide(); });
   const wrap = h("div", {}, root);
-  if (res.truncated) wrap.appendChild(h("div", { class: "mri-muted" }, `first ${n} of ${res.n_tokens} tokens`));
   wrap.appendChild(h("div", { class: "mri-muted" }, "rows: queries, columns: keys; colour: √attention"));
   return wrap;
+}
+
+/** The window of `size` tokens a side centred on (q, k), kept inside the n x n pattern. */
+export function centredWindow(q, k, size, n) {
+  const s = Math.min(size, n);
+  const clamp = (x) => Math.max(0, Math.min(n - s, Math.round(x - s / 2)));
+  return { q0: clamp(q), k0: clamp(k), size: s };
+}
+
+/** Draw the (m, m) overview on a canvas: one square of `px` pixels per cell, colour √(block maximum). */
+export function drawOverview(canvas, ov, px) {
+  const m = ov.shape[0];
+  const c2 = canvas.getContext?.("2d");
+  if (!c2) return;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < m; j++) {
+      c2.fillStyle = sequential(Math.sqrt(Math.max(0, ov.data[i * m + j])));
+      c2.fillRect(j * px, i * px, px, px);
+    }
+  }
+}
+
+/**
+ * A long text's pattern: the whole of it downsampled on a canvas (block maxima) with the zoomed
+ * window outlined, and that window's exact attention fetched from Python ("pattern_tile") and
+ * drawn cell by cell with its tokens. Click the overview to move the window there; the arrows pan.
+ */
+function longPattern(ctx, res) {
+  const { state: st } = ctx;
+  const n = res.n_tokens, block = res.block, ov = res.overview;
+  const m = ov.shape[0];
+  const px = Math.max(1, Math.floor(PATTERN / m));
+  const side = m * px;
+  const base = h("canvas", { class: "mri-hm-overview", width: side, height: side, "data-n": n, "data-block": block,
+    style: { position: "absolute", left: "0", top: "0" } });
+  const over = h("canvas", { class: "mri-hm-window", width: side, height: side,
+    style: { position: "absolute", left: "0", top: "0", cursor: "crosshair" } });
+  drawOverview(base, ov, px);
+  const box = h("div", { class: "mri-hm-overview-box", style: { position: "relative", width: `${side}px`, height: `${side}px` } }, base, over);
+  const sizeSel = h("select", { class: "mri-hm-window-size" }, ...[32, 64, 128].map((s) => h("option", { value: s }, String(s))));
+  const win = st.window && st.window.n === n ? st.window : { q0: 0, k0: 0, size: 64, n };
+  sizeSel.value = String(win.size);
+  const where = h("span", { class: "mri-status mri-hm-where" });
+  const tileBody = h("div", { class: "mri-hm-tile" });
+  const btn = (label, dq, dk) => h("button", { class: "mri-hm-pan", title: "pan the window", onclick: () => {
+    const s = st.window.size;
+    go(st.window.q0 + dq * s / 2 + s / 2, st.window.k0 + dk * s / 2 + s / 2);
+  } }, label);
+  const shownNow = st.shown;
+
+  function outline() {
+    const c2 = over.getContext?.("2d");
+    if (!c2) return;
+    c2.clearRect(0, 0, side, side);
+    const w = st.window, f = px / block;
+    c2.strokeStyle = "#E69F00"; c2.lineWidth = 2;
+    c2.strokeRect(w.k0 * f + 1, w.q0 * f + 1, Math.max(3, w.size * f - 2), Math.max(3, w.size * f - 2));
+  }
+
+  async function fetchTile() {
+    const w = st.window;
+    st.tileTicket = (st.tileTicket || 0) + 1;
+    const ticket = st.tileTicket;
+    where.textContent = `queries ${w.q0}–${w.q0 + w.size - 1} × keys ${w.k0}–${w.k0 + w.size - 1} of ${n} tokens: loading…`;
+    let tile;
+    try {
+      tile = await ctx.invoke("pattern_tile", { layer: res.layer, head: res.head, example: res.example,
+        q0: w.q0, q1: w.q0 + w.size, k0: w.k0, k1: w.k0 + w.size });
+    } catch (e) {
+      if (ticket === st.tileTicket) tileBody.replaceChildren(notice(String(e.message || e), "error"));
+      return;
+    }
+    if (ticket !== st.tileTicket || st.shown !== shownNow) return;
+    where.textContent = `queries ${w.q0}–${w.q0 + w.size - 1} × keys ${w.k0}–${w.k0 + w.size - 1} of ${n} tokens`;
+    tileBody.replaceChildren(heatmap(ctx, { tokens: res.tokens, attn: tile.attn, q0: tile.q0, k0: tile.k0 }, TILE));
+  }
+
+  function go(q, k, size = st.window.size) {
+    st.window = { ...centredWindow(q, k, size, n), n };
+    outline();
+    fetchTile();
+  }
+  sizeSel.addEventListener("change", () => {
+    const w = st.window;
+    go(w.q0 + w.size / 2, w.k0 + w.size / 2, Number(sizeSel.value));
+  });
+  over.addEventListener("click", (e) => {
+    const r = over.getBoundingClientRect();
+    const sx = r.width ? side / r.width : 1;
+    const k = ((e.clientX - r.left) * sx / px) * block, q = ((e.clientY - r.top) * sx / px) * block;
+    go(q, k);
+  });
+  over.addEventListener("mousemove", (e) => {
+    const r = over.getBoundingClientRect();
+    const i = Math.floor((e.clientY - r.top) / px), j = Math.floor((e.clientX - r.left) / px);
+    if (i < 0 || j < 0 || i >= m || j >= m) return;
+    st.tip.show(e.clientX, e.clientY, `queries ${i * block}–${Math.min(n, (i + 1) * block) - 1}, keys ${j * block}–${Math.min(n, (j + 1) * block) - 1}\nlargest attention: ${fmt(ov.data[i * m + j])}\nclick to zoom there`);
+  });
+  over.addEventListener("mouseleave", () => st.tip.hide());
+  st.window = { ...centredWindow(win.q0 + win.size / 2, win.k0 + win.size / 2, win.size, n), n };
+  outline();
+  fetchTile();
+  return h("div", { class: "mri-hm-long" },
+    h("div", { class: "mri-toolbar" }, h("label", {}, "window ", sizeSel), btn("←", 0, -1), btn("→", 0, 1), btn("↑", -1, 0), btn("↓", 1, 0), where),
+    h("div", { class: "mri-hm-row" },
+      h("div", {}, box, h("div", { class: "mri-muted" }, `${n} tokens; overview: largest attention of ${block} × ${block} blocks · click to zoom`)),
+      tileBody));
 }
 
 /** Traits of HeadMap (mri_widgets/widgets/head_map.py): the data, redrawn on change ... */
