@@ -436,34 +436,74 @@ def _report_render(recs: dict, setup_s: float, errors: list) -> dict:
 # ============================================================================ main
 
 
-def measure_first_render_bytes(n_docs: int = 5000, n_layers: int = 31) -> dict:
+def _first_render(w) -> int:
+    """Bytes before a view's first render: its state message (``_esm`` / ``_css`` left out) plus
+    every piece of the traits sent in pieces (the view fetches them before it draws)."""
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    from mri_widgets.widgets.transport import message_bytes
+
+    state = {k: v for k, v in w.get_state().items() if k not in ("_esm", "_css")}
+    st, _, bufs = _remove_buffers(state)
+    return message_bytes(st, bufs) + sum(v["nbytes"] for v in st.values() if isinstance(v, dict) and "mri_chunked" in v)
+
+
+def _json_len_rows(a) -> int:
+    """Length of ``json.dumps(a.tolist())`` (compact) computed one leading row at a time."""
+    if a.ndim <= 1:
+        return _dumps_len(_listify(a))
+    return 2 + max(0, len(a) - 1) + sum(_json_len_rows(row) for row in a)
+
+
+def lens_whole_json_bytes(res) -> int:
+    """The whole content of a LensTable as JSON text: every cell's top-k (ids into a string table,
+    probabilities), entropy, target probability and rank, the per-position arrays and strings."""
+    uniq, first = np.unique(res.top_ids.reshape(-1), return_index=True)
+    vocab = [str(x) for x in res.top_tokens.reshape(-1)[first]]
+    idx = np.searchsorted(uniq, res.top_ids).astype(np.int32)
+    small = {"tokens": [str(x) for x in res.tokens], "layer_names": list(res.layer_names), "vocab": vocab,
+             "target_tokens": [str(x) for x in res.target_tokens], "best_layer": _listify(res.best_layer),
+             "commitment_layer": _listify(res.commitment_layer), "vocab_size": res.vocab_size}
+    big = {"top_idx": idx, "top_probs": res.top_probs, "entropy": res.entropy, "target_probs": res.target_probs,
+           "target_ranks": res.target_ranks}
+    return _dumps_len(small) + sum(len(json.dumps(k)) + 2 + _json_len_rows(np.asarray(v)) for k, v in big.items())
+
+
+def measure_first_render_bytes(n_docs: int = 5000, n_layers: int = 31,
+                               lens_cases=((2000, 20), (8192, 100)), lens_layers: int = 33) -> dict:
     """Bytes a view needs before its first render against its whole content as JSON text.
 
     Synthetic regions (``mri_widgets.testing.synthetic_areas``, no model): a CoactivationGraph of
-    ``n_docs`` documents on a grid of 100 and a LayerGrid on a grid of 300. "Before first render"
-    is the state message (JSON + buffers, the ``_esm`` bundle left out) plus every piece of the
-    traits sent in pieces (the view fetches them before it draws); "whole content" is the view's
-    whole data (``GraphView.whole``: every node and edge) with arrays as JSON lists. Target: 1/10.
+    ``n_docs`` documents on a grid of 100 and a LayerGrid on a grid of 300; synthetic lens results
+    (``mri_widgets.testing.synthetic_lens``: ``lens_layers`` columns) of (tokens, k) in
+    ``lens_cases`` shown by ``LensTable.from_result``. "Before first render" is the state message
+    (JSON + buffers, the ``_esm`` bundle left out) plus every piece of the traits sent in pieces
+    (the view fetches them before it draws); "whole content" is the view's whole data
+    (``GraphView.whole``: every node and edge; the lens: every cell's top-k and numbers, see
+    :func:`lens_whole_json_bytes`) with arrays as JSON lists. Target: 1/10.
     """
-    from ipywidgets.widgets.widget import _remove_buffers
-
     import mri_widgets as mw
-    from mri_widgets.testing import synthetic_areas
-    from mri_widgets.widgets.transport import message_bytes
+    from mri_widgets.testing import synthetic_areas, synthetic_lens
 
     out = {}
     cases = [("coactivation_grid100", lambda: mw.CoactivationGraph(synthetic_areas(n_docs, n_layers, 100))),
              ("layer_grid_grid300", lambda: mw.LayerGrid(synthetic_areas(n_docs, n_layers, 300)))]
     for name, make in cases:
         w = make()
-        state = {k: v for k, v in w.get_state().items() if k not in ("_esm", "_css")}
-        st, _, bufs = _remove_buffers(state)
-        first = message_bytes(st, bufs) + sum(v["nbytes"] for v in st.values()
-                                              if isinstance(v, dict) and "mri_chunked" in v)
+        first = _first_render(w)
         whole = _dumps_len(_listify(w.whole if hasattr(w, "whole") else w.data))
         out[name] = {"first_render_bytes": first, "whole_json_bytes": whole, "ratio": first / whole}
         print(f"[views] {name} ({n_docs} documents): {first / 2**20:.2f} MiB before first render, whole content "
               f"{whole / 2**20:.2f} MiB as JSON: ratio {first / whole:.3f} (target <= 0.1)")
+    for n_tokens, k in lens_cases:
+        res = synthetic_lens(n_tokens, lens_layers, k)
+        w = mw.LensTable.from_result(res)
+        first, whole = _first_render(w), lens_whole_json_bytes(res)
+        name = f"lens_table_{n_tokens}tok_k{k}"
+        out[name] = {"first_render_bytes": first, "whole_json_bytes": whole, "ratio": first / whole}
+        print(f"[views] {name} ({n_tokens} tokens x {lens_layers} layers, k={k}): {first / 2**20:.2f} MiB before "
+              f"first render, whole content {whole / 2**20:.2f} MiB as JSON: ratio {first / whole:.4f} (target <= 0.1)")
+        del w, res
     return out
 
 

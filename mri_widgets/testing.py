@@ -11,7 +11,7 @@ import functools
 
 import torch
 
-__all__ = ["tiny_model", "tiny_tokenizer", "synthetic_areas", "ARCHS", "SAMPLE_TEXTS"]
+__all__ = ["tiny_model", "tiny_tokenizer", "synthetic_areas", "synthetic_lens", "ARCHS", "SAMPLE_TEXTS"]
 
 ARCHS = ("gpt2", "gpt_neox", "llama", "gptj", "gpt_neo", "bert", "llava")
 
@@ -181,3 +181,31 @@ def synthetic_areas(n_docs: int = 1000, n_layers: int = 31, grid: int = 10, n_la
     areas.layer_ids = list(range(n_layers))
     areas._fit("pca", grid, 2, 0, 0.3, progress=False)
     return areas
+
+
+def synthetic_lens(n_tokens: int = 2000, n_layers: int = 33, k: int = 20, vocab: int = 50257, seed: int = 0):
+    """A :class:`~mri_widgets.LensResult` of random numbers, no model: for large-size tests.
+
+    ``n_layers`` columns (embeddings included), ``n_tokens`` positions, top-``k`` ids drawn from
+    a ``vocab``-sized vocabulary whose token ``i`` reads ``" w{i}"``; probabilities descend
+    along k; the target at each position is the last layer's top-1.
+    """
+    import numpy as np
+
+    from .analysis.lens import LensResult
+
+    if n_tokens < 1 or n_layers < 1 or k < 1 or vocab < k:
+        raise ValueError("synthetic_lens needs n_tokens, n_layers, k >= 1 and vocab >= k")
+    rng = np.random.default_rng(seed)
+    L, S = n_layers, n_tokens
+    top_ids = rng.integers(0, vocab, (L, S, k))
+    probs = -np.sort(-rng.random((L, S, k), dtype=np.float32), axis=-1) / k
+    pool = np.array([f" w{i}" for i in range(vocab)], dtype=object)
+    ids = rng.integers(0, vocab, S)
+    return LensResult(prompt=" ".join(f"t{i}" for i in range(S)), tokens=[f" t{i}" for i in range(S)],
+                      input_ids=ids, layer_names=["emb"] + [str(i) for i in range(1, L)], top_ids=top_ids,
+                      top_tokens=pool[top_ids], top_probs=np.ascontiguousarray(probs),
+                      entropy=(rng.random((L, S), dtype=np.float32) * 8).astype(np.float32),
+                      target_ids=top_ids[-1, :, 0], target_tokens=[str(x) for x in pool[top_ids[-1, :, 0]]],
+                      target_probs=np.ascontiguousarray(probs[..., 0]),
+                      target_ranks=np.zeros((L, S), np.int64), model_name="synthetic", vocab_size=vocab)

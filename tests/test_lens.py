@@ -286,14 +286,14 @@ def test_lens_table_payload_is_binary_and_consistent(tiny):
     assert isinstance(res, LensResult) and res.k == 4
     state, paths, bufs = _buffers(w)
     sent = {p[0] for p in paths}
-    assert {"top_idx", "top_probs", "entropy", "target_ranks", "target_probs", "best_layer"} <= sent
+    assert {"top1_idx", "values", "target_idx", "best_layer"} <= sent
     assert all(p[-1] == "view" for p in paths)  # every array is a binary buffer, none a JSON list
     d = _sent(w)
-    # every cell's top-k strings come back through the vocab table
-    strs = np.array(d["vocab"], dtype=object)[d["top_idx"]]
-    np.testing.assert_array_equal(strs, res.top_tokens)
-    np.testing.assert_array_equal(d["top_probs"], res.top_probs)
-    np.testing.assert_array_equal(d["target_ranks"], res.target_ranks)
+    # every cell's top-1 string comes back through the vocab table; the top-k lists come on demand
+    strs = np.array(d["vocab"], dtype=object)[d["top1_idx"]]
+    np.testing.assert_array_equal(strs, res.top_tokens[:, :, 0])
+    assert d["values_metric"] == "prob"
+    np.testing.assert_array_equal(d["values"], res.top_probs[:, :, 0])
     np.testing.assert_array_equal(d["best_layer"], res.best_layer)
     assert [d["vocab"][i] for i in d["target_idx"]] == res.target_tokens
     assert d["tokens"] == res.tokens and d["target_mode"] == "own" and d["image"] is None

@@ -88,7 +88,8 @@ def test_lens_table_under_interventions_equals_the_lens_run_by_hand(tiny):
     clean = logit_lens(lm, TEXT, k=4)
     _same(w.result, clean)
     assert w.result is w.clean_result and w.diff is None
-    assert w.clean_target_probs is None and w.clean_target_ranks is None and w.comparison == {}
+    assert not w.has_clean and w.comparison == {}
+    assert w.cell_details([[0, 0]])["clean_prob"] is None
     with pytest.raises(LensError, match="none are enabled"):
         w.metric = "diff"
 
@@ -109,12 +110,18 @@ def test_lens_table_under_interventions_equals_the_lens_run_by_hand(tiny):
     np.testing.assert_array_equal(w.result.top_ids[-1, :, 0], p.argmax(-1).numpy())
     assert not np.allclose(w.result.target_probs, clean.target_probs, atol=1e-6)  # the ablation changed it
     # what the view gets: the intervened arrays in the table's traits, the clean target beside them
-    np.testing.assert_array_equal(w.target_probs, by_hand.target_probs.astype(np.float32))
-    np.testing.assert_array_equal(w.clean_target_probs, clean.target_probs.astype(np.float32))
-    np.testing.assert_array_equal(w.clean_target_ranks, clean.target_ranks)
+    assert w.has_clean
+    L = len(w.layer_names)
+    d = w.cell_details([[l, p] for l in range(L) for p in range(S)])
+    np.testing.assert_array_equal(d["target_prob"], by_hand.target_probs.astype(np.float32).reshape(-1))
+    np.testing.assert_array_equal(d["clean_prob"], clean.target_probs.astype(np.float32).reshape(-1))
+    np.testing.assert_array_equal(d["clean_rank"], clean.target_ranks.reshape(-1))
     # the diff is intervened - clean, cell by cell
     np.testing.assert_array_equal(w.diff, by_hand.target_probs.astype(np.float32) - clean.target_probs)
     assert w.diff.shape == (lm.n_layers + 1, S)
+    w.metric = "diff"  # the view gets the diff as the metric's values
+    assert w.values_metric == "diff"
+    np.testing.assert_array_equal(w.values, w.diff)
 
 
 def test_comparison_panel_numbers_follow_the_selected_position(tiny):
@@ -141,7 +148,7 @@ def test_comparison_panel_numbers_follow_the_selected_position(tiny):
             assert c[run]["prediction_prob"] == pytest.approx(float(q.max()), rel=1e-4)
         # the same numbers as the arrays the table shows (last layer)
         assert c["intervened"]["prob"] == float(w.result.target_probs[-1, pos])
-        assert c["clean"]["rank"] == int(w.clean_target_ranks[-1, pos])
+        assert c["clean"]["rank"] == int(w.cell_details([[len(w.layer_names) - 1, pos]])["clean_rank"][0])
 
     check(S - 1)
     assert w.comparison["clean"]["rank"] == 0  # the clean run's own prediction
@@ -181,8 +188,9 @@ def test_version_recomputes_the_intervened_run_only_and_toggling_off_returns_to_
     iv.toggle(1, False)  # nothing enabled: no run
     assert len(calls) == 4
     assert w.result is w.clean_result is clean
-    assert w.clean_target_probs is None and w.comparison == {} and w.diff is None and w.metric == "prob"
-    np.testing.assert_array_equal(w.target_probs, clean.target_probs.astype(np.float32))
+    assert not w.has_clean and w.comparison == {} and w.diff is None and w.metric == "prob"
+    assert w.values_metric == "prob"
+    np.testing.assert_array_equal(w.values, clean.top_probs[:, :, 0].astype(np.float32))
     # an input change recomputes both (clean, then intervened when enabled)
     iv.toggle(1, True)
     del calls[:]
@@ -249,15 +257,14 @@ def test_payload_ships_the_clean_arrays_only_under_interventions(tiny):
     state = {}
     for msg, _bufs in w.comm.sent:
         state.update(msg.get("state", {}))
-    assert {"clean_target_probs", "clean_target_ranks", "comparison", "target_probs"} <= set(state)
-    assert state["clean_target_probs"] is not None
+    assert {"has_clean", "comparison", "values", "lens_version"} <= set(state)
+    assert state["has_clean"] is True
     w.comm.sent.clear()
     iv.toggle(0, False)
     state = {}
     for msg, _bufs in w.comm.sent:
         state.update(msg.get("state", {}))
-    assert state["clean_target_probs"] is None and state["clean_target_ranks"] is None
-    assert state["comparison"] == {}
+    assert state["has_clean"] is False and state["comparison"] == {}
 
 
 def test_explorer_lens_runs_under_the_shared_interventions(tiny):

@@ -97,10 +97,16 @@ def test_lens_8192_tokens_k100_under_cap(capped_comms):
     w = mw.LensTable.from_result(res)
     got = _front_end_state(w)
     sizes = _check_all_under_cap(capped_comms)
-    assert len(sizes) > 5  # the table did not fit one message: it went in pieces
-    np.testing.assert_array_equal(got["top_probs"], w.top_probs)
-    np.testing.assert_array_equal(got["top_idx"], w.top_idx)
+    assert sum(sizes) < 2 * 2 ** 20  # top-1 and one metric up front, not the 200 MiB of top-k lists
+    np.testing.assert_array_equal(got["top1_idx"], w.top1_idx)
+    np.testing.assert_array_equal(got["values"], res.top_probs[:, :, 0])
     assert got["vocab"] == w.vocab
+    # the top-k lists of the most cells one call may ask for stay under the cap too
+    cells = [[i % 13, (i * 7) % 8192] for i in range(2000)]
+    resp, bufs = _call(w, "cell_details", {"cells": cells}, "big")
+    assert "error" not in resp, resp
+    assert max(capped_comms[-1].sizes) <= MESSAGE_CAP
+    assert len(bufs) >= 2 and sum(len(b) for b in bufs) >= 2000 * 100 * 8
 
 
 def test_graph_50000_documents_under_cap(capped_comms):

@@ -221,7 +221,7 @@ def _js_list(src: str, name: str) -> list:
     import re
     m = re.search(rf"export const {name} = \[(.*?)\];", src, re.S)
     assert m, f"no `export const {name} = [...]` in the view"
-    return re.findall(r'"([a-z_]+)"', m.group(1))
+    return re.findall(r'"([a-z_][a-z0-9_]*)"', m.group(1))
 
 
 def test_each_view_declares_the_traits_its_widget_syncs():

@@ -2,12 +2,16 @@ import { describe, it, expect } from "vitest";
 import lensTable, {
   metricScale, cellColor, visibleRange, moveCell, cellToLP, lpToCell, scrollToShow, positionLabel,
   legendLabels, CELL_H, CELL_W, isGenerated, commitmentAt, genClasses, hasClean, metricsFor, effectiveMetric,
-  diffAt, diffArray, metricValue, beforeAfter,
+  metricValue, beforeAfter, splitDetails, detailCache,
 } from "../src/views/lens_table.js";
 import { sequential, effectColor, NAN_COLOR } from "../src/lib/colors.js";
-import { MockModel, enc, mount } from "./mock_model.js";
+import { MockModel, enc, mount, commandCalls, commandReply } from "./mock_model.js";
 
-/** Fake lens data: L layers, S positions, k tokens; top-1 prob grows with the layer. */
+/**
+ * Fake lens content, as Python holds it (a LensResult): L layers, S positions, k tokens; top-1
+ * prob grows with the layer. `toState` gives what Python sends up front, `fakePython` answers the
+ * view's calls (top-k on demand) and metric changes like LensTable does.
+ */
 function fakeData(L, S, k = 3, { tokens, image } = {}) {
   const topIdx = new Int32Array(L * S * k);
   const topP = new Float32Array(L * S * k);
@@ -20,23 +24,86 @@ function fakeData(L, S, k = 3, { tokens, image } = {}) {
   const tp = new Float32Array(L * S).fill(0.1);
   const tr = new Int32Array(L * S).map((_, i) => i % 9);
   return {
+    L, S, k, topIdx, topP, ent, tp, tr, cp: null, cr: null,
     model_name: "fake", vocab_size: 100,
     tokens: tokens || Array.from({ length: S }, (_, i) => ` t${i}`),
     layer_names: ["emb", ...Array.from({ length: L - 1 }, (_, i) => String(i + 1))],
     vocab: ["<img src=x onerror=alert(1)>", " a", " b", "\n", " c", "d", "e"],
-    top_idx: enc(topIdx, [L, S, k]), top_probs: enc(topP, [L, S, k]),
-    entropy: enc(ent, [L, S]), target_idx: enc(new Int32Array(S).fill(1), [S]),
-    target_probs: enc(tp, [L, S]), target_ranks: enc(tr, [L, S]),
+    target_idx: enc(new Int32Array(S).fill(1), [S]),
     target_mode: "own", best_layer: enc(new Int32Array(S).fill(L - 1), [S]),
     image: image || null,
   };
 }
 
-function setup(data, extra = {}) {
+/** The (L, S) values of one metric (LensTable._metric_values). */
+function metricArr(full, metric) {
+  const n = full.L * full.S;
+  if (metric === "rank") return full.tr;
+  if (metric === "entropy") return full.ent;
+  if (metric === "diff") return new Float32Array(n).map((_, i) => full.tp[i] - full.cp[i]);
+  return new Float32Array(n).map((_, i) => full.topP[i * full.k]);
+}
+
+const PASS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "target_idx", "target_mode", "best_layer",
+  "image", "n_prompt", "commitment_layer"];
+
+/** What Python sends up front: top-1 index of each cell, one metric's values, per-position arrays. */
+function toState(full, metric = "prob", version = 1) {
+  const out = {};
+  for (const key of PASS) if (full[key] !== undefined) out[key] = full[key];
+  const top1 = new Int32Array(full.L * full.S).map((_, i) => full.topIdx[i * full.k]);
+  return { ...out, top1_idx: enc(top1, [full.L, full.S]), values: enc(metricArr(full, metric), [full.L, full.S]),
+    values_metric: metric, has_clean: !!full.cp, lens_version: version };
+}
+
+/** LensTable.cell_details on the fake content. */
+function details(full, model, cells) {
+  const { S, k } = full;
+  const n = cells.length;
+  const ids = new Int32Array(n * k), probs = new Float32Array(n * k);
+  const pick = (arr, T) => new T(cells.map(([l, p]) => arr[l * S + p]));
+  cells.forEach(([l, p], i) => {
+    for (let j = 0; j < k; j++) { ids[i * k + j] = full.topIdx[(l * S + p) * k + j]; probs[i * k + j] = full.topP[(l * S + p) * k + j]; }
+  });
+  return {
+    version: model.get("lens_version"), cells, tokens: cells.map((_, i) => Array.from(ids.subarray(i * k, (i + 1) * k), (x) => full.vocab[x])),
+    ids: enc(ids, [n, k]), probs: enc(probs, [n, k]), entropy: enc(pick(full.ent, Float32Array)),
+    target_prob: enc(pick(full.tp, Float32Array)), target_rank: enc(pick(full.tr, Int32Array)),
+    clean_prob: full.cp ? enc(pick(full.cp, Float32Array)) : null, clean_rank: full.cr ? enc(pick(full.cr, Int32Array)) : null,
+  };
+}
+
+/** Python's side of the model: answers cell_details and sends a changed metric's values. */
+function fakePython(model, full) {
+  const send = model.send.bind(model);
+  model.send = (msg, cbs, bufs) => {
+    send(msg, cbs, bufs);
+    if (msg.kind === "anywidget-command" && msg.name === "cell_details") {
+      queueMicrotask(() => model.receive(...commandReply(msg.id, { result: details(model.full, model, msg.msg.cells), buffer_paths: [] })));
+    }
+  };
+  model.full = full;
+  model.on("change:metric", () => {
+    const m = model.get("metric");
+    if (m === "diff" && !model.full.cp) return;
+    queueMicrotask(() => model.set({ values: enc(metricArr(model.full, m), [model.full.L, model.full.S]), values_metric: m }));
+  });
+}
+
+/** Python sends a new result (a new prompt): the whole state, a new version. */
+function newResult(model, full) {
+  model.full = full;
+  model.set(toState(full, model.get("values_metric"), model.get("lens_version") + 1));
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+function setup(full, extra = {}) {
   const sel = new MockModel({ position: null, layer: null });
-  const model = new MockModel({ selection: "IPY_MODEL_s", ...data, metric: "prob", transpose: false, prompt: "p", k: 3,
+  const model = new MockModel({ selection: "IPY_MODEL_s", ...toState(full), metric: "prob", transpose: false, prompt: "p", k: full.k,
     norm: true, height: 300, ...extra },
     { models: { s: sel } });
+  fakePython(model, full);
   return { sel, model };
 }
 
@@ -182,9 +249,30 @@ describe("LensTable view", () => {
     const tip = el.querySelector(".mri-tooltip");
     expect(tip.style.display).toBe("block");
     expect(tip.textContent).toContain("layer 1 (after block 1)");
+    // the top-k list is not in the page yet: asked from Python, "loading..." meanwhile
+    expect(tip.textContent).toContain("loading...");
+    const calls = commandCalls(model);
+    expect(calls.map((c) => [c.name, c.msg])).toEqual([["cell_details", { cells: [[1, 2]], version: 1 }]]);
+    await tick();
+    expect(tip.textContent).not.toContain("loading...");
     expect(tip.querySelectorAll("tr").length).toBe(3);
+    expect([...tip.querySelectorAll("tr")].map((r) => r.cells[0].textContent)).toEqual(['"\\n"', '" c"', '"d"']); // vocab[(1 + 2 + j) % 7]
     expect(tip.textContent).toContain("0.400"); // (1+1)/(4+1) top-1 probability
     expect(tip.textContent).toContain("rank");
+    // hovering it again uses the cached list: no new call, no "loading..."
+    cell(el, 0, 0).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    cell(el, 1, 2).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    expect(tip.querySelectorAll("tr").length).toBe(3);
+    expect(commandCalls(model).length).toBe(2);
+    // a new result (another prompt or k) drops the cache: the cell is asked again
+    newResult(model, fakeData(4, 6, 2));
+    await tick();
+    cell(el, 1, 2).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    const tip2 = el.querySelector(".mri-tooltip");
+    expect(tip2.textContent).toContain("loading...");
+    expect(commandCalls(model).at(-1).msg).toEqual({ cells: [[1, 2]], version: 2 });
+    await tick();
+    expect(tip2.querySelectorAll("tr").length).toBe(2);
   });
   it("pins a cell on click, sets the selection, and moves with arrow keys", async () => {
     const { model, sel } = setup(fakeData(4, 6));
@@ -192,6 +280,8 @@ describe("LensTable view", () => {
     cell(el, 2, 3).click();
     expect(sel.get("layer")).toBe(2);
     expect(sel.get("position")).toBe(3);
+    // the pinned cell's top-k is fetched right away
+    expect(commandCalls(model).map((c) => c.msg.cells)).toEqual([[[2, 3]]]);
     expect(cell(el, 2, 3).classList.contains("mri-lens-pinned")).toBe(true);
     const body = el.querySelector(".mri-lens-body");
     body.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowRight", bubbles: true }));
@@ -220,6 +310,8 @@ describe("LensTable view", () => {
     const { el } = await mount(lensTable, model);
     const before = cell(el, 1, 1).style.background;
     model.set("metric", "rank");
+    await tick(); // Python sends the rank values
+    expect(model.get("values_metric")).toBe("rank");
     const after = cell(el, 1, 1).style.background;
     expect(after).not.toBe(before);
     expect(el.querySelector(".mri-lens-legend").textContent).toMatch(/rank 0/);
@@ -228,7 +320,7 @@ describe("LensTable view", () => {
     expect(c.style.top).toBe(`${1 * CELL_H}px`);
     expect(c.style.left).toBe(`${5 * CELL_W}px`);
     // new data from Python redraws the same view
-    model.set(fakeData(5, 3));
+    newResult(model, fakeData(5, 3));
     await Promise.resolve(); // the traits of one message redraw once, after all of them changed
     expect(el.querySelectorAll(".mri-lens-grid").length).toBe(1);
     expect(cell(el, 4, 2)).not.toBe(null);
@@ -282,7 +374,7 @@ function ivData(L, S) {
   }
   cp[L * S - 1] = NaN; // a position the clean run lacks
   cr[L * S - 1] = -1;
-  return { ...d, target_probs: enc(tp, [L, S]), clean_target_probs: enc(cp, [L, S]), clean_target_ranks: enc(cr, [L, S]) };
+  return { ...d, tp, cp, cr };
 }
 
 const CMP = {
@@ -292,34 +384,42 @@ const CMP = {
 };
 
 describe("lens table under interventions", () => {
-  const decoded = (d) => {
-    const out = { ...d };
-    for (const k of ["target_probs", "clean_target_probs", "clean_target_ranks", "target_ranks"]) {
-      const e = d[k];
-      const T = e.dtype === "int32" ? Int32Array : Float32Array;
-      out[k] = { data: new T(e.view.buffer, e.view.byteOffset, e.view.byteLength / 4), shape: e.shape };
-    }
-    return out;
+  const decodedState = (full, metric) => {
+    const st = toState(full, metric);
+    const v = st.values.view;
+    const T = st.values.dtype === "int32" ? Int32Array : Float32Array;
+    return { ...st, values: { data: new T(v.buffer, v.byteOffset, v.byteLength / 4), shape: st.values.shape } };
   };
-  it("offers the diff metric only with a clean run, and computes intervened - clean in float32", () => {
-    const plain = decoded({ ...fakeData(2, 3), clean_target_probs: enc(new Float32Array(6), [2, 3]),
-      clean_target_ranks: enc(new Int32Array(6), [2, 3]) });
-    plain.clean_target_probs = null;
+  it("offers the diff metric only with a clean run; reads the one metric Python sent", () => {
+    const plain = decodedState(fakeData(2, 3), "prob");
     expect(hasClean(plain)).toBe(false);
     expect(metricsFor(plain)).toEqual(["prob", "rank", "entropy"]);
     expect(effectiveMetric(plain, "diff")).toBe("prob");
-    const d = decoded(ivData(4, 5));
+    expect(metricValue(plain, "prob", 1, 2)).toBe(Math.fround(2 / 3));
+    expect(Number.isNaN(metricValue(plain, "rank", 1, 2))).toBe(true); // not sent (yet)
+    const d = decodedState(ivData(4, 5), "diff");
     expect(hasClean(d)).toBe(true);
     expect(metricsFor(d)).toEqual(["prob", "rank", "entropy", "diff"]);
     expect(effectiveMetric(d, "diff")).toBe("diff");
     // cell (layer 1, pos 2) is flat index 7: 0.5 + (7 % 5 - 2) * 0.1 = 0.5, minus 0.5
-    expect(diffAt(d, 1, 2)).toBe(0);
-    expect(diffAt(d, 0, 0)).toBe(Math.fround(Math.fround(0.3) - 0.5));
+    expect(metricValue(d, "diff", 1, 2)).toBe(0);
     expect(metricValue(d, "diff", 0, 4)).toBe(Math.fround(Math.fround(0.7) - 0.5));
-    expect(Number.isNaN(diffAt(d, 3, 4))).toBe(true);
-    const all = diffArray(d);
-    expect(all.shape).toEqual([4, 5]);
-    expect(all.data[4]).toBe(diffAt(d, 0, 4));
+    expect(Number.isNaN(metricValue(d, "diff", 3, 4))).toBe(true);
+  });
+  it("splits Python's cell_details answer per cell and keeps a cache per version", () => {
+    const full = ivData(4, 5);
+    const model = new MockModel({ lens_version: 3 });
+    const res = details(full, model, [[0, 1], [3, 4]]);
+    const dec = {};
+    for (const [key, v] of Object.entries(res)) {
+      dec[key] = v && v.view ? { data: new (v.dtype === "int32" ? Int32Array : Float32Array)(v.view.buffer), shape: v.shape } : v;
+    }
+    const cells = splitDetails(dec);
+    expect(cells.map((c) => [c.layer, c.pos])).toEqual([[0, 1], [3, 4]]);
+    expect(cells[0].tokens).toEqual([full.vocab[1], full.vocab[2], full.vocab[3]]);
+    expect(cells[0].probs).toEqual(Array.from(full.topP.subarray(3, 6)));
+    expect(cells[1].clean_rank).toBe(-1);
+    expect(detailCache(3)).toEqual({ version: 3, cells: new Map() });
   });
   it("colours diff cells on the shared diverging scale, saturating at the largest change", () => {
     expect(cellColor("diff", 0, 100, 0.2)).toBe("rgb(255,255,255)");
@@ -329,18 +429,22 @@ describe("lens table under interventions", () => {
     expect(legendLabels("diff", 100, 0.2)).toEqual(["\u22120.200 (p fell)", "+0.200 (p rose)"]);
   });
   it("hover lines give the clean and intervened values of the cell", () => {
-    const d = decoded(ivData(4, 5));
+    const full = ivData(4, 5);
+    const data = { has_clean: true };
+    // the fetched details of a cell (flat index i = layer * S + pos)
+    const det = (i) => ({ target_prob: full.tp[i], target_rank: full.tr[i], clean_prob: full.cp[i], clean_rank: full.cr[i] });
     const div = document.createElement("div");
-    div.append(...beforeAfter(d, 0, 1));
+    div.append(...beforeAfter(data, det(1)));
     const num = (run, field) => div.querySelector(`[data-run='${run}'][data-field='${field}']`);
     expect(Number(num("clean", "prob").dataset.value)).toBe(0.5);
     expect(num("clean", "rank").textContent).toBe("1");
     expect(Number(num("intervened", "prob").dataset.value)).toBe(Math.fround(0.4));
     expect(num("diff", "prob").textContent).toBe("\u22120.1000");
     const none = document.createElement("div");
-    none.append(...beforeAfter(d, 3, 4));
+    none.append(...beforeAfter(data, det(19)));
     expect(none.textContent).toContain("no such position");
-    expect(beforeAfter({ ...d, clean_target_probs: null }, 0, 1)).toEqual([]);
+    expect(beforeAfter({ has_clean: false }, det(1))).toEqual([]);
+    expect(beforeAfter(data, { ...det(1), clean_prob: null })).toEqual([]);
   });
   it("shows Python's comparison above the table, the diff colours, and before/after on hover", async () => {
     const { model } = setup(ivData(4, 5), { comparison: CMP });
@@ -359,6 +463,7 @@ describe("lens table under interventions", () => {
     select.value = "diff";
     select.dispatchEvent(new Event("change"));
     expect(model.get("metric")).toBe("diff");
+    await tick(); // Python sends the diff values
     const bg = (layer, pos) => cell(el, layer, pos).style.background.replace(/ /g, "");
     expect(bg(0, 0)).toBe(effectColor(-1)); // -0.2 of at most 0.2
     expect(bg(0, 4)).toBe(effectColor(1));
@@ -366,6 +471,7 @@ describe("lens table under interventions", () => {
     expect(bg(3, 4)).toBe(NAN_COLOR);
     expect(el.querySelector(".mri-lens-legend").textContent).toContain("(p fell)");
     cell(el, 0, 1).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    await tick();
     const tip = el.querySelector(".mri-tooltip");
     expect(tip.textContent).toContain("clean p = 0.5000, rank 1 \u2192 intervened p = 0.4000, rank 1");
     // Python moves the comparison to another position: only the panel changes
@@ -374,7 +480,8 @@ describe("lens table under interventions", () => {
     expect(el.querySelector(".mri-compare").dataset.position).toBe("4");
     expect(el.querySelector(".mri-lens-body")).toBe(body);
     // interventions off: no clean run, no panel, no diff option, colours back to prob
-    model.set({ clean_target_probs: null, clean_target_ranks: null, comparison: {}, metric: "prob" });
+    model.full = { ...model.full, cp: null, cr: null };
+    model.set({ has_clean: false, comparison: {}, metric: "prob", values: enc(metricArr(model.full, "prob"), [4, 5]), values_metric: "prob" });
     expect(el.querySelector(".mri-compare")).toBe(null);
     expect([...el.querySelector("select.mri-lens-metric").options].map((o) => o.value)).not.toContain("diff");
     expect(el.querySelector(".mri-lens-under")).toBe(null);

@@ -10,7 +10,7 @@ import traitlets as t
 
 from ..analysis.lens import LensError, LensResult, logit_lens
 from .._checks import check_bool, check_int
-from .base import MRIWidget, NDArray, array_serialization
+from .base import MRIWidget, NDArray, array_serialization, command
 from .selection import Selection
 
 __all__ = ["LensTable", "METRICS"]
@@ -133,20 +133,19 @@ class LensTable(MRIWidget):
     tokens = t.List(t.Unicode()).tag(sync=True)
     #: column names: ``"emb"``, then one per block
     layer_names = t.List(t.Unicode()).tag(sync=True)
-    #: every token string shown, once; the ``*_idx`` arrays index it
+    #: every token string the table shows up front, once (top-1 tokens and targets); the ``*_idx``
+    #: arrays index it. The top-k lists come on demand (:meth:`cell_details`).
     vocab = t.List(t.Unicode()).tag(sync=True)
-    #: (n_layers + 1, n_tokens, k) int32 indices into ``vocab`` of each cell's top-k tokens
-    top_idx = NDArray("int32", ndim=3).tag(sync=True)
-    #: (n_layers + 1, n_tokens, k) their probabilities
-    top_probs = NDArray("float32", ndim=3).tag(sync=True)
-    #: (n_layers + 1, n_tokens) entropy of each cell's distribution (nats)
-    entropy = NDArray("float32", ndim=2).tag(sync=True)
+    #: (n_layers + 1, n_tokens) index into ``vocab`` of each cell's top-1 token (uint16 when the
+    #: vocab holds fewer than 65536 strings, else int32)
+    top1_idx = NDArray(("uint16", "int32"), ndim=2).tag(sync=True)
+    #: (n_layers + 1, n_tokens) the values of the metric named by ``values_metric`` (the one that
+    #: colours the table): top-1 probability, target rank (uint16 / int32), entropy (nats), or diff
+    values = NDArray(("float32", "uint16", "int32"), ndim=2).tag(sync=True)
+    #: the metric ``values`` holds (follows ``metric``: a metric change sends only the new array)
+    values_metric = t.Unicode("prob").tag(sync=True)
     #: (n_tokens,) int32 index into ``vocab`` of the target at each position
     target_idx = NDArray("int32", ndim=1).tag(sync=True)
-    #: (n_layers + 1, n_tokens) probability of the target
-    target_probs = NDArray("float32", ndim=2).tag(sync=True)
-    #: (n_layers + 1, n_tokens) rank of the target (0 = top)
-    target_ranks = NDArray("int32", ndim=2).tag(sync=True)
     #: ``"own"`` (the model's own prediction) or ``"token"`` (a given target)
     target_mode = t.Unicode("own").tag(sync=True)
     #: (n_tokens,) int32 most confident layer at each position
@@ -158,13 +157,12 @@ class LensTable(MRIWidget):
     #: image mode: ``{png, width, height, grid, positions, blank}`` (arrays as buffers), else None
     image = t.Dict(None, allow_none=True).tag(sync=True, **array_serialization)
 
-    # ---- under interventions (None / empty without enabled interventions) ----------------------
-    #: (n_layers + 1, n_tokens) probability of the target in the clean run (NaN at positions the
-    #: clean run lacks), or None without enabled interventions
-    clean_target_probs = NDArray("float32", ndim=2, allow_none=True).tag(sync=True)
-    #: (n_layers + 1, n_tokens) rank of the target in the clean run (0 = top, -1 where it has no such
-    #: position), or None without enabled interventions
-    clean_target_ranks = NDArray("int32", ndim=2, allow_none=True).tag(sync=True)
+    # ---- under interventions (False / empty without enabled interventions) --------------------
+    #: True when a clean run is shown beside the one under interventions (the ``"diff"`` metric applies)
+    has_clean = t.Bool(False).tag(sync=True)
+    #: counts the results shown: each new result (prompt, k, target, interventions ...) bumps it,
+    #: and the view drops the top-k lists it fetched for an older one
+    lens_version = t.Int(0).tag(sync=True)
     #: the clean run beside the run under the interventions at one position (the selected one,
     #: else the last), at the last layer (the model's output): ``{position, token, target,
     #: target_id, rank_base, interventions, clean: {prob, rank, prediction, prediction_id,
@@ -427,22 +425,108 @@ class LensTable(MRIWidget):
                 "interventions": [str(it.label) for it in self._active()],
                 "clean": run(clean), "intervened": run(iv)}
 
+    def _metric_values(self, metric: str) -> np.ndarray:
+        """(layers, positions) values of ``metric`` for the result shown, in the dtype sent."""
+        res = self.result
+        if metric == "diff" and self._intervened is not None:
+            return self.diff
+        if metric == "rank":
+            r = res.target_ranks
+            return r.astype(np.uint16 if r.size == 0 or (r.min() >= 0 and r.max() < 2 ** 16) else np.int32)
+        if metric == "entropy":
+            return res.entropy.astype(np.float32)
+        return res.top_probs[:, :, 0].astype(np.float32)
+
+    @t.observe("metric")
+    def _metric_changed(self, change):
+        # a recolour sends only the new metric's values
+        if getattr(self, "_ready", False) and self.result is not None:
+            self._send_changed({"values": self._metric_values(change["new"]), "values_metric": change["new"]})
+
+    def _send_changed(self, values: dict) -> None:
+        """Set the traits among ``values`` whose value differs from the current one (one message)."""
+        changed = {k: v for k, v in values.items() if not _same_value(getattr(self, k), v)}
+        if changed:
+            self._set_data(changed)
+
     def _show(self) -> None:
+        """Send a new result: only the traits whose value changed, and a new ``lens_version``."""
         res = self.result
         payload = lens_payload(res)
         for key in ("prompt", "k", "norm"):  # the inputs are traits already
             payload.pop(key)
         payload["model_name"] = payload.pop("model")
+        metric = self.metric
+        if self._intervened is not None:
+            payload["target_mode"] = "own" if self._clean.target is None else "token"
+        elif metric == "diff":
+            metric = "prob"  # nothing to compare any more
+        payload["has_clean"] = self._intervened is not None
+        payload["comparison"] = self._comparison()
+        payload["values"], payload["values_metric"] = self._metric_values(metric), metric
+        payload["lens_version"] = self.lens_version + 1
+        payload["metric"] = metric
+        with self.hold_trait_notifications():  # the metric observer sees the new result
+            self._send_changed(payload)
+
+    @command
+    def cell_details(self, cells, version: Optional[int] = None) -> dict:
+        """The top-k list and target numbers of some cells (the view fetches them on hover / pin).
+
+        Parameters
+        ----------
+        cells : list of (layer, position)
+            At most ``200_000 // k`` cells per call.
+        version : int, optional
+            The ``lens_version`` the view shows; the answer names the version it is for.
+
+        Returns ``{version, cells, tokens, ids, probs, entropy, target_prob, target_rank,
+        clean_prob, clean_rank}``: ``tokens[i]`` / ``probs[i]`` (an (n, k) float32 array) are
+        :meth:`LensResult.top` of ``cells[i]`` and ``ids`` (n, k) int32 their token ids; the
+        target numbers are per cell; ``clean_*`` (NaN / -1 where the clean run lacks the
+        position) only under enabled interventions, else None.
+        """
+        res = self.result
+        if not isinstance(cells, (list, tuple)):
+            raise LensError(f"cells must be a list of (layer, position) pairs, got {type(cells).__name__}")
+        limit = max(1, 200_000 // max(1, res.k))
+        if len(cells) > limit:
+            raise LensError(f"{len(cells)} cells asked at once; ask at most {limit} (k = {res.k}) per call")
+        L, S = res.target_probs.shape
+        ls, ps = [], []
+        for c in cells:
+            if not isinstance(c, (list, tuple)) or len(c) != 2:
+                raise LensError(f"each cell is a (layer, position) pair, got {c!r}")
+            ls.append(check_int(c[0], "layer", min=0, max=L - 1, error=LensError))
+            ps.append(check_int(c[1], "position", min=0, max=S - 1, error=LensError))
+        li, pi = np.asarray(ls, np.intp), np.asarray(ps, np.intp)
+        out = {"version": int(self.lens_version), "cells": [[int(a), int(b)] for a, b in zip(ls, ps)],
+               "tokens": [[str(x) for x in res.top_tokens[a, b]] for a, b in zip(ls, ps)],
+               "ids": res.top_ids[li, pi].astype(np.int32).reshape(len(ls), res.k),
+               "probs": res.top_probs[li, pi].astype(np.float32).reshape(len(ls), res.k),
+               "entropy": res.entropy[li, pi].astype(np.float32),
+               "target_prob": res.target_probs[li, pi].astype(np.float32),
+               "target_rank": res.target_ranks[li, pi].astype(np.int32),
+               "clean_prob": None, "clean_rank": None}
         if self._intervened is not None:
             probs, ranks = _clean_on(self._clean, self._intervened)
-            payload["clean_target_probs"], payload["clean_target_ranks"] = probs, ranks.astype(np.int32)
-            payload["target_mode"] = "own" if self._clean.target is None else "token"
-        else:
-            payload["clean_target_probs"] = payload["clean_target_ranks"] = None
-        payload["comparison"] = self._comparison()
-        if self._intervened is None and self.metric == "diff":
-            payload["metric"] = "prob"  # nothing to compare any more
-        self._set_data(payload)
+            out["clean_prob"], out["clean_rank"] = probs[li, pi], ranks[li, pi].astype(np.int32)
+        return out
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return False
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, dict) and isinstance(b, dict) and ("png" in a or "png" in b):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return False
 
 
 def _clean_on(clean: LensResult, other: LensResult) -> tuple:
@@ -466,14 +550,18 @@ def _png(img: np.ndarray) -> np.ndarray:
 
 
 def lens_payload(res: LensResult) -> dict:
-    """What the view receives: token strings once each (``vocab``), indices and numbers as arrays."""
-    all_ids = np.concatenate([res.top_ids.reshape(-1), res.target_ids.reshape(-1)])
+    """What the view receives up front: token strings once each (``vocab``: the top-1 tokens and
+    the targets), the top-1 index of every cell, and per-position arrays. The top-k lists and the
+    other per-cell numbers are fetched on demand (:meth:`LensTable.cell_details`)."""
+    top1_ids = res.top_ids[:, :, 0]
+    all_ids = np.concatenate([top1_ids.reshape(-1), np.asarray(res.target_ids).reshape(-1)])
     target_tokens = np.empty(len(res.target_tokens), dtype=object)
     target_tokens[:] = [str(x) for x in res.target_tokens]
-    all_str = np.concatenate([res.top_tokens.reshape(-1), target_tokens])
+    all_str = np.concatenate([res.top_tokens[:, :, 0].reshape(-1), target_tokens])
     uniq, first, inv = np.unique(all_ids, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
     vocab = [str(x) for x in all_str[first]]
-    n_top = res.top_ids.size
+    n_top = top1_ids.size
     data = {
         "model": res.model_name,
         "prompt": res.prompt,
@@ -483,12 +571,8 @@ def lens_payload(res: LensResult) -> dict:
         "tokens": [str(x) for x in res.tokens],
         "layer_names": list(res.layer_names),
         "vocab": vocab,
-        "top_idx": inv[:n_top].reshape(res.top_ids.shape).astype(np.int32),
-        "top_probs": res.top_probs.astype(np.float32),
-        "entropy": res.entropy.astype(np.float32),
+        "top1_idx": inv[:n_top].reshape(top1_ids.shape).astype(np.uint16 if len(vocab) < 2 ** 16 else np.int32),
         "target_idx": inv[n_top:].astype(np.int32),
-        "target_probs": res.target_probs.astype(np.float32),
-        "target_ranks": res.target_ranks.astype(np.int32),
         "target_mode": "own" if res.target is None else "token",
         "best_layer": res.best_layer.astype(np.int32),
         "n_prompt": int(res.n_prompt),

@@ -38,7 +38,7 @@ def test_lens_table_hover_click_keys_and_python(jupyter_server, page):
     tip = page.locator(".mri-lens_table .mri-tooltip")
     expect(tip).to_be_visible()
     expect(tip).to_contain_text("layer 2 (after block 2)")
-    assert tip.locator("tr").count() == 5
+    expect(tip.locator("tr")).to_have_count(5)  # fetched from Python on hover
 
     # click pins the cell and sets the selection in Python
     _cell(page, 2, 3).click()
@@ -199,3 +199,49 @@ def test_lens_table_generated_rows_and_commitment(jupyter_server, page):
     wait_for_python(jupyter_server, GEN_NB, "w.result.n_generated", 4)
     assert page.locator(".mri-lens_table").count() == 1
     assert list(page.console_errors) == []
+
+
+RELOAD_NB = "lens_table_reload.ipynb"
+RELOAD_CELLS = [
+    "import mri_widgets as mw\n"
+    "from mri_widgets.testing import synthetic_lens\n"
+    "res = synthetic_lens(2000, 33, 20)\n"
+    "w = mw.LensTable.from_result(res)\n"
+    "w",
+    "display(w)",
+]
+
+
+def _whole(page, k):
+    """Both views of the widget drawn, and hovering a cell of each fills its top-k from Python."""
+    tables = page.locator(".mri-lens_table")
+    expect(tables).to_have_count(2)
+    for i in range(2):
+        t = tables.nth(i)
+        expect(t.locator(".mri-lens-cell[data-layer='3'][data-pos='4']")).to_have_count(1)
+        t.locator(".mri-lens-cell[data-layer='3'][data-pos='4']").hover()
+        tip = t.locator(".mri-tooltip")
+        expect(tip).to_be_visible()
+        expect(tip).to_contain_text("#4")
+        expect(tip.locator("tr")).to_have_count(k, timeout=20000)
+        expect(tip).not_to_contain_text("loading...")
+        # the tooltip's first row is the result's top-1 token (the cell's own text)
+        first = tip.locator("tr").first.locator("td").first.inner_text()
+        assert first.strip('"') == t.locator(".mri-lens-cell[data-layer='3'][data-pos='4']").inner_text().replace("\u2423", " ")
+
+
+def test_lens_table_displayed_twice_and_after_a_reload(jupyter_server, page):
+    write_notebook(jupyter_server.root_dir, RELOAD_NB, RELOAD_CELLS)
+    open_notebook(page, jupyter_server, RELOAD_NB)
+    run_all(page)
+    wait_for_view(page, ".mri-lens_table .mri-lens-cell")
+    _whole(page, 20)
+    save_screenshot(page, "lens_table_twice")
+    # save the outputs (the widget views), then load the page again: the views come back whole
+    # from the kernel's live widget state, and the top-k lists are fetched again
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_timeout(1000)
+    open_notebook(page, jupyter_server, RELOAD_NB)
+    wait_for_view(page, ".mri-lens_table .mri-lens-cell", timeout=60)
+    _whole(page, 20)
+    save_screenshot(page, "lens_table_reloaded")

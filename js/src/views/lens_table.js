@@ -23,7 +23,7 @@ const IMG_SIZE = 280;
 
 /** True when the data holds a clean run beside the one under interventions (the "diff" metric applies). */
 export function hasClean(data) {
-  return !!data?.clean_target_probs?.data?.length;
+  return !!data?.has_clean;
 }
 
 /** The metrics offered for this data: "diff" only under interventions. */
@@ -38,28 +38,74 @@ export function effectiveMetric(data, metric) {
 }
 
 /**
- * Change of the target's probability at (layer, pos), intervened minus clean, rounded to float32
- * like Python's `LensTable.diff` (NaN where the clean run has no such position).
+ * Value of `metric` at (layer, pos) from the one metric array Python sent (`values`, holding
+ * `values_metric`): top-1 probability, target rank, entropy (nats) or diff; NaN for another metric
+ * (its values are on their way).
  */
-export function diffAt(data, layer, pos) {
-  return Math.fround(at(data.target_probs, layer, pos) - at(data.clean_target_probs, layer, pos));
-}
-
-/** The whole (layers, positions) diff as {data: Float32Array, shape}, or null without a clean run. */
-export function diffArray(data) {
-  if (!hasClean(data)) return null;
-  const a = data.target_probs.data, b = data.clean_target_probs.data;
-  const out = new Float32Array(a.length);
-  for (let i = 0; i < a.length; i++) out[i] = a[i] - b[i];
-  return { data: out, shape: data.target_probs.shape };
-}
-
-/** Raw value of `metric` at (layer, pos): top-1 probability, target rank, entropy (nats) or diff. */
 export function metricValue(data, metric, layer, pos) {
-  if (metric === "diff") return diffAt(data, layer, pos);
-  if (metric === "rank") return at(data.target_ranks, layer, pos);
-  if (metric === "entropy") return at(data.entropy, layer, pos);
-  return at(data.top_probs, layer, pos, 0);
+  if (!data.values || data.values_metric !== metric) return NaN;
+  return at(data.values, layer, pos);
+}
+
+// ------------------------------------------------------------------------------ top-k on demand
+
+/** Cache of cell details (top-k, target numbers) for one `lens_version`. */
+export function detailCache(version) {
+  return { version, cells: new Map() };
+}
+
+/**
+ * Split Python's `cell_details` answer into one object per cell:
+ * {tokens, probs, entropy, target_prob, target_rank, clean_prob, clean_rank} (clean_*: null without interventions).
+ */
+export function splitDetails(res) {
+  const n = res.cells.length;
+  const k = n ? res.probs.shape[1] : 0;
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    out.push({
+      layer: res.cells[i][0], pos: res.cells[i][1], tokens: res.tokens[i],
+      probs: Array.from(res.probs.data.subarray(i * k, (i + 1) * k)),
+      entropy: res.entropy.data[i], target_prob: res.target_prob.data[i], target_rank: res.target_rank.data[i],
+      clean_prob: res.clean_prob ? res.clean_prob.data[i] : null, clean_rank: res.clean_rank ? res.clean_rank.data[i] : null,
+    });
+  }
+  return out;
+}
+
+/**
+ * The details of cell (layer, pos) if cached, else undefined; asks Python (`cell_details`) once per
+ * cell and version, and calls `onReady(detail)` when they arrive (or `onReady(null, error)`).
+ */
+export function cellDetail(ctx, layer, pos, onReady) {
+  const { state, data } = ctx;
+  if (!state.details || state.details.version !== data.lens_version) state.details = detailCache(data.lens_version);
+  const cache = state.details;
+  const key = `${layer}:${pos}`;
+  const got = cache.cells.get(key);
+  if (got && !(got instanceof Promise)) return got;
+  const p = got || ctx.invoke("cell_details", { cells: [[layer, pos]], version: data.lens_version })
+    .then((res) => {
+      if (res.version !== cache.version) throw new Error("the table changed; hover again");
+      for (const d of splitDetails(res)) cache.cells.set(`${d.layer}:${d.pos}`, d);
+      return cache.cells.get(key);
+    })
+    .catch((e) => { if (cache.cells.get(key) === p) cache.cells.delete(key); throw e; });
+  if (!got) cache.cells.set(key, p);
+  if (onReady) p.then((d) => onReady(d), (e) => onReady(null, e));
+  return undefined;
+}
+
+/** An element filled by `render(detail)` now if the cell's details are cached, else "loading..." then filled. */
+function detailSlot(ctx, layer, pos, render) {
+  const slot = h("div", { class: "mri-lens-detail" });
+  const d = cellDetail(ctx, layer, pos, (det, err) => {
+    if (det) slot.replaceChildren(...render(det));
+    else slot.replaceChildren(h("div", { class: "mri-muted" }, `could not load the top tokens: ${err?.message ?? err}`));
+  });
+  if (d) slot.replaceChildren(...render(d));
+  else slot.replaceChildren(h("div", { class: "mri-muted mri-lens-loading" }, "loading..."));
+  return slot;
 }
 
 /**
@@ -180,54 +226,50 @@ function vocabStr(data, idx) {
   return data.vocab[idx] ?? "";
 }
 
-/** Top-k rows of a cell as DOM (token text, probability). */
-function topkTable(data, layer, pos) {
-  const k = data.top_idx.shape[2];
-  const idx = at(data.top_idx, layer, pos);
-  const p = at(data.top_probs, layer, pos);
-  const rows = [];
-  for (let j = 0; j < k; j++) {
-    rows.push(h("tr", {}, h("td", {}, h("span", { class: "mri-lens-tok" }, JSON.stringify(vocabStr(data, idx[j])))),
-      h("td", {}, fmt(p[j], 3))));
-  }
-  return h("table", {}, rows);
+/** Top-k rows of a cell (its fetched details) as DOM (token text, probability). */
+function topkTable(d) {
+  return h("table", {}, d.tokens.map((tok, j) => h("tr", {},
+    h("td", {}, h("span", { class: "mri-lens-tok" }, JSON.stringify(tok))), h("td", {}, fmt(d.probs[j], 3)))));
 }
 
-function cellSummary(data, layer, pos) {
+function cellSummary(ctx, layer, pos) {
+  const { data } = ctx;
   const lname = data.layer_names[layer];
   const where = layer === 0 ? "embeddings" : `after block ${layer}`;
   const tgt = vocabStr(data, data.target_idx.data[pos]);
   return [
     h("div", {}, `#${pos} `, h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[pos])),
       isGenerated(data, pos) ? " (generated)" : "", ` · layer ${lname} (${where})`),
-    topkTable(data, layer, pos),
-    h("div", {}, `target `, h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
-      `: p = ${fmt(at(data.target_probs, layer, pos), 3)}, rank ${at(data.target_ranks, layer, pos)}`),
-    ...beforeAfter(data, layer, pos),
-    h("div", {}, `entropy ${fmt(at(data.entropy, layer, pos), 2)} nats`),
+    detailSlot(ctx, layer, pos, (d) => [
+      topkTable(d),
+      h("div", {}, "target ", h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
+        `: p = ${fmt(d.target_prob, 3)}, rank ${d.target_rank}`),
+      ...beforeAfter(data, d),
+      h("div", {}, `entropy ${fmt(d.entropy, 2)} nats`),
+    ]),
     ...commitLine(data, pos),
   ];
 }
 
 /**
- * Tooltip lines under interventions: the target's probability and rank (0 = top) in the clean run
- * and under the interventions, and the change. Each number carries data-run / data-field / data-value.
+ * Tooltip lines under interventions, from a cell's fetched details `d`: the target's probability
+ * and rank (0 = top) in the clean run and under the interventions, and the change (float32, like
+ * Python's `LensTable.diff`). Each number carries data-run / data-field / data-value.
  */
-export function beforeAfter(data, layer, pos) {
-  if (!hasClean(data)) return [];
-  const cp = at(data.clean_target_probs, layer, pos), cr = at(data.clean_target_ranks, layer, pos);
-  const ip = at(data.target_probs, layer, pos), ir = at(data.target_ranks, layer, pos);
+export function beforeAfter(data, d) {
+  if (!hasClean(data) || d.clean_prob == null) return [];
+  const cp = d.clean_prob, cr = d.clean_rank, ip = d.target_prob, ir = d.target_rank;
   const num = (run, field, value, text) => h("span", { class: "mri-lens-ba-num", "data-run": run, "data-field": field,
     "data-value": String(value) }, text);
   if (Number.isNaN(cp)) {
     return [h("div", { class: "mri-lens-ba" }, "clean run: no such position (its continuation is shorter)")];
   }
-  const d = diffAt(data, layer, pos);
+  const dp = Math.fround(ip - cp);
   return [
     h("div", { class: "mri-lens-ba" }, "clean p = ", num("clean", "prob", cp, fmt(cp, 4)), ", rank ",
       num("clean", "rank", cr, String(cr)), " \u2192 intervened p = ", num("intervened", "prob", ip, fmt(ip, 4)),
       ", rank ", num("intervened", "rank", ir, String(ir))),
-    h("div", { class: "mri-lens-ba" }, "change of p: ", num("diff", "prob", d, `${d >= 0 ? "+" : "\u2212"}${fmt(Math.abs(d), 4)}`)),
+    h("div", { class: "mri-lens-ba" }, "change of p: ", num("diff", "prob", dp, `${dp >= 0 ? "+" : "\u2212"}${fmt(Math.abs(dp), 4)}`)),
   ];
 }
 
@@ -299,7 +341,7 @@ function buildToolbar(ctx) {
 
 function updateLegend(ctx) {
   const { data, state, model } = ctx;
-  const metric = effectiveMetric(data, model.get("metric"));
+  const metric = data.values_metric || "prob"; // the metric drawn (a new one's values may be on their way)
   const sat = state.diffSat ?? 1;
   const [lo, hi] = legendLabels(metric, data.vocab_size, sat);
   state.legend.lo.textContent = lo;
@@ -307,7 +349,7 @@ function updateLegend(ctx) {
   state.legend.bar.style.background = metric === "diff"
     ? `linear-gradient(to right, ${effectColor(-1)}, ${effectColor(0)}, ${effectColor(1)})`
     : `linear-gradient(to right, ${sequential(0)}, ${sequential(0.5)}, ${sequential(1)})`;
-  state.legend.metric.value = metric;
+  state.legend.metric.value = effectiveMetric(data, model.get("metric"));
   state.legend.transpose.checked = !!model.get("transpose");
 }
 
@@ -326,7 +368,7 @@ function buildTable(ctx) {
   const grid = tokenGrid({
     host: state.tableHost, prefix: "mri-lens", rows: T ? L : S, cols: T ? S : L, height: model.get("height") || 480,
     corner: T ? "layer \\ token" : "token \\ layer", label: "logit lens table", tip: state.tip,
-    frame: () => ({ metric: effectiveMetric(data, model.get("metric")), pinned: state.pinned, hiPos: state.hiPos,
+    frame: () => ({ metric: data.values_metric, pinned: state.pinned, hiPos: state.hiPos,
       selPos: state.selRow, selLayer: state.selCol, sat: state.diffSat ?? 1 }),
     cell(r, c, f) {
       const { layer, pos } = cellToLP(r, c, T);
@@ -335,7 +377,7 @@ function buildTable(ctx) {
       cls += genClasses(data, layer, pos, T);
       if (pos === f.hiPos || (!f.pinned && f.selPos === pos)) cls += " mri-lens-rowhi";
       return { bg: cellColor(f.metric, metricValue(data, f.metric, layer, pos), data.vocab_size, f.sat), cls,
-        text: showToken(vocabStr(data, at(data.top_idx, layer, pos, 0))), data: { layer, pos } };
+        text: showToken(vocabStr(data, at(data.top1_idx, layer, pos))), data: { layer, pos } };
     },
     colHead(c, { pinned, hiPos, selPos, selLayer }) {
       const hi = !T ? (pinned ? pinned.layer === c : selLayer === c) : (c === hiPos || (pinned ? pinned.pos === c : selPos === c));
@@ -353,7 +395,7 @@ function buildTable(ctx) {
     },
     tooltip(r, c) {
       const { layer, pos } = cellToLP(r, c, T);
-      return cellSummary(data, layer, pos);
+      return cellSummary(ctx, layer, pos);
     },
     onHover({ r, c }) { if (state.image) state.image.outline(imagePatchOf(data, cellToLP(r, c, T).pos)); },
     onLeave() { if (state.image) state.image.outline(-1); },
@@ -372,6 +414,7 @@ function buildTable(ctx) {
   }
   function pin(layer, pos, { select = true } = {}) {
     state.pinned = { layer, pos };
+    cellDetail(ctx, layer, pos, () => {}); // its top-k, ready for the tooltip
     reveal(layer, pos);
     grid.paint();
     if (select) ctx.selection.set({ position: pos, layer });
@@ -411,7 +454,7 @@ function buildImage(ctx) {
     const best = data.best_layer.data[pos];
     return { pos, best, content: [
       h("div", {}, `patch (${Math.floor(i / gw)}, ${i % gw}) · token #${pos} · best layer ${data.layer_names[best]}`),
-      topkTable(data, best, pos),
+      detailSlot(ctx, best, pos, (det) => [topkTable(det)]),
     ] };
   };
   const show = (i, locked) => {
@@ -470,7 +513,7 @@ function draw(ctx) {
   injectCss();
   const { data, root, model, state } = ctx;
   if (state.revoke) { state.revoke(); state.revoke = null; }
-  if (!data?.tokens || !data.top_idx) return;
+  if (!data?.tokens || !data.top1_idx) return;
   const L = data.layer_names.length, S = data.tokens.length;
   if (state.pinned && (state.pinned.layer >= L || state.pinned.pos >= S)) state.pinned = null;
   state.hiPos = null;
@@ -478,8 +521,7 @@ function draw(ctx) {
   state.hoverPatch = null;
   state.image = null;
   state.tip = tooltip(root);
-  const diff = diffArray(data);
-  state.diffSat = diff ? saturation(diff, "max") : 1;
+  state.diffSat = data.values_metric === "diff" ? saturation(data.values, "max") : 1;
   root.appendChild(buildToolbar(ctx));
   state.cmpBox = h("div", { class: "mri-lens-cmpbox" });
   showComparison(ctx);
@@ -544,9 +586,9 @@ function onSelection(ctx, sel) {
 }
 
 /** Traits of LensTable (mri_widgets/widgets/lens_table.py): the result, redrawn on change ... */
-export const TRAITS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "top_idx", "top_probs", "entropy",
-  "target_idx", "target_probs", "target_ranks", "target_mode", "best_layer", "image", "n_prompt", "commitment_layer",
-  "clean_target_probs", "clean_target_ranks"];
+export const TRAITS = ["model_name", "vocab_size", "tokens", "layer_names", "vocab", "top1_idx", "values",
+  "values_metric", "target_idx", "target_mode", "best_layer", "image", "n_prompt", "commitment_layer", "has_clean",
+  "lens_version"];
 /** ... and the parameters the view reads and sets itself. */
 export const PARAMS = ["prompt", "k", "metric", "target", "norm", "transpose", "height", "generate", "sample", "seed",
   "temperature", "comparison"];
