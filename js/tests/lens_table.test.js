@@ -412,7 +412,7 @@ describe("lens table under interventions", () => {
     const res = details(full, model, [[0, 1], [3, 4]]);
     const dec = {};
     for (const [key, v] of Object.entries(res)) {
-      dec[key] = v && v.view ? { data: new (v.dtype === "int32" ? Int32Array : Float32Array)(v.view.buffer), shape: v.shape } : v;
+      dec[key] = v?.view ? { data: new (v.dtype === "int32" ? Int32Array : Float32Array)(v.view.buffer), shape: v.shape } : v;
     }
     const cells = splitDetails(dec);
     expect(cells.map((c) => [c.layer, c.pos])).toEqual([[0, 1], [3, 4]]);
