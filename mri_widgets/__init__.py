@@ -47,6 +47,10 @@ _PUBLIC = {
     "FlowGraph": "mri_widgets.widgets.flow_graph",
     "Explorer": "mri_widgets.widgets.explorer",
     "Interventions": "mri_widgets.widgets.interventions",
+    # bqplot charts (optional dependency: pip install "mri_widgets[charts]")
+    "LayerTrace": "mri_widgets.widgets.charts",
+    "AreaMetrics": "mri_widgets.widgets.charts",
+    "NeuronHistogram": "mri_widgets.widgets.charts",
 }
 
 __all__ = ["__version__", *_PUBLIC, "datasets", "testing", "jobs"]
