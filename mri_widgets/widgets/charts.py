@@ -52,6 +52,12 @@ def _click_index(content) -> Optional[int]:
     return None if index is None else int(index)
 
 
+def _ticks(layers) -> np.ndarray:
+    layers = np.asarray(layers, np.int64)
+    step = max(1, int(np.ceil(len(layers) / 16)))
+    return layers[::step].astype(np.float64)
+
+
 class _Chart(ipw.VBox):
     """Base: a VBox of bqplot figures holding a Selection and the links to it."""
 
@@ -76,6 +82,11 @@ class _Chart(ipw.VBox):
         for link in self.links:
             link.unlink()
         self.links = []
+
+    def _layer_axis(self, scale, layers):
+        """An x axis with integer ticks at (at most about 16 of) the given layers."""
+        return self._bq.Axis(scale=scale, label="layer", grid_lines="none", tick_format="d",
+                             tick_values=_ticks(layers))
 
     def _figure(self, marks, x_scale, y_scale, x_label, y_label, title="", height=200, x_axis=None):
         bq = self._bq
@@ -152,6 +163,7 @@ class LayerTrace(_Chart):
         bq = self._bq
         self._x = bq.LinearScale()
         self._marks = {}
+        self._x_axes = []
         figures = []
         labels = {"prob": "p(target)", "rank": "rank + 1 (log)", "entropy": "entropy (nats)"}
         for m in metrics:
@@ -165,7 +177,10 @@ class LayerTrace(_Chart):
             rule = bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": self._x, "y": y}, colors=[RULE_COLOR],
                             line_style="dashed", stroke_width=1)
             self._marks[m] = (lines, points, rule, y)
-            figures.append(self._figure([rule, lines, points], self._x, y, "layer", labels[m], height=height))
+            x_axis = self._layer_axis(self._x, np.arange(len(self._result.layer_names)))
+            figures.append(self._figure([rule, lines, points], self._x, y, "layer", labels[m], height=height,
+                                        x_axis=x_axis))
+            self._x_axes.append(x_axis)
         self.figures = figures
         self.children = figures
         with self.hold_trait_notifications():
@@ -205,6 +220,8 @@ class LayerTrace(_Chart):
 
     def _table_changed(self, change=None):
         self._result = self._table.result
+        for axis in self._x_axes:  # the model may have changed
+            axis.tick_values = _ticks(np.arange(len(self._result.layer_names)))
         self._redraw()
 
     def _redraw(self, change=None):
@@ -295,7 +312,7 @@ class AreaMetrics(_Chart):
                               line_style="dashed", stroke_width=1)
         self.figures = [self._figure([self._rule, self._lines, self._points], x, y, "layer",
                                      "mean degree of the layer's regions", title="region graph per label",
-                                     height=height)]
+                                     height=height, x_axis=self._layer_axis(x, self._layers))]
         self.children = self.figures
         self._link()
         self.observe(self._update, names=["layer", "label"])
