@@ -157,6 +157,11 @@ def test_neuron_histogram_follows_the_selected_neuron(lm):
     sel.layer = 0
     assert h.data["counts"] is None and "not scanned" in h._fig.title
     assert not np.asarray(h._bars.y).any()
+    # log axis: bars grow from 0.5 (never a log of 0, which the browser would get as NaN)
+    hl = mw.NeuronHistogram(scan, layer=2, neuron=7, log=True)
+    want = scan.hist[1, 7].astype(float)
+    np.testing.assert_array_equal(np.asarray(hl._bars.y), np.where(want > 0, want, 0.5))
+    assert hl._bars.base == 0.5 and (want == 0).any()
 
 
 def test_bad_inputs_and_missing_bqplot(res, monkeypatch):

@@ -348,22 +348,30 @@ class AreaMetrics(_Chart):
 
 # ------------------------------------------------------------------------------ NeuronHistogram
 def histogram_bin_labels() -> list:
-    """Short labels of the :data:`~mri_widgets.analysis.neurons.HIST_EDGES` bins, low to high."""
+    """Short labels of the :data:`~mri_widgets.analysis.neurons.HIST_EDGES` bins, low to high.
+
+    An octave bin is named by its smaller magnitude with its sign: ``"2^-3"`` is [0.125, 0.25),
+    ``"-4"`` is (-8, -4]; ``"0"`` is the central bin |x| < 2**HIST_LO, ``"<=-128"`` and
+    ``">=128"`` the outer ones.
+    """
     from ..analysis.neurons import HIST_EDGES
 
-    def fmt(v):
-        return f"{v:g}"
+    def mag(v):
+        e = int(round(np.log2(abs(v))))
+        return str(2 ** e) if e >= 0 else f"2^{e}"
 
     out = []
     for lo, hi in zip(HIST_EDGES[:-1], HIST_EDGES[1:]):
         if np.isinf(lo):
-            out.append(f"<{fmt(hi)}")
+            out.append("<=-" + mag(hi))
         elif np.isinf(hi):
-            out.append(f"\u2265{fmt(lo)}")
+            out.append(f">={mag(lo)}")
         elif lo < 0 < hi:
-            out.append(f"|x|<{fmt(hi)}")
+            out.append("0")
+        elif hi <= 0:
+            out.append("-" + mag(hi))
         else:
-            out.append(f"[{fmt(lo)},{fmt(hi)})")
+            out.append(mag(lo))
     return out
 
 
@@ -384,7 +392,7 @@ class NeuronHistogram(_Chart):
     layer, neuron : int, optional
         Start here (this also sets the linked selection).
     log : bool
-        Logarithmic count axis (bins with no tokens are then left out).
+        Logarithmic count axis (from 0.5, so empty bins have no bar).
     """
 
     #: the neuron's layer (linked to ``selection.layer``)
@@ -404,12 +412,17 @@ class NeuronHistogram(_Chart):
         bq = self._bq
         self._bins = histogram_bin_labels()
         x = bq.OrdinalScale(domain=self._bins)
-        y = bq.LogScale() if self._log else bq.LinearScale(min=0.0)
-        self._bars = bq.Bars(x=self._bins, y=np.zeros(len(self._bins)), scales={"x": x, "y": y},
-                             colors=[COLORS[0]], padding=0.1)
-        x_axis = bq.Axis(scale=x, label="activation", tick_rotate=-45, tick_style={"font-size": "9px"})
+        # a log axis starts at 0.5 (bars grow from there; an empty bin has no height)
+        y = bq.LogScale(min=0.5) if self._log else bq.LinearScale(min=0.0)
+        self._floor = 0.5 if self._log else 0.0
+        self._bars = bq.Bars(x=self._bins, y=np.full(len(self._bins), self._floor), scales={"x": x, "y": y},
+                             colors=[COLORS[0]], padding=0.1, base=self._floor)
+        x_axis = bq.Axis(scale=x, label="activation (octave bins; 0: |x| < 2^-10)", tick_rotate=-45,
+                         tick_style={"font-size": "10px"})
         self._fig = self._figure([self._bars], x, y, "activation", "tokens", height=height, x_axis=x_axis)
-        self._fig.fig_margin = {"top": 30, "bottom": 70, "left": 60, "right": 20}
+        self._fig.fig_margin = {"top": 30, "bottom": 60, "left": 60, "right": 20}
+        if self._log:
+            self._fig.axes[1].tick_format = "~g"
         self.figures = [self._fig]
         self.children = self.figures
         self._link()
@@ -443,12 +456,10 @@ class NeuronHistogram(_Chart):
                 title = f"layer {self.layer} was not scanned (scanned: {self._scan.layers})"
             else:
                 title = "select a neuron"
-            y = np.zeros(len(self._bins))
+            y = np.full(len(self._bins), self._floor)
         else:
             title = f"neuron {self.layer}.{self.neuron}: {int(c.sum())} tokens"
-            y = c.astype(np.float64)
-            if self._log:
-                y = np.where(y > 0, y, np.nan)
+            y = np.maximum(c.astype(np.float64), self._floor)
         with self._bars.hold_sync():
             self._bars.y = y
         self._fig.title = title
