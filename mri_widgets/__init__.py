@@ -49,6 +49,10 @@ _PUBLIC = {
     "Interventions": "mri_widgets.widgets.interventions",
     # sharing
     "save_html": "mri_widgets.widgets.share",
+    # bqplot charts (optional dependency: pip install "mri_widgets[charts]")
+    "LayerTrace": "mri_widgets.widgets.charts",
+    "AreaMetrics": "mri_widgets.widgets.charts",
+    "NeuronHistogram": "mri_widgets.widgets.charts",
 }
 
 __all__ = ["__version__", *_PUBLIC, "datasets", "testing", "jobs"]

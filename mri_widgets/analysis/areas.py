@@ -525,3 +525,13 @@ class ActivationAreas:
         """
         names = self.label_names if labels is None else [self.corpus.label_names[i] for i in self._label_ids(labels)]
         return compare_graphs({n: self._graph_positional([n], refit=refit) for n in names})
+
+    def plot_metrics(self, labels=None, selection=None, **kwargs):
+        """A bqplot chart of :meth:`compare_labels`' ``degree_by_layer`` per label across layers.
+
+        Returns a :class:`mri_widgets.AreaMetrics` linked to ``selection`` (``layer``, ``label``);
+        needs bqplot (``pip install "mri_widgets[charts]"``).
+        """
+        from ..widgets.charts import AreaMetrics
+
+        return AreaMetrics(self, labels, selection, **kwargs)

@@ -559,6 +559,16 @@ class NeuronScan:
                             for name, c, s in zip(SIGN_CASES, cn, cs)]
         return out
 
+    def plot_distribution(self, layer=None, neuron=None, selection=None, **kwargs):
+        """A bqplot bar chart of one neuron's activation histogram (:attr:`hist` over :data:`HIST_EDGES`).
+
+        Returns a :class:`mri_widgets.NeuronHistogram` that follows ``selection`` (``layer``,
+        ``neuron``); needs bqplot (``pip install "mri_widgets[charts]"``).
+        """
+        from ..widgets.charts import NeuronHistogram
+
+        return NeuronHistogram(self, selection, layer=layer, neuron=neuron, **kwargs)
+
     @property
     def freq_positive(self) -> np.ndarray:
         """(n_layers, d_mlp): fraction of tokens where each neuron is > 0."""
