@@ -80,6 +80,15 @@ def check_theme(v) -> str:
     return v
 
 
+class _Theme(t.TraitType):
+    """A theme name (:data:`THEMES`); anything else is a TraitError naming the choices."""
+
+    info_text = "one of " + ", ".join(map(repr, THEMES))
+
+    def validate(self, obj, value):
+        return check_theme(value)
+
+
 #: keyword arguments every MRIWidget constructor takes besides its own (base traits): their checks
 SHARED_KEYWORDS = {"theme": check_theme}
 
@@ -150,11 +159,7 @@ class MRIWidget(anywidget.AnyWidget):
     #: colours of the view: "auto" follows the notebook's theme (JupyterLab's light or dark theme,
     #: else the browser's prefers-color-scheme); "light" or "dark" force one. Every view takes it as
     #: a keyword (``LensTable(model, prompt, theme="dark")``) and it can be changed at any time.
-    theme = t.Any("auto").tag(sync=True)
-
-    @t.validate("theme")
-    def _check_theme(self, proposal):
-        return check_theme(proposal["value"])
+    theme = _Theme("auto").tag(sync=True)
 
     def __init__(self, *, selection: Selection | None = None, **kwargs: Any):
         if selection is not None and not isinstance(selection, Selection):
