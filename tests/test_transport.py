@@ -6,6 +6,7 @@ import torch
 
 from conftest import FakeComm
 from mri_widgets import Selection, TokenHeat
+from mri_widgets.widgets.base import MRIWidget
 from mri_widgets.widgets.transport import decode_tree, encode_array, encode_tree
 from ipywidgets.widgets.widget import _remove_buffers
 
@@ -207,6 +208,8 @@ def test_unknown_keyword_arguments_list_the_valid_ones():
 
     for cls in _widget_classes() + [mw.Explorer]:
         params = [n for n in inspect.signature(cls.__init__).parameters if n != "self" and not n.startswith("_")]
+        if issubclass(cls, MRIWidget) and "theme" not in params:
+            params.append("theme")  # every view also takes the base trait theme=
         with pytest.raises(TypeError) as e:
             cls(None, colour="red", hieght=3)  # rejected before any work, whatever the positional arguments
         msg = str(e.value)

@@ -69,6 +69,30 @@ def _keyword_names(init) -> tuple[list, list] | None:
     return names, [n for n in names if not n.startswith("_")]
 
 
+#: the values of :attr:`MRIWidget.theme`
+THEMES = ("auto", "light", "dark")
+
+
+def check_theme(v) -> str:
+    """``v`` if it is a theme name (:data:`THEMES`), else a TraitError saying which are."""
+    if not isinstance(v, str) or v not in THEMES:
+        raise t.TraitError(f"theme must be one of {', '.join(map(repr, THEMES))}, got {v!r}")
+    return v
+
+
+class _Theme(t.TraitType):
+    """A theme name (:data:`THEMES`); anything else is a TraitError naming the choices."""
+
+    info_text = "one of " + ", ".join(map(repr, THEMES))
+
+    def validate(self, obj, value):
+        return check_theme(value)
+
+
+#: keyword arguments every MRIWidget constructor takes besides its own (base traits): their checks
+SHARED_KEYWORDS = {"theme": check_theme}
+
+
 def reject_unknown_keywords(cls):
     """Class decorator: unknown keyword arguments to ``cls(...)`` raise a TypeError listing the valid ones.
 
@@ -84,13 +108,23 @@ def reject_unknown_keywords(cls):
     accepted, public = names
     accepted = frozenset(accepted)
 
+    # keywords every view takes besides its own (the base traits, such as theme=)
+    shared = [k for k in SHARED_KEYWORDS if k not in accepted and cls.class_traits().get(k) is not None] \
+        if hasattr(cls, "class_traits") else []
+    public = public + shared
+
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
-        unknown = [k for k in kwargs if k not in accepted]
+        unknown = [k for k in kwargs if k not in accepted and k not in shared]
         if unknown:
             raise TypeError(f"{cls.__name__}() got unknown keyword argument{'s' if len(unknown) > 1 else ''} "
                             f"{', '.join(map(repr, unknown))}; valid keyword arguments: {', '.join(public)}")
+        given = {k: kwargs.pop(k) for k in shared if k in kwargs}
+        for k, v in given.items():  # checked before the (possibly long) constructor runs
+            SHARED_KEYWORDS[k](v)
         init(self, *args, **kwargs)
+        for k, v in given.items():
+            setattr(self, k, v)
 
     __init__._mri_checked = True
     cls.__init__ = __init__
@@ -122,6 +156,10 @@ class MRIWidget(anywidget.AnyWidget):
     _sel = t.Dict().tag(sync=True)
     #: a message shown above the view (the last failed update); empty when all is well
     error = t.Unicode("").tag(sync=True)
+    #: colours of the view: "auto" follows the notebook's theme (JupyterLab's light or dark theme,
+    #: else the browser's prefers-color-scheme); "light" or "dark" force one. Every view takes it as
+    #: a keyword (``LensTable(model, prompt, theme="dark")``) and it can be changed at any time.
+    theme = _Theme("auto").tag(sync=True)
 
     def __init__(self, *, selection: Selection | None = None, **kwargs: Any):
         if selection is not None and not isinstance(selection, Selection):

@@ -8,8 +8,8 @@ const CSS = `
 .mri-view .mri-cmp-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 .mri-view .mri-cmp-table th, .mri-view .mri-cmp-table td { padding: 1px 10px 1px 0; text-align: left; }
 .mri-view .mri-cmp-table th { color: var(--mri-muted); font-weight: normal; }
-.mri-view .mri-cmp-down { color: #b2182b; font-weight: 600; }
-.mri-view .mri-cmp-up { color: #1a7f37; font-weight: 600; }
+.mri-view .mri-cmp-down { color: var(--mri-down); font-weight: 600; }
+.mri-view .mri-cmp-up { color: var(--mri-up); font-weight: 600; }
 `;
 
 function injectCss() {

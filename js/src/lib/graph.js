@@ -5,8 +5,28 @@ import cytoscape from "cytoscape";
 
 /** Sentinel of mri_widgets.widgets.graph_view.NO_VALUE: "this node does not set that key". */
 export const NO_VALUE = -2147483648;
-const ACCENT = "#d62728";
 const MAX_PIE = 16;
+
+/** The colours of the graph's chrome in the light theme (cytoscape styles take no CSS variables). */
+export const GRAPH_LIGHT = {
+  fg: "#333", muted: "#555", label: "#444", bg: "#fff", border: "#aaa", strong: "#222",
+  accent: "#d62728", link: "#0b5394", selLabelBg: "#fde3df",
+};
+
+/**
+ * The graph's chrome colours as the theme sets them on `el` (its --mri-* variables, read with
+ * getComputedStyle; the light colours where a variable is not set).
+ */
+export function graphPalette(el) {
+  const cs = el && typeof getComputedStyle === "function" ? getComputedStyle(el) : null;
+  const get = (name, dflt) => (cs?.getPropertyValue(name) || "").trim() || dflt;
+  const L = GRAPH_LIGHT;
+  return {
+    fg: get("--mri-fg", L.fg), muted: get("--mri-muted", L.muted), label: get("--mri-fg", L.label),
+    bg: get("--mri-bg", L.bg), border: get("--mri-border", L.border), strong: get("--mri-strong", L.strong),
+    accent: get("--mri-accent", L.accent), link: get("--mri-link", L.link), selLabelBg: get("--mri-sel-label-bg", L.selLabelBg),
+  };
+}
 
 const rgbAt = (arr, i) => {
   if (!arr) return "#888";
@@ -197,7 +217,8 @@ export function buildElements(data) {
 }
 
 /** Cytoscape stylesheet for the data (pie slices for K parts, arrows when directed). */
-export function graphStyle(data, big) {
+export function graphStyle(data, big, pal = GRAPH_LIGHT) {
+  const ACCENT = pal.accent;
   const K = data.parts ? Math.min(data.parts.shape[1], MAX_PIE) : 0;
   const pie = { "pie-size": "100%" };
   for (let k = 1; k <= K; k++) {
@@ -211,7 +232,7 @@ export function graphStyle(data, big) {
   const minLabel = big && !(data.min_zoom > 0) ? Math.ceil(1.5 * labels["font-size"]) : 7;
   if (data.label_position === "right") {
     Object.assign(labels, { "text-valign": "center", "text-halign": "right", "text-margin-x": 4,
-      "text-background-color": "#fff", "text-background-opacity": 0.9, "text-background-padding": 1,
+      "text-background-color": pal.bg, "text-background-opacity": 0.9, "text-background-padding": 1,
       "text-background-shape": "roundrectangle" });
   } else {
     Object.assign(labels, { "text-valign": "bottom", "text-margin-y": 2 });
@@ -221,18 +242,18 @@ export function graphStyle(data, big) {
     { selector: "node.node", style: {
       "background-color": "data(color)", width: "data(size)", height: "data(size)", shape: "data(shape)",
       label: "data(label)", "min-zoomed-font-size": minLabel, ...labels,
-      color: "#333", "border-width": 0.5, "border-color": "#fff" } },
+      color: pal.fg, "border-width": 0.5, "border-color": pal.bg } },
     { selector: "node.pie", style: pie },
     { selector: "node.annot", style: {
       "background-opacity": 0, width: 1, height: 1, label: "data(label)", "font-size": "data(fs)", "font-weight": "bold",
-      color: "#444", "text-valign": "center", "text-halign": "center", "min-zoomed-font-size": 4 } },
+      color: pal.label, "text-valign": "center", "text-halign": "center", "min-zoomed-font-size": 4 } },
     { selector: "node.annot.left", style: { "text-halign": "right" } },
     { selector: "node.annot.plain", style: { "font-weight": "normal", "min-zoomed-font-size": 7 } },
     { selector: "node.annot.colored", style: { color: "data(color)" } },
-    { selector: "node.annot.selectable", style: { color: "#0b5394" } },
+    { selector: "node.annot.selectable", style: { color: pal.link } },
     { selector: "node.group", style: {
       "background-color": "#888", "background-opacity": 0.05, "border-width": 1, "border-style": "dashed",
-      "border-color": "#aaa", label: "data(label)", "text-valign": "top", "font-size": 10, color: "#555", padding: 6 } },
+      "border-color": pal.border, label: "data(label)", "text-valign": "top", "font-size": 10, color: pal.muted, padding: 6 } },
     { selector: "node.group.collapsed", style: { "background-opacity": 0.25, width: 24, height: 24 } },
     { selector: "edge", style: {
       width: "data(w)", "line-color": "data(color)", opacity: big ? 0.45 : 0.6,
@@ -243,12 +264,12 @@ export function graphStyle(data, big) {
     { selector: ".hidden", style: { display: "none" } },
     { selector: ".dim", style: { opacity: 0.12 } },
     { selector: "edge.hl", style: { opacity: 0.95, width: "data(hw)", "z-index": 10 } },
-    { selector: "node.hl", style: { opacity: 1, "border-width": 2, "border-color": "#222", "z-index": 10 } },
+    { selector: "node.hl", style: { opacity: 1, "border-width": 2, "border-color": pal.strong, "z-index": 10 } },
     { selector: "node.sel", style: { opacity: 1, "border-width": 4, "border-color": ACCENT, "z-index": 20,
       "overlay-color": ACCENT, "overlay-opacity": 0.25, "overlay-padding": 6 } },
     // a selected header: its text marked (the 1 px anchor node may sit at the text's start)
     { selector: "node.annot.sel", style: { "border-width": 0, "overlay-opacity": 0, color: ACCENT,
-      "text-background-color": "#fde3df", "text-background-opacity": 1, "text-background-padding": 3,
+      "text-background-color": pal.selLabelBg, "text-background-opacity": 1, "text-background-padding": 3,
       "text-background-shape": "roundrectangle" } },
   ];
 }
@@ -285,7 +306,7 @@ export function createGraph(container, data, on = {}) {
     container: headless ? undefined : container,
     headless,
     styleEnabled: true,
-    style: graphStyle(data, big),
+    style: graphStyle(data, big, graphPalette(container)),
     layout: { name: "preset" },
     minZoom: 0.02,
     maxZoom: 8,

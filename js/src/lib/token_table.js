@@ -69,8 +69,8 @@ ${s}-sizer { position: relative; contain: layout paint style; }
 ${s}-inner { position: relative; }
 ${s}-h { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; }
 ${s}-h .${p}-idx { color: var(--mri-muted); font-family: var(--jp-ui-font-family, sans-serif); margin-right: 4px; }
-${s}-h.${p}-hi { background: #fff3c4; color: #111; }
-${s}-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid rgba(128,128,128,0.15); border-bottom: 1px solid rgba(128,128,128,0.15); contain: strict; }
+${s}-h.${p}-hi { background: var(--mri-hi-bg); color: var(--mri-hi-fg); }
+${s}-cell { position: absolute; box-sizing: border-box; white-space: pre; overflow: hidden; text-overflow: ellipsis; padding: 2px 4px; font-family: var(--jp-code-font-family, ui-monospace, monospace); font-size: 11px; line-height: 16px; cursor: pointer; border-right: 1px solid var(--mri-grid); border-bottom: 1px solid var(--mri-grid); contain: strict; }
 ${s}-cell.${p}-pinned { outline: 2px solid var(--mri-accent); outline-offset: -2px; z-index: 1; }
 `;
 }

@@ -7,6 +7,16 @@ import { invoke } from "./invoke.js";
 import { h, notice } from "./dom.js";
 
 /**
+ * Set a view root's theme: "light" or "dark" set data-mri-theme (style.css maps it to the --mri-*
+ * colours, over the page's theme); anything else ("auto", unset) removes it, so the view follows
+ * the page (JupyterLab's theme, else prefers-color-scheme).
+ */
+export function applyTheme(root, theme) {
+  if (theme === "light" || theme === "dark") root.dataset.mriTheme = theme;
+  else delete root.dataset.mriTheme;
+}
+
+/**
  * Define an anywidget view.
  *
  * `traits` are the synced traits (declared on the Python class) whose change redraws the view:
@@ -22,6 +32,7 @@ import { h, notice } from "./dom.js";
 export function defineView({ name, traits = [], params: _params = [], draw, onSelection }) {
   async function render({ model, el, experimental }) {
     const root = h("div", { class: `mri-view mri-${name}` });
+    applyTheme(root, model.get("theme"));
     el.appendChild(root);
     const ctx = {
       model, el, root, data: null, state: {}, selection: null,
@@ -80,6 +91,9 @@ export function defineView({ name, traits = [], params: _params = [], draw, onSe
     const events = [...traits, "error"].map((k) => `change:${k}`);
     for (const ev of events) model.on(ev, mark);
     model.on("change", flush);
+    // the theme: CSS follows the attribute; a redraw for what reads colours once (graphs)
+    const onTheme = () => { applyTheme(root, model.get("theme")); dirty = true; };
+    model.on("change:theme", onTheme);
     ctx.selection = await connectSelection(model, (s) => {
       ctx.sel = s;
       if (onSelection && ctx.data) onSelection(ctx, s);
@@ -90,6 +104,7 @@ export function defineView({ name, traits = [], params: _params = [], draw, onSe
     return () => {
       for (const ev of events) model.off(ev, mark);
       model.off("change", flush);
+      model.off("change:theme", onTheme);
       ctx.selection.dispose();
       if (ctx.cleanup) ctx.cleanup();
     };

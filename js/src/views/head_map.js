@@ -16,8 +16,8 @@ const TILE = 520; // side budget of a long text's zoomed window (px): 64 tokens 
 const CSS = `
 .mri-head_map .mri-hm-row { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
 .mri-head_map .mri-hm-scatter { border: 1px solid var(--mri-border); border-radius: 3px; cursor: crosshair; user-select: none; background: var(--mri-bg); }
-.mri-head_map .mri-hm-pt { stroke: rgba(0,0,0,0.35); stroke-width: 0.8; cursor: pointer; }
-.mri-head_map .mri-hm-pt.mri-hm-picked { stroke: #111; stroke-width: 2.2; }
+.mri-head_map .mri-hm-pt { stroke: var(--mri-hover); stroke-width: 0.8; cursor: pointer; }
+.mri-head_map .mri-hm-pt.mri-hm-picked { stroke: var(--mri-strong); stroke-width: 2.2; }
 .mri-head_map .mri-hm-ring { fill: none; stroke: var(--mri-accent); stroke-width: 2.5; pointer-events: none; }
 .mri-head_map .mri-hm-ring.mri-hm-layer { stroke-width: 1.2; stroke-dasharray: 2 2; }
 .mri-head_map .mri-hm-brush { fill: rgba(0,114,178,0.12); stroke: #0072B2; stroke-width: 1; pointer-events: none; }

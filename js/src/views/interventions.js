@@ -11,7 +11,7 @@ const CSS = `
 .mri-interventions .mri-iv-entry:first-child { border-top: none; }
 .mri-interventions .mri-iv-entry.mri-iv-off .mri-iv-label { color: var(--mri-muted); text-decoration: line-through; }
 .mri-interventions .mri-iv-remove { padding: 0 6px; }
-.mri-interventions .mri-iv-error { color: #8a1f1f; }
+.mri-interventions .mri-iv-error { color: var(--mri-error-fg); }
 `;
 
 function injectCss() {

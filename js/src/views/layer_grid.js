@@ -12,12 +12,12 @@ const CSS = `
 .mri-layer_grid figure.mri-sel-layer figcaption { color: var(--mri-accent); font-weight: 600; }
 .mri-layer_grid svg { display: block; border: 1px solid var(--mri-border); }
 .mri-layer_grid rect.mri-cell { cursor: pointer; }
-.mri-layer_grid rect.mri-cell:hover { stroke: #555; stroke-width: 1; }
-.mri-layer_grid rect.mri-follow { stroke: #111; stroke-width: 1.5; }
+.mri-layer_grid rect.mri-cell:hover { stroke: var(--mri-hover); stroke-width: 1; }
+.mri-layer_grid rect.mri-follow { stroke: var(--mri-strong); stroke-width: 1.5; }
 .mri-layer_grid rect.mri-selected { stroke: var(--mri-accent); stroke-width: 2.5; }
 .mri-layer_grid .mri-legend { display: flex; flex-wrap: wrap; gap: 10px; margin: 2px 0 6px; }
 .mri-layer_grid .mri-legend .sw { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
-.mri-layer_grid .mri-example { color: #ddd; margin-top: 3px; }
+.mri-layer_grid .mri-example { color: var(--mri-tip-muted); margin-top: 3px; }
 `;
 
 function injectCss() {

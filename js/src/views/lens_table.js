@@ -190,10 +190,10 @@ export function genClasses(data, layer, pos, transposed) {
 
 const CSS = `${gridCss(".mri-lens_table", "mri-lens")}
 .mri-lens_table .mri-lens-main { display: flex; gap: 12px; align-items: flex-start; }
-.mri-lens_table .mri-lens-h.mri-lens-gen { font-style: italic; background: rgba(214, 51, 132, 0.09); box-shadow: inset 3px 0 0 #d63384; }
-.mri-lens_table .mri-lens-gensep-r { border-top: 2px solid #d63384; }
-.mri-lens_table .mri-lens-gensep-c { border-left: 2px solid #d63384; }
-.mri-lens_table .mri-lens-cell.mri-lens-commit::before, .mri-lens_table .mri-lens-tri { content: ""; position: absolute; left: 0; top: 0; width: 0; height: 0; border-left: 8px solid #d63384; border-bottom: 8px solid transparent; }
+.mri-lens_table .mri-lens-h.mri-lens-gen { font-style: italic; background: var(--mri-gen-bg); box-shadow: inset 3px 0 0 var(--mri-gen); }
+.mri-lens_table .mri-lens-gensep-r { border-top: 2px solid var(--mri-gen); }
+.mri-lens_table .mri-lens-gensep-c { border-left: 2px solid var(--mri-gen); }
+.mri-lens_table .mri-lens-cell.mri-lens-commit::before, .mri-lens_table .mri-lens-tri { content: ""; position: absolute; left: 0; top: 0; width: 0; height: 0; border-left: 8px solid var(--mri-gen); border-bottom: 8px solid transparent; }
 .mri-lens_table .mri-lens-tri { position: relative; display: inline-block; }
 .mri-lens_table .mri-lens-cell.mri-lens-best::after { content: ""; position: absolute; right: 2px; top: 2px; width: 5px; height: 5px; border-radius: 50%; background: var(--mri-accent); }
 .mri-lens_table .mri-lens-cell.mri-lens-rowhi { box-shadow: inset 0 2px 0 #f0b400, inset 0 -2px 0 #f0b400; }
@@ -210,7 +210,7 @@ const CSS = `${gridCss(".mri-lens_table", "mri-lens")}
 .mri-lens_table .mri-lens-patch { position: absolute; box-sizing: border-box; border: 1px solid rgba(255,255,255,0.12); cursor: crosshair; }
 .mri-lens_table .mri-lens-patch:hover, .mri-lens_table .mri-lens-patch.mri-lens-hi { border: 2px solid #ffd400; }
 .mri-lens_table .mri-lens-patch.mri-lens-locked { border: 2px solid var(--mri-accent); }
-.mri-lens_table .mri-lens-masked .mri-lens-patch.mri-lens-blank { background: #000; }
+.mri-lens_table .mri-lens-masked .mri-lens-patch.mri-lens-blank { background: var(--mri-blank); }
 .mri-lens_table .mri-lens-info { margin-top: 6px; white-space: pre-wrap; font-size: 11px; min-height: 3em; }
 .mri-lens_table .mri-lens-info .mri-lens-tok { font-family: var(--jp-code-font-family, ui-monospace, monospace); white-space: pre; }
 .mri-tooltip .mri-lens-tok { font-family: var(--jp-code-font-family, ui-monospace, monospace); white-space: pre; }

@@ -13,7 +13,7 @@ const CSS = `
 .mri-neuron_viewer .nv-nav input[type=number] { width: 6em; }
 .mri-neuron_viewer .nv-channels { display: inline-flex; gap: 0; margin-left: 8px; }
 .mri-neuron_viewer .nv-channels button { border-radius: 0; }
-.mri-neuron_viewer .nv-channels button.nv-on { background: #333; color: #fff; border-color: #333; }
+.mri-neuron_viewer .nv-channels button.nv-on { background: var(--mri-on-bg); color: var(--mri-on-fg); border-color: var(--mri-on-bg); }
 .mri-neuron_viewer .nv-title { font-size: 14px; font-weight: 600; margin: 4px 0 6px; }
 .mri-neuron_viewer .nv-summary { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; margin-bottom: 8px; }
 .mri-neuron_viewer table.nv-table { border-collapse: collapse; }
@@ -30,7 +30,9 @@ const CSS = `
 .mri-neuron_viewer .nv-head { color: var(--mri-muted); display: flex; gap: 10px; align-items: baseline; }
 .mri-neuron_viewer .nv-head button { padding: 0 6px; font-size: 11px; }
 .mri-neuron_viewer .nv-tokens { line-height: 1.7; white-space: pre-wrap; word-break: break-word; }
-.mri-neuron_viewer .nv-peak { outline: 2px solid #222; }
+.mri-neuron_viewer .nv-hist text { fill: var(--mri-muted); }
+.mri-neuron_viewer .nv-hist .nv-axis { stroke: var(--mri-muted); }
+.mri-neuron_viewer .nv-peak { outline: 2px solid var(--mri-strong); }
 .mri-neuron_viewer .mri-tok.mri-selected { outline: 2px solid var(--mri-accent); outline-offset: 1px; }
 .mri-neuron_viewer .nv-raw { white-space: pre-wrap; }
 .mri-neuron_viewer .nv-ellipsis { color: var(--mri-muted); }
@@ -134,14 +136,14 @@ function histogram(ctx, tip) {
     rect.addEventListener("mouseleave", () => tip.hide());
     svg.appendChild(rect);
   });
-  svg.appendChild(s("line", { x1: 0, x2: W, y1: H, y2: H, stroke: "#888" }));
+  svg.appendChild(s("line", { x1: 0, x2: W, y1: H, y2: H, class: "nv-axis" }));
   // a few edge labels: 0 and every 4th octave
   const mid = 1 + (center + 0.5) * bw;
-  svg.appendChild(s("text", { x: mid, y: H + 11, "text-anchor": "middle", "font-size": 9, fill: "#666" }, "0"));
+  svg.appendChild(s("text", { x: mid, y: H + 11, "text-anchor": "middle", "font-size": 9 }, "0"));
   d.hist_edges.forEach((e, j) => {
     const i = j + 1; // edge between bins i-1 and i
     if (Math.abs(i - (center + 0.5)) < 3 || (Math.log2(Math.abs(e)) % 4) !== 0) return;
-    svg.appendChild(s("text", { x: 1 + i * bw, y: H + 11, "text-anchor": "middle", "font-size": 9, fill: "#666" }, edgeLabel(e)));
+    svg.appendChild(s("text", { x: 1 + i * bw, y: H + 11, "text-anchor": "middle", "font-size": 9 }, edgeLabel(e)));
   });
   return h("div", { class: "nv-histbox" },
     h("div", { class: "nv-box-title" }, "activation histogram (octave bins, log counts)"), svg);
