@@ -51,9 +51,74 @@ def test_save_html_holds_the_data_and_one_selection_for_linked_views(lm, tmp_pat
     # arrays: base64 of the very bytes, at their buffer paths
     saved = data["models"][a.model_id]
     assert saved["state"]["tokens"] == a.tokens and "_esm" not in saved["state"]
-    (buf,) = [x for x in saved["buffers"] if x["path"] == ["top_probs", "view"]]
-    got = np.frombuffer(base64.b64decode(buf["data"]), np.float32).reshape(saved["state"]["top_probs"]["shape"])
-    np.testing.assert_array_equal(got, a.top_probs)
+    (buf,) = [x for x in saved["buffers"] if x["path"] == ["values", "view"]]
+    got = np.frombuffer(base64.b64decode(buf["data"]), np.float32).reshape(saved["state"]["values"]["shape"])
+    np.testing.assert_array_equal(got, a.values)
+    assert "commands" in saved and "commands" not in data["models"][sel.model_id]
+
+
+def _baked(saved, name):
+    """A baked command of a saved model, its arrays decoded (as the page's host puts them back)."""
+    c = saved["commands"][name]
+    spec = json.loads(json.dumps(c["spec"]))
+    for b in c["buffers"]:
+        *head, last = b["path"]
+        o = spec
+        for k in head:
+            o = o[k]
+        o[last] = base64.b64decode(b["data"])
+    def arr(x):
+        return np.frombuffer(x["view"], x["dtype"]).reshape(x["shape"])
+    return spec, arr
+
+
+def test_saved_lens_holds_cell_details_of_every_cell(lm, tmp_path):
+    iv = mw.Interventions()
+    w = mw.LensTable(lm, "The capital of France is", k=4, interventions=iv)
+    iv.ablate(("head", 1, 0))
+    _, data = _page_data(w.save_html(tmp_path / "l.html"))
+    spec, arr = _baked(data["models"][w.model_id], "cell_details")
+    L, S = w.result.target_probs.shape
+    assert spec["arg"] == "cells" and spec["grid"] == [L, S] and spec["echo"] == "cells"
+    r = spec["result"]
+    assert r["version"] == w.lens_version and "note" not in r and "ids" not in r
+    strings, index = r["tokens"]["mri_strings"], arr(r["tokens"]["index"])
+    for layer in range(L):
+        for pos in range(S):
+            row = layer * S + pos  # row-major over (layers, positions)
+            want = w.cell_details([[layer, pos]])
+            assert [strings[j] for j in index[row]] == want["tokens"][0]
+            np.testing.assert_array_equal(arr(r["probs"])[row], want["probs"][0])
+            for key in ("entropy", "target_prob", "target_rank", "clean_prob", "clean_rank"):
+                np.testing.assert_array_equal(arr(r[key])[row], want[key][0])
+
+
+def test_big_lens_saves_top1_only_then_nothing(lm, tmp_path, monkeypatch):
+    from mri_widgets.widgets import lens_table
+
+    w = mw.LensTable(lm, "The capital of France is", k=5)
+    L, S = w.result.target_probs.shape
+    monkeypatch.setattr(lens_table, "BAKE_ENTRIES", L * S * 5 - 1)
+    _, data = _page_data(w.save_html(tmp_path / "a.html"))
+    spec, arr = _baked(data["models"][w.model_id], "cell_details")
+    r = spec["result"]
+    assert arr(r["probs"]).shape == (L * S, 1) and arr(r["tokens"]["index"]).shape == (L * S, 1)
+    np.testing.assert_array_equal(arr(r["probs"])[:, 0], w.result.top_probs[:, :, 0].reshape(-1))
+    assert [r["tokens"]["mri_strings"][j] for j in arr(r["tokens"]["index"])[:, 0]] == \
+        [str(x) for x in w.result.top_tokens[:, :, 0].reshape(-1)]
+    assert "top-1 token of each cell" in r["note"] and "top-5" in r["note"]
+    monkeypatch.setattr(lens_table, "BAKE_ENTRIES", L * S - 1)
+    _, data = _page_data(w.save_html(tmp_path / "b.html"))
+    assert "commands" not in data["models"][w.model_id]
+
+
+def test_baked_rows_checks_the_rows():
+    from mri_widgets.widgets.share import baked_rows, string_table
+
+    with pytest.raises(ValueError, match="3 rows, the grid \\[2, 2\\] has 4 cells"):
+        baked_rows({"x": np.zeros(3)}, arg="cells", grid=(2, 2))
+    with pytest.raises(ValueError, match="must lie in \\[0, 2\\)"):
+        string_table(["a", "b"], [[0], [2]])
 
 
 def test_save_html_saves_big_traits_whole(tmp_path, monkeypatch):
@@ -64,13 +129,19 @@ def test_save_html_saves_big_traits_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(base, "offload_state", functools.partial(transport.offload_state, budget=1024))
     g = mw.LayerGrid(synthetic_areas(n_docs=4000, n_layers=4, grid=6), mode="all")
-    assert isinstance(g.get_state()["regions"], dict) and "mri_chunked" in g.get_state()["regions"]
+    chunked = [k for k, v in g.get_state().items()
+               if isinstance(v, dict) and "mri_chunked" in v and k in g.view_traits()]
+    assert "cell_counts" in chunked
     _, data = _page_data(g.save_html(tmp_path / "g.html"))
     st = data["models"][g.model_id]
     assert not any(isinstance(v, dict) and "mri_chunked" in v for v in st["state"].values())
-    (buf,) = [x for x in st["buffers"] if x["path"] == ["regions", "view"]]
-    got = np.frombuffer(base64.b64decode(buf["data"]), st["state"]["regions"]["dtype"])
-    np.testing.assert_array_equal(got.reshape(g.regions.shape), g.regions)
+    for name in chunked:
+        if not isinstance(getattr(g, name), np.ndarray):
+            assert st["state"][name] == getattr(g, name)
+            continue
+        (buf,) = [x for x in st["buffers"] if x["path"] == [name, "view"]]
+        got = np.frombuffer(base64.b64decode(buf["data"]), st["state"][name]["dtype"])
+        np.testing.assert_array_equal(got.reshape(getattr(g, name).shape), getattr(g, name))
 
 
 def test_save_html_refuses_what_is_not_a_view(tmp_path):
@@ -86,13 +157,21 @@ def test_png_cells_have_the_lens_colours(lm, tmp_path):
     w = mw.LensTable(lm, "The capital of France is")
     img = Image.open(w.save_png(tmp_path / "l.png")).convert("RGB")
     left, top, cw, ch = 90, 40, 58, 16
-    for layer in range(w.top_probs.shape[0]):
+    probs = w.result.top_probs
+    assert probs.shape[1] == len(w.tokens)
+    for layer in range(probs.shape[0]):
         for pos in range(len(w.tokens)):
-            p = float(w.top_probs[layer, pos, 0])
+            p = float(probs[layer, pos, 0])
             # bottom-right corner of the cell, inside its border, away from the text
             got = img.getpixel((left + layer * cw + cw - 3, top + pos * ch + ch - 3))
             want = (round(255 - p * 222), round(255 - p * 153), round(255 - p * 83))
             assert all(abs(g - e) <= 1 for g, e in zip(got, want)), (layer, pos, got, want)
+    # each cell's text is its top-1 token (the SVG of the same picture holds the text)
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [t.text for t in ET.parse(w.save_svg(tmp_path / "l.svg")).getroot().iter(f"{ns}text")]
+    for layer in range(probs.shape[0]):
+        for pos in range(len(w.tokens)):
+            assert pictures._short(w.result.top_tokens[layer, pos, 0], 8) in texts
 
 
 def test_svg_of_a_graph_has_every_node_and_escapes_text(tmp_path):
@@ -102,9 +181,10 @@ def test_svg_of_a_graph_has_every_node_and_escapes_text(tmp_path):
     ns = "{http://www.w3.org/2000/svg}"
     assert len(root.findall(f"{ns}circle")) == len(g.x)
     assert len(root.findall(f"{ns}line")) == min(len(g.edge_source), 5000)
-    h = mw.TokenHeat(["<b>", "&"], [1.0, -1.0])
+    h = mw.TokenHeat(["<b>", "&", "a\x02\n"], [1.0, -1.0, 0.5])
     texts = [t.text for t in ET.parse(h.save_svg(tmp_path / "h.svg")).getroot().iter(f"{ns}text")]
-    assert "<b>" in texts and "&" in texts
+    # control characters (XML forbids most) are written as escapes
+    assert "<b>" in texts and "&" in texts and "a\\x02\\n" in texts
 
 
 def test_views_without_a_picture_say_so(tmp_path):

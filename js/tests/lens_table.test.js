@@ -70,6 +70,7 @@ function details(full, model, cells) {
     ids: enc(ids, [n, k]), probs: enc(probs, [n, k]), entropy: enc(pick(full.ent, Float32Array)),
     target_prob: enc(pick(full.tp, Float32Array)), target_rank: enc(pick(full.tr, Int32Array)),
     clean_prob: full.cp ? enc(pick(full.cp, Float32Array)) : null, clean_rank: full.cr ? enc(pick(full.cr, Int32Array)) : null,
+    ...(full.note ? { note: full.note } : {}),
   };
 }
 
@@ -273,6 +274,16 @@ describe("LensTable view", () => {
     expect(commandCalls(model).at(-1).msg).toEqual({ cells: [[1, 2]], version: 2 });
     await tick();
     expect(tip2.querySelectorAll("tr").length).toBe(2);
+  });
+  it("shows the note of an answer that lacks the top-k (a big table's saved page), as text", async () => {
+    const { model } = setup({ ...fakeData(4, 6, 1), note: "only the top-1 <b>saved</b>" });
+    const { el } = await mount(lensTable, model);
+    cell(el, 1, 2).dispatchEvent(new MouseEvent("mousemove", { bubbles: true, clientX: 5, clientY: 5 }));
+    await tick();
+    const tip = el.querySelector(".mri-tooltip");
+    expect(tip.querySelectorAll("tr").length).toBe(1);
+    expect(tip.querySelector(".mri-lens-note").textContent).toBe("only the top-1 <b>saved</b>");
+    expect(tip.querySelector("b")).toBe(null);
   });
   it("pins a cell on click, sets the selection, and moves with arrow keys", async () => {
     const { model, sel } = setup(fakeData(4, 6));

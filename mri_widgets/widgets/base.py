@@ -207,6 +207,12 @@ class MRIWidget(anywidget.AnyWidget):
 
         return save_html(path, self, title=title)
 
+    def _baked_commands(self) -> dict:
+        """Answers to this view's commands that a page saved with :meth:`save_html` gives without a
+        kernel: ``{command name: spec}``, each spec whole or from
+        :func:`mri_widgets.widgets.share.baked_rows`. None by default (calls fail with a note)."""
+        return {}
+
     def picture(self):
         """A static :class:`~mri_widgets.widgets.pictures.Picture` of what the view shows now, drawn in
         Python from its data (tables, heatmaps, graphs); None for views without one."""

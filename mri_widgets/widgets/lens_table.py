@@ -19,6 +19,10 @@ __all__ = ["LensTable", "METRICS"]
 #: under active interventions) the change of the target's probability (intervened - clean)
 METRICS = ("prob", "rank", "entropy", "diff")
 
+#: the most top-k entries (cells x k) a page saved with ``save_html`` holds for the hover (see
+#: :meth:`LensTable._baked_commands`); a bigger table saves the top-1 of each cell only
+BAKE_ENTRIES = 2_000_000
+
 
 class LensTable(MRIWidget):
     """The logit lens as a live table: rows are tokens, columns are layers.
@@ -501,9 +505,17 @@ class LensTable(MRIWidget):
             ps.append(check_int(c[1], "position", min=0, max=S - 1, error=LensError))
         li, pi = np.asarray(ls, np.intp), np.asarray(ps, np.intp)
         out = {"version": int(self.lens_version), "cells": [[int(a), int(b)] for a, b in zip(ls, ps)],
-               "tokens": [[str(x) for x in res.top_tokens[a, b]] for a, b in zip(ls, ps)],
-               "ids": res.top_ids[li, pi].astype(np.int32).reshape(len(ls), res.k),
-               "probs": res.top_probs[li, pi].astype(np.float32).reshape(len(ls), res.k),
+               "tokens": [[str(x) for x in res.top_tokens[a, b]] for a, b in zip(ls, ps)]}
+        out.update(self._details(li, pi, res.k))
+        return out
+
+    def _details(self, li: np.ndarray, pi: np.ndarray, k: int) -> dict:
+        """The per-cell arrays of :meth:`cell_details` (all but the token strings) for the cells
+        ``(li[i], pi[i])``, keeping the first ``k`` of the top-k."""
+        res = self.result
+        n = len(li)
+        out = {"ids": res.top_ids[li, pi, :k].astype(np.int32).reshape(n, k),
+               "probs": res.top_probs[li, pi, :k].astype(np.float32).reshape(n, k),
                "entropy": res.entropy[li, pi].astype(np.float32),
                "target_prob": res.target_probs[li, pi].astype(np.float32),
                "target_rank": res.target_ranks[li, pi].astype(np.int32),
@@ -512,6 +524,34 @@ class LensTable(MRIWidget):
             probs, ranks = _clean_on(self._clean, self._intervened)
             out["clean_prob"], out["clean_rank"] = probs[li, pi], ranks[li, pi].astype(np.int32)
         return out
+
+    def _baked_commands(self) -> dict:
+        """:meth:`cell_details` of every cell, for a page saved with :func:`~mri_widgets.save_html`
+        (its hover shows the top-k without a kernel). Tables with more than :data:`BAKE_ENTRIES`
+        top-k entries (cells x k) save the top-1 of each cell only (the answer carries a ``note``
+        saying so); tables with more cells than that save none. The token ids are left out."""
+        res = self.result
+        if res is None:
+            return {}
+        L, S = res.target_probs.shape
+        n = L * S
+        k = res.k if n * res.k <= BAKE_ENTRIES else 1
+        if n == 0 or n * k > BAKE_ENTRIES:
+            return {}
+        from .share import baked_rows, string_table
+
+        li, pi = np.repeat(np.arange(L), S), np.tile(np.arange(S), L)
+        out = {"version": int(self.lens_version)}
+        out.update(self._details(li, pi, k))
+        ids = out.pop("ids").reshape(-1)
+        uniq, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+        strings = res.top_tokens[:, :, :k].reshape(-1)[first]
+        out["tokens"] = string_table([str(x) for x in strings], inv.reshape(n, k))
+        if k < res.k:
+            out["note"] = (f"this saved page holds only the top-1 token of each cell: the top-{res.k} of "
+                           f"{n:,} cells is more than the {BAKE_ENTRIES:,} entries a page keeps (open the "
+                           "notebook for it)")
+        return {"cell_details": baked_rows(out, arg="cells", grid=(L, S), echo="cells")}
 
 
 def _same_value(a, b) -> bool:

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import pathlib
+import re
 
 import numpy as np
 
@@ -43,8 +44,9 @@ class Picture:
 
     def text(self, x, y, s, color=(34, 34, 34), size=_FONT_PX):
         # widen the canvas for text that would be cut (about 0.6 em per character)
-        self.width = max(self.width, int(x + 0.6 * size * len(str(s)) + 8))
-        self.shapes.append(("text", float(x), float(y), str(s), _rgb(color), int(size)))
+        s = _printable(s)
+        self.width = max(self.width, int(x + 0.6 * size * len(s) + 8))
+        self.shapes.append(("text", float(x), float(y), s, _rgb(color), int(size)))
 
     def pixels(self, x, y, rgb, cell):
         """An (h, w, 3) uint8 array drawn at (x, y), each value as a ``cell`` x ``cell`` square."""
@@ -150,8 +152,17 @@ def _diverging(v):
     return (int(255 + v * 200), int(255 + v * 200), 255)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(s) -> str:
+    """``s`` with control characters written as escapes (``\\n``, ``\\x02``): visible in the
+    picture, and valid in SVG (XML forbids most of them)."""
+    return _CONTROL.sub(lambda m: "\\n" if m.group() == "\n" else f"\\x{ord(m.group()):02x}", str(s))
+
+
 def _short(s, n=8):
-    s = str(s).replace("\n", "\\n")
+    s = _printable(s)
     return s if len(s) <= n else s[:n - 1] + "…"
 
 
@@ -178,15 +189,17 @@ MAX_ROWS = 120
 
 
 def _lens(w):
-    probs = np.asarray(w.top_probs)
-    if probs.size == 0:
+    """The top-1 token and its probability of each cell, from the result in Python (the view
+    receives only the top-1 index and one metric; the picture needs no front end)."""
+    res = w.result
+    if res is None or res.top_probs.size == 0:
         return None
-    n = min(probs.shape[1], MAX_ROWS)
-    vocab = w.vocab
-    values = probs[:, :n, 0].T
-    return _table(f"{type(w).__name__}: {w.model_name} · top-1 token and probability per layer",
-                  w.tokens[:n], w.layer_names, values, _blues,
-                  lambda i, j: vocab[int(w.top_idx[j, i, 0])] if vocab else "")
+    n = min(res.top_probs.shape[1], MAX_ROWS)
+    values = res.top_probs[:, :n, 0].T
+    top1 = res.top_tokens[:, :n, 0]
+    return _table(f"{type(w).__name__}: {res.model_name} · top-1 token and probability per layer",
+                  [str(x) for x in res.tokens[:n]], list(res.layer_names), values, _blues,
+                  lambda i, j: str(top1[j, i]))
 
 
 def _patching(w):
@@ -284,7 +297,7 @@ def _token_heat(w):
     pic.text(4, 4, f"TokenHeat: {w.title} · {w.value_name}", size=13)
     x, y = 4, 26
     for tok, v in zip(w.tokens, vals):
-        text = str(tok).replace("\n", "\\n")
+        text = _printable(tok)
         tw = 7 * len(text) + 6
         if x + tw > W - 4:
             x, y = 4, y + lh

@@ -6,6 +6,12 @@ share a :class:`~mri_widgets.Selection` stay linked in the page (one selection m
 pinning, zoom and selection work; what needs Python (the ablate buttons, example texts fetched on
 demand, recomputing on a new prompt) answers with a note instead. The page's host
 (``js/src/share/host.js``) implements the anywidget model interface over the saved state.
+
+Baked commands: a view may save answers to one of its commands with the page
+(``MRIWidget._baked_commands``, e.g. the LensTable's ``cell_details`` of every cell, so its hover
+shows the top-k offline). An answer is either whole (the same for any arguments) or, from
+:func:`baked_rows`, one row per cell of a grid: the host picks the rows of the cells a call asks
+for. Other commands still answer with the "no kernel" note.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from typing import Iterable
 
 import anywidget
 import ipywidgets as ipw
+import numpy as np
 from ipywidgets.widgets.widget import _remove_buffers
 
-__all__ = ["save_html", "collect_views", "export_state"]
+from .transport import encode_array, encode_tree
+
+__all__ = ["save_html", "collect_views", "export_state", "baked_rows", "string_table"]
 
 #: traits of the saved state that the page does not need (anywidget's module text is saved once per view kind)
 _DROP = {"_esm", "_css", "_anywidget_id", "layout", "_dom_classes", "tabbable", "tooltip",
@@ -54,13 +63,58 @@ def collect_views(items: Iterable) -> list:
 
 
 def export_state(widget: ipw.Widget) -> dict:
-    """``{"state": JSON state, "buffers": [{"path", "data": base64}]}`` of one widget model,
-    whole (never split into pieces: the page has no kernel to fetch them from)."""
+    """``{"state": JSON state, "buffers": [{"path", "data": base64}], "commands": {...}}`` of one
+    widget model, whole (never split into pieces: the page has no kernel to fetch them from);
+    ``commands`` holds the answers the view's commands give in the page (see :func:`baked_rows`),
+    each ``{"spec": JSON, "buffers": [...]}`` like the state."""
     state = anywidget.AnyWidget.get_state(widget) if isinstance(widget, anywidget.AnyWidget) else widget.get_state()
     state = {k: v for k, v in state.items() if k not in _DROP}
-    state, paths, buffers = _remove_buffers(state)
-    return {"state": state, "buffers": [{"path": p, "data": base64.b64encode(memoryview(b).cast("B")).decode("ascii")}
-                                        for p, b in zip(paths, buffers)]}
+    out = _with_buffers("state", state)
+    baked = widget._baked_commands() if hasattr(widget, "_baked_commands") else {}
+    if baked:
+        out["commands"] = {name: _with_buffers("spec", spec) for name, spec in baked.items()}
+    return out
+
+
+def _with_buffers(key: str, value: dict) -> dict:
+    """``{key: JSON value, "buffers": [{"path", "data": base64}]}``: binary buffers out of ``value``."""
+    value, paths, buffers = _remove_buffers(value)
+    return {key: value, "buffers": [{"path": p, "data": base64.b64encode(memoryview(b).cast("B")).decode("ascii")}
+                                    for p, b in zip(paths, buffers)]}
+
+
+def string_table(strings, index) -> dict:
+    """A table of strings for a baked answer: ``strings`` once each, ``index`` an int array of
+    indices into them; the page's host expands it into nested lists of strings (one list per row)."""
+    strings = [str(x) for x in strings]
+    index = np.asarray(index)
+    if index.ndim < 1:
+        raise ValueError("index of a string table must be an array with one row per cell")
+    if index.size and (index.min() < 0 or index.max() >= len(strings)):
+        raise ValueError(f"index of a string table must lie in [0, {len(strings)}), "
+                         f"got values in [{index.min()}, {index.max()}]")
+    dtype = np.uint16 if len(strings) < 2 ** 16 else np.int32
+    return {"mri_strings": strings, "index": encode_array(index.astype(dtype))}
+
+
+def baked_rows(result: dict, *, arg: str, grid, echo: str | None = None) -> dict:
+    """A command's answer for every cell of a grid, saved with a page (``MRIWidget._baked_commands``).
+
+    ``result`` is what the command returns when asked for all cells of ``grid`` in row-major order
+    (``(a, b)`` is row ``a * grid[1] + b``): each array whose first axis has one entry per cell,
+    and each :func:`string_table`, is split by rows; other values are the same for every call. In
+    the page, a call's argument ``arg`` (a list of cells, each a list of ``len(grid)`` ints) picks
+    its rows; ``echo`` names a field of the answer that repeats that list.
+    """
+    grid = [int(g) for g in grid]
+    n = int(np.prod(grid)) if grid else 0
+    for key, v in result.items():
+        rows = v.shape[0] if isinstance(v, np.ndarray) and v.ndim else None
+        if isinstance(v, dict) and "mri_strings" in v:
+            rows = v["index"]["shape"][0]
+        if rows is not None and rows != n:
+            raise ValueError(f"baked answer field {key!r} has {rows} rows, the grid {grid} has {n} cells")
+    return {"arg": str(arg), "grid": grid, "echo": echo, "result": encode_tree(result)}
 
 
 def _script_json(obj) -> str:

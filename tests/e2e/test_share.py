@@ -3,6 +3,7 @@ draw from the data saved in the file, hover and clicks work, and linked views fo
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -26,6 +27,12 @@ def saved(tmp_path_factory):
     graph = mw.CoactivationGraph(areas, selection=sel, height=420)
     path = mw.save_html(tmp_path_factory.mktemp("share") / "page.html", lens, grid, graph)
     return {"path": path, "lens": lens, "grid": grid, "graph": graph, "areas": areas, "sel": sel}
+
+
+def _fmt(x) -> str:
+    """A number as the views' fmt (js/src/lib/dom.js) writes it with 3 digits."""
+    x = float(x)
+    return f"{x:.2e}".replace("e-0", "e-").replace("e+0", "e+") if x and not 1e-3 <= abs(x) < 1e4 else f"{x:.3f}"
 
 
 @pytest.fixture
@@ -64,16 +71,22 @@ def test_saved_page_works_offline_hover_and_linked_click(saved, offline_page):
     # text from the data stays text: the prompt's markup did not end the page's script
     assert page.locator("b").count() == 0
 
-    # hover a lens cell: its top-k from the saved arrays
+    # hover a lens cell: its top-k, answered by the page from the cell_details baked at export
     lens = saved["lens"]
     page.locator(".mri-lens_table .mri-lens-cell[data-layer='2'][data-pos='3']").hover()
     tip = page.locator(".mri-lens_table .mri-tooltip")
     tip.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelectorAll('.mri-lens_table .mri-tooltip tr').length > 0")
+    rows = tip.locator("tr")
+    top = lens.result.top(2, 3)
+    assert rows.count() == lens.result.k == len(top)
+    for j, (token, prob) in enumerate(top):
+        assert rows.nth(j).inner_text().split("\t")[0].strip() == json.dumps(token), (j, rows.nth(j).inner_text())
+        assert _fmt(prob) in rows.nth(j).inner_text()
     text = tip.inner_text()
-    for j in range(3):
-        token = lens.vocab[int(lens.top_idx[2, 3, j])]
-        assert token.strip() in text
-        assert f"{lens.top_probs[2, 3, j] * 100:.1f}" in text or f"{lens.top_probs[2, 3, j]:.3f}" in text
+    assert "saved page" not in text and "could not load" not in text
+    assert f"p = {_fmt(lens.result.target_probs[2, 3])}, rank {lens.result.target_ranks[2, 3]}" in text
+    page.screenshot(path=str(ARTIFACTS_DIR / "share_lens_hover.png"))
 
     # click a node of the graph: the graph marks it and the linked grid follows (no kernel)
     areas, graph = saved["areas"], saved["graph"]

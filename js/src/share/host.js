@@ -2,8 +2,10 @@
 // interface (get / set / on / off / save_changes / send, widget_manager.get_model) over the state
 // saved in the page, binary buffers base64 in the file. Linked views share one selection model in
 // the page, so a click in one view moves the others. Nothing reaches Python: calls to it (commands,
-// pieces of big traits, recomputing) answer with an error that says so.
-import { putBuffers } from "../lib/codec.js";
+// pieces of big traits, recomputing) answer with an error that says so, except the commands whose
+// answers were baked into the page (mri_widgets/widgets/share.py, baked_rows): those answer from
+// the saved data (e.g. the LensTable's cell_details, so its hover shows the top-k).
+import { isEncoded, putBuffers } from "../lib/codec.js";
 
 export const OFFLINE = "this is a saved page: it has no Python kernel to run this (open the notebook to use it)";
 
@@ -26,13 +28,86 @@ function same(a, b) {
   }
 }
 
+const BYTES = { float32: 4, float64: 8, int8: 1, uint8: 1, int16: 2, uint16: 2, int32: 4, uint32: 4 };
+
+/** Row of a cell (a list of ints) in a row-major grid, or -1 when it is not a cell of the grid. */
+export function gridRow(grid, cell) {
+  if (!Array.isArray(cell) || cell.length !== grid.length) return -1;
+  let row = 0;
+  for (let d = 0; d < grid.length; d++) {
+    const i = cell[d];
+    if (!Number.isInteger(i) || i < 0 || i >= grid[d]) return -1;
+    row = row * grid[d] + i;
+  }
+  return row;
+}
+
+/** The rows `rows` of a baked value with `n` rows: an encoded array, a string table, or (else) the value itself. */
+function pickRows(value, rows, n) {
+  if (isEncoded(value) && value.shape.length && value.shape[0] === n) {
+    const per = value.shape.slice(1).reduce((a, b) => a * b, 1) * BYTES[value.dtype];
+    const src = new Uint8Array(value.view.buffer, value.view.byteOffset, value.view.byteLength);
+    const out = new Uint8Array(rows.length * per);
+    rows.forEach((r, i) => out.set(src.subarray(r * per, (r + 1) * per), i * per));
+    return { dtype: value.dtype, shape: [rows.length, ...value.shape.slice(1)], view: new DataView(out.buffer) };
+  }
+  if (value && typeof value === "object" && Array.isArray(value.mri_strings) && isEncoded(value.index)) {
+    const picked = pickRows(value.index, rows, n);
+    const Ctor = value.index.dtype === "uint16" ? Uint16Array : Int32Array;
+    const idx = new Ctor(picked.view.buffer);
+    const per = picked.shape.slice(1).reduce((a, b) => a * b, 1);
+    return rows.map((_r, i) => Array.from(idx.subarray(i * per, (i + 1) * per), (j) => value.mri_strings[j]));
+  }
+  return value;
+}
+
+/**
+ * The answer of command `name` called with `args`, from the answers baked into the page
+ * (`baked[name]` = {arg, grid, echo, result}): with a grid, the rows of the cells listed in
+ * `args[arg]`; without one, the saved result whole. Null when nothing was baked for `name`;
+ * throws for a cell the page holds no answer for.
+ */
+export function bakedAnswer(baked, name, args) {
+  const spec = baked?.[name];
+  if (!spec) return null;
+  if (!spec.grid) return spec.result;
+  const cells = args?.[spec.arg];
+  if (!Array.isArray(cells)) throw new Error(`${spec.arg} must be a list of cells`);
+  const rows = cells.map((c) => {
+    const r = gridRow(spec.grid, c);
+    if (r < 0) throw new Error(`this saved page holds no answer for ${JSON.stringify(c)} (its table is ${spec.grid.join(" x ")})`);
+    return r;
+  });
+  const n = spec.grid.reduce((a, b) => a * b, 1);
+  const out = {};
+  for (const [k, v] of Object.entries(spec.result)) out[k] = pickRows(v, rows, n);
+  if (spec.echo) out[spec.echo] = cells;
+  return out;
+}
+
 /** One widget model of the saved page (Backbone-like events, as ipywidgets' models fire them). */
 export class StaticModel {
-  constructor(id, state, manager) {
+  constructor(id, state, manager, baked = {}) {
     this.model_id = id;
     this.attributes = { ...state };
     this.widget_manager = manager;
     this.handlers = new Map();
+    this.baked = baked;
+  }
+
+  /**
+   * A command call, answered like Python's @command: [{result, buffer_paths}, buffers] from the
+   * baked answers, else [{error}] saying the page has no kernel.
+   */
+  command(name, args) {
+    let response;
+    try {
+      const result = bakedAnswer(this.baked, name, args);
+      response = result === null ? { error: `${name}: ${OFFLINE}` } : { result, buffer_paths: [] };
+    } catch (e) {
+      response = { error: `${name}: ${e.message}` };
+    }
+    return Promise.resolve([response, []]);
   }
 
   get(key) { return this.attributes[key]; }
@@ -67,23 +142,36 @@ export class StaticModel {
     }
   }
 
-  /** Messages to Python: a command is answered with an error (no kernel); others are dropped. */
+  /** Messages to Python: a command is answered from the baked answers or with an error (no kernel); others are dropped. */
   send(content) {
     if (content && content.kind === "anywidget-command") {
-      const reply = { id: content.id, kind: "anywidget-command-response", response: { error: `${content.name}: ${OFFLINE}` } };
-      setTimeout(() => this.trigger("msg:custom", reply, []), 0);
+      this.command(content.name, content.msg).then(([response]) => {
+        const reply = { id: content.id, kind: "anywidget-command-response", response };
+        setTimeout(() => this.trigger("msg:custom", reply, []), 0);
+      });
     }
   }
 }
 
-/** The models of a saved page, each created from {state, buffers: [{path, data}]}. */
+/** A saved {key: JSON, buffers: [{path, data}]} with its base64 buffers put back as DataViews. */
+function withBuffers(saved, key) {
+  const value = JSON.parse(JSON.stringify(saved[key]));
+  const bufs = saved.buffers || [];
+  putBuffers(value, bufs.map((b) => b.path), bufs.map((b) => fromBase64(b.data)));
+  return value;
+}
+
+/**
+ * The models of a saved page, each created from {state, buffers: [{path, data}], commands?:
+ * {name: {spec, buffers}}} (commands: the answers baked for the view's commands).
+ */
 export class StaticManager {
   constructor(saved) {
     this.models = new Map();
     for (const [id, m] of Object.entries(saved.models || {})) {
-      const state = JSON.parse(JSON.stringify(m.state));
-      putBuffers(state, (m.buffers || []).map((b) => b.path), (m.buffers || []).map((b) => fromBase64(b.data)));
-      this.models.set(id, new StaticModel(id, state, this));
+      const baked = {};
+      for (const [name, c] of Object.entries(m.commands || {})) baked[name] = withBuffers(c, "spec");
+      this.models.set(id, new StaticModel(id, withBuffers(m, "state"), this, baked));
     }
   }
 
@@ -94,10 +182,10 @@ export class StaticManager {
   }
 }
 
-/** anywidget's `experimental` for a saved page: invoke fails with a note. */
-export const offlineExperimental = {
-  invoke: (name) => Promise.reject(new Error(`${name}: ${OFFLINE}`)),
-};
+/** anywidget's `experimental` for a view of a saved page: invoke answers from the model's baked answers, or with a note. */
+export function offlineExperimental(model) {
+  return { invoke: (name, msg) => model.command(name, msg) };
+}
 
 /**
  * Render the saved views: `saved` = {models, views: [{id, esm, title}]}; `host` receives one
@@ -123,8 +211,9 @@ export async function boot(saved, host, load = importText) {
       const mod = await modules.get(v.view);
       const widget = mod.default ?? mod;
       const model = await manager.get_model(v.id);
-      if (widget.initialize) await widget.initialize({ model, experimental: offlineExperimental });
-      await widget.render({ model, el, experimental: offlineExperimental });
+      const experimental = offlineExperimental(model);
+      if (widget.initialize) await widget.initialize({ model, experimental });
+      await widget.render({ model, el, experimental });
     } catch (e) {
       console.error(e);
       const err = document.createElement("div");

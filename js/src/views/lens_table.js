@@ -56,7 +56,8 @@ export function detailCache(version) {
 
 /**
  * Split Python's `cell_details` answer into one object per cell:
- * {tokens, probs, entropy, target_prob, target_rank, clean_prob, clean_rank} (clean_*: null without interventions).
+ * {tokens, probs, entropy, target_prob, target_rank, clean_prob, clean_rank, note} (clean_*: null without
+ * interventions; note: what the answer lacks, e.g. a saved page that holds only the top-1, else null).
  */
 export function splitDetails(res) {
   const n = res.cells.length;
@@ -68,6 +69,7 @@ export function splitDetails(res) {
       probs: Array.from(res.probs.data.subarray(i * k, (i + 1) * k)),
       entropy: res.entropy.data[i], target_prob: res.target_prob.data[i], target_rank: res.target_rank.data[i],
       clean_prob: res.clean_prob ? res.clean_prob.data[i] : null, clean_rank: res.clean_rank ? res.clean_rank.data[i] : null,
+      note: typeof res.note === "string" ? res.note : null,
     });
   }
   return out;
@@ -226,10 +228,11 @@ function vocabStr(data, idx) {
   return data.vocab[idx] ?? "";
 }
 
-/** Top-k rows of a cell (its fetched details) as DOM (token text, probability). */
+/** Top-k rows of a cell (its fetched details) as DOM (token text, probability), and the answer's note if any. */
 function topkTable(d) {
-  return h("table", {}, d.tokens.map((tok, j) => h("tr", {},
+  const table = h("table", {}, d.tokens.map((tok, j) => h("tr", {},
     h("td", {}, h("span", { class: "mri-lens-tok" }, JSON.stringify(tok))), h("td", {}, fmt(d.probs[j], 3)))));
+  return d.note ? [table, h("div", { class: "mri-muted mri-lens-note" }, d.note)] : [table];
 }
 
 function cellSummary(ctx, layer, pos) {
@@ -241,7 +244,7 @@ function cellSummary(ctx, layer, pos) {
     h("div", {}, `#${pos} `, h("span", { class: "mri-lens-tok" }, JSON.stringify(data.tokens[pos])),
       isGenerated(data, pos) ? " (generated)" : "", ` · layer ${lname} (${where})`),
     detailSlot(ctx, layer, pos, (d) => [
-      topkTable(d),
+      ...topkTable(d),
       h("div", {}, "target ", h("span", { class: "mri-lens-tok" }, JSON.stringify(tgt)),
         `: p = ${fmt(d.target_prob, 3)}, rank ${d.target_rank}`),
       ...beforeAfter(data, d),
@@ -454,7 +457,7 @@ function buildImage(ctx) {
     const best = data.best_layer.data[pos];
     return { pos, best, content: [
       h("div", {}, `patch (${Math.floor(i / gw)}, ${i % gw}) · token #${pos} · best layer ${data.layer_names[best]}`),
-      detailSlot(ctx, best, pos, (det) => [topkTable(det)]),
+      detailSlot(ctx, best, pos, (det) => topkTable(det)),
     ] };
   };
   const show = (i, locked) => {
