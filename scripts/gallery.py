@@ -128,9 +128,9 @@ def shoot(page, root, extras, path: Path, pad: int = 6, bottom=None) -> None:
 def act_lens(page, server, nb):
     root = page.locator(".mri-lens_table")
     _scroll_top(page, root)
-    # the last prompt position's cell where the model commits to its first generated token
     n = int(_eval(server, nb, "w.result.n_prompt"))
-    cell = root.locator(f".mri-lens-cell.mri-lens-commit[data-pos='{n - 1}']").first
+    # layer 19 of the last prompt token (" is"): far enough above the bottom that its tooltip fits
+    cell = root.locator(f".mri-lens-cell[data-layer='19'][data-pos='{n - 1}']").first
     cell.hover()
     return [_tooltip(page, ".mri-lens_table .mri-tooltip")]
 
@@ -221,6 +221,10 @@ def act_explorer(page, server, nb):
     lens.locator(".mri-lens-cell").first.wait_for(state="visible", timeout=60000)
     page.locator(".mri-interventions .mri-iv-entry").first.wait_for(state="visible", timeout=60000)
     _settle(page, 1500)
+    # show the last layers, where ' Paris' appears: scroll the table to its right end
+    lens.evaluate("el => el.querySelectorAll('*').forEach(e => { if (e.scrollWidth > e.clientWidth + 4)"
+                  " e.scrollLeft = e.scrollWidth; })")
+    _settle(page, 500)
     return []
 
 
