@@ -4,7 +4,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-browser js lint test test-fast test-js demo bench clean
+.PHONY: setup setup-browser js lint test test-fast test-js demo bench gallery clean
 
 ## setup: Python package with test extras, bqplot (charts), the offline demo models, and the JS toolchain
 setup:
@@ -24,7 +24,7 @@ test: setup setup-browser lint test-js
 ## lint: ruff (Python: pyflakes, pycodestyle errors, bugbear) and biome (the views), as configured in
 ## pyproject.toml and js/biome.json
 lint:
-	$(PY) -m ruff check mri_widgets tests benchmarks
+	$(PY) -m ruff check mri_widgets tests benchmarks scripts
 	cd js && npx biome lint --error-on-warnings
 
 test-js:
@@ -44,6 +44,11 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+## gallery: the README's pictures (notebooks/gallery/*.png), each view on the demo model in JupyterLab
+## + headless Chromium; `make gallery GALLERY="lens_table head_map"` remakes only those
+gallery: setup setup-browser
+	$(PY) scripts/gallery.py $(GALLERY)
 
 clean:
 	rm -rf build dist *.egg-info tests/e2e/artifacts .pytest_cache
