@@ -292,16 +292,11 @@ class ActivationAreas:
         import os
         import zipfile
 
-        from .neurons import NeuronScanError, _read_npy
+        from .neurons import NeuronScanError, _read_npy, open_npz
 
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {path!r}")
         bad = f"{path!r} is not an ActivationAreas file (write one with ActivationAreas.save or mri-widgets areas)"
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
-            raise ValueError(f"{bad}: not a .npz (zip) archive ({e})") from None
+        zf = open_npz(path, bad, ValueError)
         try:
             with zf:
                 infos = {}

@@ -620,13 +620,8 @@ class NeuronScan:
         import zipfile
 
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {path!r}")
         not_scan = f"{path!r} is not a NeuronScan file (write one with NeuronScan.save)"
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
-            raise NeuronScanError(f"{not_scan}: not a .npz (zip) archive ({e})") from None
+        zf = open_npz(path, not_scan, NeuronScanError)
         with zf:
             try:
                 return cls._load_members(zf, path, not_scan)
@@ -744,6 +739,18 @@ def _check_meta(meta: dict, not_scan: str) -> dict:
         raise NeuronScanError(f"{not_scan}: metadata 'model_name' must be a string, got {type(name).__name__}")
     out["model_name"] = name
     return out
+
+
+def open_npz(path: str, not_what: str, error: type):
+    """``path`` opened as a zip archive (a ``.npz``), or FileNotFoundError / ``error(not_what: ...)``."""
+    import zipfile
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path!r}")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise error(f"{not_what}: not a .npz (zip) archive ({e})") from None
 
 
 def _read_npy(zf, info, dtype, shape, max_bytes, not_scan: str) -> np.ndarray:
