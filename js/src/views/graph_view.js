@@ -223,6 +223,8 @@ function draw(ctx) {
     },
     out() { ctx.state.hover = null; tip.hide(); },
   });
+  // cytoscape sends no mouseout when the pointer leaves the canvas straight from a node
+  canvas.addEventListener("mouseleave", () => { ctx.state.hover = null; tip.hide(); });
   ctx.state.graph = graph;
   root.__cy = graph.cy;
   canvas.__cy = graph.cy;
