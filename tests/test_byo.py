@@ -247,3 +247,52 @@ def test_patching_to_pandas_one_row_per_cell(site):
             assert row["head"] == c and row["position"] == -1
         else:
             assert row["position"] == res.positions[c] and row["head"] == -1
+
+
+def test_layer_grid_from_counts_matches_the_model_path():
+    from mri_widgets.analysis.areas import ActivationAreas
+    from mri_widgets.datasets import emotions
+
+    corpus = emotions()[::20]
+    areas = ActivationAreas(tiny_model("gpt2"), corpus, grid=4, layers=[0, 2, 3], progress=False)
+    real = mw.LayerGrid(areas, mode="all")
+    mine = mw.LayerGrid.from_counts(areas.region_ids.T, corpus.labels, grid=4, layer_names=areas.layers,
+                                    label_names=corpus.label_names, texts=corpus.texts, layer_ids=areas.layer_ids,
+                                    mode="all")
+    a, b = real.data, mine.data
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != "title":
+            np.testing.assert_array_equal(np.asarray(b[key]), np.asarray(a[key]), err_msg=key)
+    np.testing.assert_array_equal(mine.counts, areas.counts())
+    for layer, region in ((2, int(areas.region_ids[1, 0])), (3, int(areas.region_ids[2, 5]))):
+        ra, rb = real.region_members(layer, region), mine.region_members(layer, region)
+        np.testing.assert_array_equal(rb["docs"], ra["docs"])
+        for x, y in zip(ra["regions"], rb["regions"]):
+            np.testing.assert_array_equal(y, x)
+        # examples: the region's documents (corpus order without coordinates)
+        assert {e["text"] for e in mine.region_examples(layer, region, 100)} == \
+            {e["text"] for e in real.region_examples(layer, region, 100)}
+
+
+def test_layer_grid_from_counts_hand_computed_and_errors():
+    regions = np.array([[0, 3], [0, 2], [1, 3]])  # 3 docs, 2 layers, grid 2
+    g = mw.LayerGrid.from_counts(regions, ["a", "b", "a"], grid=2)
+    assert g.layer_names == ["layer 0", "layer 1"] and g.label_names == ["a", "b"] and g.label_totals == [2, 1]
+    c = g.counts  # (layers, labels, grid, grid); region = row * grid + col
+    assert c[0, 0].tolist() == [[1, 1], [0, 0]] and c[0, 1].tolist() == [[1, 0], [0, 0]]
+    assert c[1, 0].tolist() == [[0, 0], [0, 2]] and c[1, 1].tolist() == [[0, 0], [1, 0]]
+    assert g.region_members(0, 0)["docs"].tolist() == [0, 1]
+    assert g.region_examples(1, 3) == [{"text": "document 0", "label": "a"}, {"text": "document 2", "label": "a"}]
+    with pytest.raises(ValueError, match=r"expected \(n_docs, n_layers\)"):
+        mw.LayerGrid.from_counts(np.zeros(3, int), ["a", "b", "a"], grid=2)
+    with pytest.raises(ValueError, match="one label per document"):
+        mw.LayerGrid.from_counts(regions, ["a", "b"], grid=2)
+    with pytest.raises(ValueError, match=r"region ids must be in 0\.\.3"):
+        mw.LayerGrid.from_counts(regions + 2, ["a", "b", "a"], grid=2)
+    with pytest.raises(ValueError, match="layer_names must be 2 names"):
+        mw.LayerGrid.from_counts(regions, ["a", "b", "a"], grid=2, layer_names=["x"])
+    with pytest.raises(ValueError, match="integers"):
+        mw.LayerGrid.from_counts(regions + 0.5, ["a", "b", "a"], grid=2)
+    with pytest.raises(ValueError, match="from_pooled"):
+        g.areas.save("/nonexistent.npz")
