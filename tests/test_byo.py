@@ -296,3 +296,51 @@ def test_layer_grid_from_counts_hand_computed_and_errors():
         mw.LayerGrid.from_counts(regions + 0.5, ["a", "b", "a"], grid=2)
     with pytest.raises(ValueError, match="from_pooled"):
         g.areas.save("/nonexistent.npz")
+
+
+def test_head_map_from_distances_matches_the_model_path():
+    lm = tiny_model("gpt2")
+    texts = ["the cat sat on the mat", "a dog ran home"]
+    real = mw.HeadMap(lm, texts)
+    D = mw.head_distances(lm, texts)
+    st = real.stats
+    mine = mw.HeadMap.from_distances(D, n_layers=st.n_layers, n_heads=st.n_heads, scores=st.scores,
+                                     model_name=real.model_name)
+    a, b = real.data, mine.data
+    np.testing.assert_allclose(b["x"], a["x"], atol=1e-5)
+    np.testing.assert_allclose(b["y"], a["y"], atol=1e-5)
+    for key in ("layer", "head", "score_names", "score_help", "n_layers", "n_heads", "model_name"):
+        assert np.asarray(b[key]).tolist() == np.asarray(a[key]).tolist(), key
+    for k, v in a["scores"].items():
+        np.testing.assert_array_equal(b["scores"][k], v)
+    assert b["examples"] == [] and b["n_examples"] == 0
+    # no model: the pattern panel gets a clear note, selection still works
+    with pytest.raises(ValueError, match=r"HeadMap\(model, texts\)"):
+        mine.pattern(1, 0)
+    mine.picked = [[1, 1], [0, 0]]
+    assert mine.picked_heads() == [(0, 0), (1, 1)]
+    # without scores: coloured by layer only
+    bare = mw.HeadMap.from_distances(D, n_layers=st.n_layers, n_heads=st.n_heads)
+    assert bare.score_names == [] and bare.scores == {}
+    np.testing.assert_allclose(bare.x, real.x, atol=1e-5)
+
+
+def test_head_map_from_distances_errors():
+    D = np.array([[0.0, 1, 2, 3], [1, 0, 1, 2], [2, 1, 0, 1], [3, 2, 1, 0]])
+    hm = mw.HeadMap.from_distances(D, n_layers=2, n_heads=2)
+    # four points on a line, squared distances 0..3 -> MDS of sqrt: a 1-D configuration is recovered
+    x = np.asarray(hm.x, dtype=float)
+    assert np.all(np.diff(x) > 0) or np.all(np.diff(x) < 0)
+    with pytest.raises(ValueError, match=r"expected \(6, 6\)"):
+        mw.HeadMap.from_distances(D, n_layers=2, n_heads=3)
+    with pytest.raises(ValueError, match="not symmetric"):
+        mw.HeadMap.from_distances(np.triu(D), n_layers=2, n_heads=2)
+    with pytest.raises(ValueError, match="negative"):
+        mw.HeadMap.from_distances(-D, n_layers=2, n_heads=2)
+    with pytest.raises(ValueError, match="NaN"):
+        mw.HeadMap.from_distances(D * np.nan, n_layers=2, n_heads=2)
+    with pytest.raises(ValueError, match="exactly the keys"):
+        mw.HeadMap.from_distances(D, n_layers=2, n_heads=2, scores={"entropy": np.zeros((2, 2))})
+    from mri_widgets.analysis.heads import SCORE_NAMES
+    with pytest.raises(ValueError, match=r"expected \(n_layers, n_heads\) = \(2, 2\)"):
+        mw.HeadMap.from_distances(D, n_layers=2, n_heads=2, scores={k: np.zeros(4) for k in SCORE_NAMES})
