@@ -344,3 +344,77 @@ def test_head_map_from_distances_errors():
     from mri_widgets.analysis.heads import SCORE_NAMES
     with pytest.raises(ValueError, match=r"expected \(n_layers, n_heads\) = \(2, 2\)"):
         mw.HeadMap.from_distances(D, n_layers=2, n_heads=2, scores={k: np.zeros(4) for k in SCORE_NAMES})
+
+
+def test_neuron_viewer_from_examples_matches_the_model_path():
+    from mri_widgets.analysis.neurons import NeuronScan
+    from mri_widgets.testing import SAMPLE_TEXTS
+
+    lm = tiny_model("gpt2")
+    scan = NeuronScan.run(lm, SAMPLE_TEXTS[:6], k=3, layers=[0, 1], progress=False)
+    real = mw.NeuronViewer(scan, lm)
+    top, bottom = {}, {}
+    for l, n in ((0, 2), (1, 5), (1, 0)):
+        ex = real.examples(l, n)
+        top[(l, n)] = [(e["tokens"], e["acts"]["mlp"]) for e in ex["top"]]
+        bottom[(l, n)] = [(e["tokens"], e["acts"]["mlp"]) for e in ex["bottom"]]
+    mine = mw.NeuronViewer.from_examples(top, bottom, d_mlp=lm.d_mlp, model_name="x", layer=1, neuron=5)
+    # one text: the given examples are all the scanned tokens, so the statistics match the scan's
+    one = NeuronScan.run(lm, SAMPLE_TEXTS[:1], k=1, layers=[1], progress=False)
+    one_real = mw.NeuronViewer(one, lm, layer=1, neuron=3)
+    e = one_real.examples(1, 3)["top"][0]
+    one_mine = mw.NeuronViewer.from_examples({(1, 3): [(e["tokens"], e["acts"]["mlp"])]}, layer=1, neuron=3)
+    np.testing.assert_array_equal(one_mine.hist, one_real.hist)
+    for key in ("max", "min", "mean", "freq_positive"):
+        assert one_mine.stats[key] == pytest.approx(one_real.stats[key], rel=1e-5, abs=1e-6), key
+    assert mine.layers == [0, 1] and mine.d_mlp == lm.d_mlp and not mine.has_model and mine.has_texts
+    assert "given examples" in mine.note and mine.effect is None and "needs a model" in mine.effect_note
+    for l, n in top:
+        mine.go(l, n)
+        real.go(l, n)
+        ra, rb = real.examples(l, n), mine.examples(l, n)
+        for side in ("top", "bottom"):
+            a, b = getattr(real, side), getattr(mine, side)
+            assert [x["position"] for x in b] == [x["position"] for x in a]
+            np.testing.assert_allclose([x["value"] for x in b], [x["value"] for x in a], rtol=1e-5, atol=1e-5)
+            assert [x["tokens"] for x in rb[side]] == [x["tokens"] for x in ra[side]]
+            for x, y in zip(ra[side], rb[side]):
+                np.testing.assert_array_equal(y["acts"]["mlp"], x["acts"]["mlp"])
+            assert [mine.scan.texts[x["text"]] for x in b] == ["".join(x["tokens"]) for x in ra[side]]
+        # statistics of the given examples' tokens
+        toks = {ti: a for ex in (top[(l, n)], bottom[(l, n)]) for ti, a in ((tuple(t), tuple(a)) for t, a in ex)}
+        x = np.concatenate([np.asarray(a, np.float64) for a in toks.values()])
+        assert mine.stats["max"] == pytest.approx(x.max()) and mine.stats["min"] == pytest.approx(x.min())
+        assert mine.stats["mean"] == pytest.approx(x.mean()) and mine.stats["freq_positive"] == pytest.approx((x > 0).mean())
+        assert mine.hist.sum() == len(x)
+
+
+def test_neuron_viewer_from_examples_hand_computed_and_errors():
+    top = [[(["a", " b"], [0.5, 2.0]), (["c"], [3.0])], []]  # layer 0: neuron 0 has two texts, neuron 1 none
+    v = mw.NeuronViewer.from_examples(top)
+    assert v.d_mlp == 2 and v.layers == [0]
+    assert [(x["value"], x["position"]) for x in v.top] == [(3.0, 0), (2.0, 1)]  # strongest first
+    assert [v.scan.texts[x["text"]] for x in v.top] == ["c", "a b"]
+    assert v.stats["mean"] == pytest.approx(5.5 / 3) and v.stats["freq_positive"] == 1.0
+    edges = np.array(v.hist_edges)
+    assert v.hist[np.searchsorted(edges, 2.0, side="right")] == 2 and v.hist.sum() == 3  # 2 and 3: one octave
+    w = mw.NeuronViewer.from_examples([[(["a", "b", "c"], [-2.0, -1.5, 0.0])]])
+    c = len(w.hist) // 2
+    # magnitude octaves as the scan bins them: |-1.5| in [1, 2) is octave 0, |-2| in [2, 4) octave 1
+    assert w.hist[c] == 1 and w.hist[c - 11] == 1 and w.hist[c - 12] == 1
+    v.go(0, 1)
+    assert v.top == [] and v.stats["max"] is None
+    from mri_widgets.widgets.neuron_viewer import NeuronViewerError
+
+    with pytest.raises(NeuronViewerError, match="one activation per token"):
+        mw.NeuronViewer.from_examples([[(["a", "b"], [1.0])]])
+    with pytest.raises(NeuronViewerError, match="list of str"):
+        mw.NeuronViewer.from_examples([[("ab", [1.0, 2.0])]])
+    with pytest.raises(NeuronViewerError, match=r"\(layer, neuron\) pairs"):
+        mw.NeuronViewer.from_examples({3: [(["a"], [1.0])]})
+    with pytest.raises(NeuronViewerError, match="d_mlp must be an int >= 2"):
+        mw.NeuronViewer.from_examples(top, d_mlp=1)
+    with pytest.raises(NeuronViewerError, match="no examples"):
+        mw.NeuronViewer.from_examples({})
+    with pytest.raises(NeuronViewerError, match="NaN"):
+        mw.NeuronViewer.from_examples([[(["a"], [np.nan])]])
