@@ -282,7 +282,7 @@ def test_layer_grid_from_counts_hand_computed_and_errors():
     c = g.counts  # (layers, labels, grid, grid); region = row * grid + col
     assert c[0, 0].tolist() == [[1, 1], [0, 0]] and c[0, 1].tolist() == [[1, 0], [0, 0]]
     assert c[1, 0].tolist() == [[0, 0], [0, 2]] and c[1, 1].tolist() == [[0, 0], [1, 0]]
-    assert g.region_members(0, 0)["docs"].tolist() == [0, 1]
+    assert g.title == "regions \u00b7 3 documents" and g.region_members(0, 0)["docs"].tolist() == [0, 1]
     assert g.region_examples(1, 3) == [{"text": "document 0", "label": "a"}, {"text": "document 2", "label": "a"}]
     with pytest.raises(ValueError, match=r"expected \(n_docs, n_layers\)"):
         mw.LayerGrid.from_counts(np.zeros(3, int), ["a", "b", "a"], grid=2)
