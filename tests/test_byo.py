@@ -247,3 +247,174 @@ def test_patching_to_pandas_one_row_per_cell(site):
             assert row["head"] == c and row["position"] == -1
         else:
             assert row["position"] == res.positions[c] and row["head"] == -1
+
+
+def test_layer_grid_from_counts_matches_the_model_path():
+    from mri_widgets.analysis.areas import ActivationAreas
+    from mri_widgets.datasets import emotions
+
+    corpus = emotions()[::20]
+    areas = ActivationAreas(tiny_model("gpt2"), corpus, grid=4, layers=[0, 2, 3], progress=False)
+    real = mw.LayerGrid(areas, mode="all")
+    mine = mw.LayerGrid.from_counts(areas.region_ids.T, corpus.labels, grid=4, layer_names=areas.layers,
+                                    label_names=corpus.label_names, texts=corpus.texts, layer_ids=areas.layer_ids,
+                                    mode="all")
+    a, b = real.data, mine.data
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != "title":
+            np.testing.assert_array_equal(np.asarray(b[key]), np.asarray(a[key]), err_msg=key)
+    np.testing.assert_array_equal(mine.counts, areas.counts())
+    for layer, region in ((2, int(areas.region_ids[1, 0])), (3, int(areas.region_ids[2, 5]))):
+        ra, rb = real.region_members(layer, region), mine.region_members(layer, region)
+        np.testing.assert_array_equal(rb["docs"], ra["docs"])
+        for x, y in zip(ra["regions"], rb["regions"]):
+            np.testing.assert_array_equal(y, x)
+        # examples: the region's documents (corpus order without coordinates)
+        assert {e["text"] for e in mine.region_examples(layer, region, 100)} == \
+            {e["text"] for e in real.region_examples(layer, region, 100)}
+
+
+def test_layer_grid_from_counts_hand_computed_and_errors():
+    regions = np.array([[0, 3], [0, 2], [1, 3]])  # 3 docs, 2 layers, grid 2
+    g = mw.LayerGrid.from_counts(regions, ["a", "b", "a"], grid=2)
+    assert g.layer_names == ["layer 0", "layer 1"] and g.label_names == ["a", "b"] and g.label_totals == [2, 1]
+    c = g.counts  # (layers, labels, grid, grid); region = row * grid + col
+    assert c[0, 0].tolist() == [[1, 1], [0, 0]] and c[0, 1].tolist() == [[1, 0], [0, 0]]
+    assert c[1, 0].tolist() == [[0, 0], [0, 2]] and c[1, 1].tolist() == [[0, 0], [1, 0]]
+    assert g.title == "regions \u00b7 3 documents" and g.region_members(0, 0)["docs"].tolist() == [0, 1]
+    assert g.region_examples(1, 3) == [{"text": "document 0", "label": "a"}, {"text": "document 2", "label": "a"}]
+    with pytest.raises(ValueError, match=r"expected \(n_docs, n_layers\)"):
+        mw.LayerGrid.from_counts(np.zeros(3, int), ["a", "b", "a"], grid=2)
+    with pytest.raises(ValueError, match="one label per document"):
+        mw.LayerGrid.from_counts(regions, ["a", "b"], grid=2)
+    with pytest.raises(ValueError, match=r"region ids must be in 0\.\.3"):
+        mw.LayerGrid.from_counts(regions + 2, ["a", "b", "a"], grid=2)
+    with pytest.raises(ValueError, match="layer_names must be 2 names"):
+        mw.LayerGrid.from_counts(regions, ["a", "b", "a"], grid=2, layer_names=["x"])
+    with pytest.raises(ValueError, match="integers"):
+        mw.LayerGrid.from_counts(regions + 0.5, ["a", "b", "a"], grid=2)
+    with pytest.raises(ValueError, match="from_pooled"):
+        g.areas.save("/nonexistent.npz")
+
+
+def test_head_map_from_distances_matches_the_model_path():
+    lm = tiny_model("gpt2")
+    texts = ["the cat sat on the mat", "a dog ran home"]
+    real = mw.HeadMap(lm, texts)
+    D = mw.head_distances(lm, texts)
+    st = real.stats
+    mine = mw.HeadMap.from_distances(D, n_layers=st.n_layers, n_heads=st.n_heads, scores=st.scores,
+                                     model_name=real.model_name)
+    a, b = real.data, mine.data
+    np.testing.assert_allclose(b["x"], a["x"], atol=1e-5)
+    np.testing.assert_allclose(b["y"], a["y"], atol=1e-5)
+    for key in ("layer", "head", "score_names", "score_help", "n_layers", "n_heads", "model_name"):
+        assert np.asarray(b[key]).tolist() == np.asarray(a[key]).tolist(), key
+    for k, v in a["scores"].items():
+        np.testing.assert_array_equal(b["scores"][k], v)
+    assert b["examples"] == [] and b["n_examples"] == 0
+    # no model: the pattern panel gets a clear note, selection still works
+    with pytest.raises(ValueError, match=r"HeadMap\(model, texts\)"):
+        mine.pattern(1, 0)
+    mine.picked = [[1, 1], [0, 0]]
+    assert mine.picked_heads() == [(0, 0), (1, 1)]
+    # without scores: coloured by layer only
+    bare = mw.HeadMap.from_distances(D, n_layers=st.n_layers, n_heads=st.n_heads)
+    assert bare.score_names == [] and bare.scores == {}
+    np.testing.assert_allclose(bare.x, real.x, atol=1e-5)
+
+
+def test_head_map_from_distances_errors():
+    D = np.array([[0.0, 1, 2, 3], [1, 0, 1, 2], [2, 1, 0, 1], [3, 2, 1, 0]])
+    hm = mw.HeadMap.from_distances(D, n_layers=2, n_heads=2)
+    # four points on a line, squared distances 0..3 -> MDS of sqrt: a 1-D configuration is recovered
+    x = np.asarray(hm.x, dtype=float)
+    assert np.all(np.diff(x) > 0) or np.all(np.diff(x) < 0)
+    with pytest.raises(ValueError, match=r"expected \(6, 6\)"):
+        mw.HeadMap.from_distances(D, n_layers=2, n_heads=3)
+    with pytest.raises(ValueError, match="not symmetric"):
+        mw.HeadMap.from_distances(np.triu(D), n_layers=2, n_heads=2)
+    with pytest.raises(ValueError, match="negative"):
+        mw.HeadMap.from_distances(-D, n_layers=2, n_heads=2)
+    with pytest.raises(ValueError, match="NaN"):
+        mw.HeadMap.from_distances(D * np.nan, n_layers=2, n_heads=2)
+    with pytest.raises(ValueError, match="exactly the keys"):
+        mw.HeadMap.from_distances(D, n_layers=2, n_heads=2, scores={"entropy": np.zeros((2, 2))})
+    from mri_widgets.analysis.heads import SCORE_NAMES
+    with pytest.raises(ValueError, match=r"expected \(n_layers, n_heads\) = \(2, 2\)"):
+        mw.HeadMap.from_distances(D, n_layers=2, n_heads=2, scores={k: np.zeros(4) for k in SCORE_NAMES})
+
+
+def test_neuron_viewer_from_examples_matches_the_model_path():
+    from mri_widgets.analysis.neurons import NeuronScan
+    from mri_widgets.testing import SAMPLE_TEXTS
+
+    lm = tiny_model("gpt2")
+    scan = NeuronScan.run(lm, SAMPLE_TEXTS[:6], k=3, layers=[0, 1], progress=False)
+    real = mw.NeuronViewer(scan, lm)
+    top, bottom = {}, {}
+    for l, n in ((0, 2), (1, 5), (1, 0)):
+        ex = real.examples(l, n)
+        top[(l, n)] = [(e["tokens"], e["acts"]["mlp"]) for e in ex["top"]]
+        bottom[(l, n)] = [(e["tokens"], e["acts"]["mlp"]) for e in ex["bottom"]]
+    mine = mw.NeuronViewer.from_examples(top, bottom, d_mlp=lm.d_mlp, model_name="x", layer=1, neuron=5)
+    # one text: the given examples are all the scanned tokens, so the statistics match the scan's
+    one = NeuronScan.run(lm, SAMPLE_TEXTS[:1], k=1, layers=[1], progress=False)
+    one_real = mw.NeuronViewer(one, lm, layer=1, neuron=3)
+    e = one_real.examples(1, 3)["top"][0]
+    one_mine = mw.NeuronViewer.from_examples({(1, 3): [(e["tokens"], e["acts"]["mlp"])]}, layer=1, neuron=3)
+    np.testing.assert_array_equal(one_mine.hist, one_real.hist)
+    for key in ("max", "min", "mean", "freq_positive"):
+        assert one_mine.stats[key] == pytest.approx(one_real.stats[key], rel=1e-5, abs=1e-6), key
+    assert mine.layers == [0, 1] and mine.d_mlp == lm.d_mlp and not mine.has_model and mine.has_texts
+    assert "given examples" in mine.note and mine.effect is None and "needs a model" in mine.effect_note
+    for l, n in top:
+        mine.go(l, n)
+        real.go(l, n)
+        ra, rb = real.examples(l, n), mine.examples(l, n)
+        for side in ("top", "bottom"):
+            a, b = getattr(real, side), getattr(mine, side)
+            assert [x["position"] for x in b] == [x["position"] for x in a]
+            np.testing.assert_allclose([x["value"] for x in b], [x["value"] for x in a], rtol=1e-5, atol=1e-5)
+            assert [x["tokens"] for x in rb[side]] == [x["tokens"] for x in ra[side]]
+            for x, y in zip(ra[side], rb[side]):
+                np.testing.assert_array_equal(y["acts"]["mlp"], x["acts"]["mlp"])
+            assert [mine.scan.texts[x["text"]] for x in b] == ["".join(x["tokens"]) for x in ra[side]]
+        # statistics of the given examples' tokens
+        toks = {ti: a for ex in (top[(l, n)], bottom[(l, n)]) for ti, a in ((tuple(t), tuple(a)) for t, a in ex)}
+        x = np.concatenate([np.asarray(a, np.float64) for a in toks.values()])
+        assert mine.stats["max"] == pytest.approx(x.max()) and mine.stats["min"] == pytest.approx(x.min())
+        assert mine.stats["mean"] == pytest.approx(x.mean()) and mine.stats["freq_positive"] == pytest.approx((x > 0).mean())
+        assert mine.hist.sum() == len(x)
+
+
+def test_neuron_viewer_from_examples_hand_computed_and_errors():
+    top = [[(["a", " b"], [0.5, 2.0]), (["c"], [3.0])], []]  # layer 0: neuron 0 has two texts, neuron 1 none
+    v = mw.NeuronViewer.from_examples(top)
+    assert v.d_mlp == 2 and v.layers == [0]
+    assert [(x["value"], x["position"]) for x in v.top] == [(3.0, 0), (2.0, 1)]  # strongest first
+    assert [v.scan.texts[x["text"]] for x in v.top] == ["c", "a b"]
+    assert v.stats["mean"] == pytest.approx(5.5 / 3) and v.stats["freq_positive"] == 1.0
+    edges = np.array(v.hist_edges)
+    assert v.hist[np.searchsorted(edges, 2.0, side="right")] == 2 and v.hist.sum() == 3  # 2 and 3: one octave
+    w = mw.NeuronViewer.from_examples([[(["a", "b", "c"], [-2.0, -1.5, 0.0])]])
+    c = len(w.hist) // 2
+    # magnitude octaves as the scan bins them: |-1.5| in [1, 2) is octave 0, |-2| in [2, 4) octave 1
+    assert w.hist[c] == 1 and w.hist[c - 11] == 1 and w.hist[c - 12] == 1
+    v.go(0, 1)
+    assert v.top == [] and v.stats["max"] is None
+    from mri_widgets.widgets.neuron_viewer import NeuronViewerError
+
+    with pytest.raises(NeuronViewerError, match="one activation per token"):
+        mw.NeuronViewer.from_examples([[(["a", "b"], [1.0])]])
+    with pytest.raises(NeuronViewerError, match="list of str"):
+        mw.NeuronViewer.from_examples([[("ab", [1.0, 2.0])]])
+    with pytest.raises(NeuronViewerError, match=r"\(layer, neuron\) pairs"):
+        mw.NeuronViewer.from_examples({3: [(["a"], [1.0])]})
+    with pytest.raises(NeuronViewerError, match="d_mlp must be an int >= 2"):
+        mw.NeuronViewer.from_examples(top, d_mlp=1)
+    with pytest.raises(NeuronViewerError, match="no examples"):
+        mw.NeuronViewer.from_examples({})
+    with pytest.raises(NeuronViewerError, match="NaN"):
+        mw.NeuronViewer.from_examples([[(["a"], [np.nan])]])

@@ -212,6 +212,9 @@ class ActivationAreas:
         >>> nd = areas.with_options(n_components=4)     # N-D mode (correlation graph)
         >>> coarse = areas.with_options(grid=5)
         """
+        if self.pooled is None:
+            raise ValueError("these regions were given (ActivationAreas.from_regions) without pooled vectors: "
+                             "with_options needs ActivationAreas.from_pooled or a model run")
         new = object.__new__(type(self))
         new.model, new.corpus, new.site, new.pool = self.model, self.corpus, self.site, self.pool
         new.pooled, new.layer_ids = self.pooled, list(self.layer_ids)
@@ -257,11 +260,56 @@ class ActivationAreas:
         new._fit(reduction, grid, n_components, seed, threshold, progress)
         return new
 
+    @classmethod
+    def from_regions(cls, corpus: Corpus, region_ids, grid: int, *, layer_ids=None, layer_names=None,
+                     site: str = "resid", pool: str = "mean") -> "ActivationAreas":
+        """Regions assigned elsewhere: ``region_ids`` (n_layers, n_docs) ints in ``0 .. grid**2 - 1``.
+
+        No pooled vectors or coordinates exist: :meth:`counts`, :meth:`docs`, :meth:`paths` and the
+        2-D :meth:`graph` work; :meth:`examples` lists a region's documents in corpus order;
+        :meth:`with_options`, :meth:`save` and the N-D mode need :meth:`from_pooled`.
+        ``layer_ids`` defaults to ``0 .. n_layers - 1``; ``layer_names`` to ``"layer 0"``, ....
+        """
+        if not isinstance(corpus, Corpus):
+            raise TypeError(f"corpus must be a mri_widgets.Corpus, got {type(corpus).__name__}")
+        grid = check_int(grid, "grid", min=1, max=MAX_GRID, hint=" (bins per axis: region ids are 0 .. grid**2 - 1)")
+        reg = np.asarray(region_ids)
+        if reg.ndim != 2 or reg.shape[1] != len(corpus) or reg.shape[0] < 1:
+            raise ValueError(f"region_ids has shape {reg.shape}; expected (n_layers, {len(corpus)}): one region per "
+                             "layer and document of the corpus")
+        if reg.dtype.kind not in "iu" and not (reg.dtype.kind == "f" and np.array_equal(reg, np.round(reg))):
+            raise ValueError(f"region ids must be integers (row * grid + col), got dtype {reg.dtype}")
+        if reg.size and (reg.min() < 0 or reg.max() >= grid * grid):
+            raise ValueError(f"region ids must be in 0..{grid * grid - 1} for grid={grid} (id = row * grid + col), "
+                             f"got {int(reg.min())}..{int(reg.max())}")
+        L = reg.shape[0]
+        layer_ids = list(range(L)) if layer_ids is None else [check_int(l, "layer id", min=0) for l in layer_ids]
+        if len(layer_ids) != L or len(set(layer_ids)) != L:
+            raise ValueError(f"layer_ids must be {L} distinct ints (one per row of region_ids), got {layer_ids}")
+        if layer_names is None:
+            layer_names = [f"layer {l}" for l in layer_ids]
+        elif isinstance(layer_names, str) or len(layer_names) != L:
+            raise ValueError(f"layer_names must be {L} names (one per row of region_ids), got {layer_names!r}")
+        new = object.__new__(cls)
+        new.model, new.corpus, new.pooled, new.coords = None, corpus, None, None
+        new.site = _check_choice(site, AREA_SITES, "site")
+        new.pool = _check_choice(pool, POOLS, "pool")
+        new.reduction, new.grid_size, new.n_components, new.seed, new.threshold = "given", grid, 2, 0, 0.0
+        new.mode = "2d"
+        new.layer_ids = layer_ids
+        new._pos = {l: i for i, l in enumerate(layer_ids)}
+        new.layers = [str(n) for n in layer_names]
+        new.region_ids = reg.astype(np.int64)
+        return new
+
     def save(self, path) -> None:
         """Write the pooled vectors, the corpus and the options to ``path`` (``.npz``, no pickle).
 
         :meth:`load` rebuilds the same regions (the reduction runs again, deterministically).
         """
+        if self.pooled is None:
+            raise ValueError("these regions were given (ActivationAreas.from_regions) without pooled vectors: "
+                             "save needs ActivationAreas.from_pooled or a model run")
         import json
         import os
 
@@ -421,6 +469,9 @@ class ActivationAreas:
         idx = self.docs(layer, region)
         if idx.size == 0 or k <= 0:
             return []
+        if self.coords is None:  # regions given without coordinates (from_regions): corpus order
+            return [{"index": int(i), "text": self.corpus.texts[i], "label": self.corpus.labels[i]}
+                    for i in idx[:int(k)]]
         pts = self.coords[self.layer_index(layer)][idx, :2]
         order = np.argsort(((pts - pts.mean(0)) ** 2).sum(1), kind="stable")[:int(k)]
         return [{"index": int(i), "text": self.corpus.texts[i], "label": self.corpus.labels[i]} for i in idx[order]]

@@ -140,10 +140,71 @@ class HeadMap(AblationControls):
         self._connect_interventions(interventions)
         self._push_data()
 
+    @classmethod
+    def from_distances(cls, D, *, n_layers: int, n_heads: int, scores: Optional[dict] = None,
+                       model_name: str = "", selection: Optional[Selection] = None) -> "HeadMap":
+        """A HeadMap from head distances computed elsewhere, without a model.
+
+        Parameters
+        ----------
+        D : (n_layers * n_heads, n_layers * n_heads) symmetric distances, head ``(layer, head)``
+            at row ``layer * n_heads + head`` (what :func:`mri_widgets.head_distances` returns);
+            placed by classical MDS as squared distances, as the model path does.
+        n_layers, n_heads : the sizes.
+        scores : optional ``{name: (n_layers, n_heads)}`` for every name of
+            :data:`~mri_widgets.analysis.heads.SCORE_NAMES` (colour and hover); without them the
+            points are coloured by layer only.
+        model_name : shown in the title.
+
+        Without a model there are no attention patterns: clicking a head still selects it, and
+        the pattern panel says that the patterns need ``HeadMap(model, texts)``.
+        """
+        from .._checks import check_int
+
+        L = check_int(n_layers, "n_layers", min=1)
+        H = check_int(n_heads, "n_heads", min=1)
+        D = np.asarray(D, dtype=np.float64)
+        if D.shape != (L * H, L * H):
+            raise ValueError(f"D has shape {D.shape}; expected ({L * H}, {L * H}) = (n_layers * n_heads) a side, "
+                             "head (layer, head) at row layer * n_heads + head")
+        if not np.isfinite(D).all():
+            raise ValueError("D has NaN or infinite entries")
+        if (D < 0).any():
+            raise ValueError("D has negative entries; distances are >= 0")
+        if not np.allclose(D, D.T, rtol=1e-6, atol=1e-9 * max(1.0, float(np.abs(D).max()))):
+            raise ValueError("D is not symmetric; pass (D + D.T) / 2 if it is a one-sided estimate")
+        if scores is None:
+            score_dict, names = {}, ()
+        else:
+            if not isinstance(scores, dict) or set(scores) != set(SCORE_NAMES):
+                raise ValueError(f"scores must be a dict with exactly the keys {SCORE_NAMES}, "
+                                 f"got {sorted(scores) if isinstance(scores, dict) else type(scores).__name__}")
+            score_dict = {}
+            for k in SCORE_NAMES:
+                v = np.asarray(scores[k], dtype=np.float64)
+                if v.shape != (L, H):
+                    raise ValueError(f"scores[{k!r}] has shape {v.shape}; expected (n_layers, n_heads) = ({L}, {H})")
+                score_dict[k] = v
+            names = SCORE_NAMES
+        self = cls.__new__(cls)
+        self._lm = None
+        self._model_name = str(model_name)
+        self._texts = []
+        self._max_length = None
+        self._cache, self._overviews, self._rules = OrderedDict(), OrderedDict(), None
+        self._score_names = names
+        self.stats = HeadStats(distances=D, scores=score_dict, n_layers=L, n_heads=H, n_examples=0)
+        self.coords = self.stats.embedding(2)
+        super(HeadMap, self).__init__(selection=selection)
+        self._connect_interventions(None)
+        self._push_data()
+        return self
+
     # ---- data --------------------------------------------------------------------------------
     def _push_data(self) -> None:
         st = self.stats
         L, H = st.n_layers, st.n_heads
+        names = getattr(self, "_score_names", SCORE_NAMES)
         layer = np.repeat(np.arange(L), H).astype(np.int32)
         head = np.tile(np.arange(H), L).astype(np.int32)
         self._set_data({
@@ -151,14 +212,14 @@ class HeadMap(AblationControls):
             "y": self.coords[:, 1].astype(np.float32),
             "layer": layer,
             "head": head,
-            "scores": {k: st.scores[k].reshape(-1).astype(np.float32) for k in SCORE_NAMES},
-            "score_names": list(SCORE_NAMES),
-            "score_help": [st.descriptions[k] for k in SCORE_NAMES],
+            "scores": {k: st.scores[k].reshape(-1).astype(np.float32) for k in names},
+            "score_names": list(names),
+            "score_help": [st.descriptions[k] for k in names],
             "n_layers": L,
             "n_heads": H,
             "n_examples": st.n_examples,
             "examples": [_preview(s) for s in self._texts],
-            "model_name": str(self._lm.name),
+            "model_name": str(self._lm.name) if self._lm is not None else self._model_name,
         })
 
     @property
@@ -241,6 +302,10 @@ class HeadMap(AblationControls):
         """Tokens, (H, n, d_head) queries and keys of one layer, and its rule (cached per example and layer)."""
         from ..models.attention import attention_rules
 
+        if self._lm is None:
+            raise ValueError("no attention patterns: this HeadMap was built from distances alone "
+                             "(HeadMap.from_distances); build it with HeadMap(model, texts) to see them")
+
         key = (ex, layer)
         hit = self._cache.get(key)
         if hit is not None:
@@ -288,6 +353,9 @@ class HeadMap(AblationControls):
         return int(layer), int(head)
 
     def _check_example(self, ex) -> int:
+        if self._lm is None:
+            raise ValueError("no attention patterns: this HeadMap was built from distances alone "
+                             "(HeadMap.from_distances); build it with HeadMap(model, texts) to see them")
         if isinstance(ex, bool) or not isinstance(ex, (int, np.integer)):
             raise TypeError(f"example must be an int, got {ex!r}")
         if not 0 <= ex < len(self._texts):
@@ -312,7 +380,7 @@ class HeadMap(AblationControls):
     def _valid_example(self, proposal):
         try:
             return self._check_example(proposal["value"])
-        except (TypeError, IndexError) as e:
+        except (TypeError, IndexError, ValueError) as e:
             raise t.TraitError(str(e)) from None
 
     @t.validate("color_by")

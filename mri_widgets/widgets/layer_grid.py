@@ -116,6 +116,48 @@ class LayerGrid(MRIWidget):
                      f"{len(areas.corpus)} documents",
         })
 
+    @classmethod
+    def from_counts(cls, regions, labels, *, grid: int, layer_names=None, label_names=None, texts=None,
+                    layer_ids=None, title: Optional[str] = None, **kwargs) -> "LayerGrid":
+        """A LayerGrid from region assignments made elsewhere, without a model.
+
+        Parameters
+        ----------
+        regions : (n_docs, n_layers) ints, each document's region per layer, ``row * grid + col``
+            in ``0 .. grid**2 - 1`` (row 0 is drawn at the bottom).
+        labels : (n_docs,) label of each document.
+        grid : regions per axis.
+        layer_names : a name per layer (default ``"layer 0"``, ...).
+        label_names : order of the labels (default as :class:`~mri_widgets.Corpus` sorts them).
+        texts : the documents' texts, for the hover examples (default ``"document i"``).
+        layer_ids : what ``selection.layer`` holds for each layer (default ``0 .. n_layers - 1``).
+        title : text above the heatmaps.
+        **kwargs : ``mode``, ``label``, ``labels``, ``cell``, ``selection`` as in the constructor.
+
+        The regions become an :class:`~mri_widgets.ActivationAreas`
+        (:meth:`~mri_widgets.ActivationAreas.from_regions`) at :attr:`areas`; the view's counts,
+        linked outlines and examples (in document order) work as with a model.
+        """
+        from ..analysis.areas import ActivationAreas
+        from ..corpus import Corpus
+
+        reg = np.asarray(regions)
+        if reg.ndim != 2:
+            raise ValueError(f"regions has shape {reg.shape}; expected (n_docs, n_layers): each document's region "
+                             "per layer")
+        if isinstance(labels, str) or len(labels) != reg.shape[0]:
+            raise ValueError(f"labels must have one label per document ({reg.shape[0]}, the rows of regions), "
+                             f"got {'a string' if isinstance(labels, str) else len(labels)}")
+        if texts is None:
+            texts = [f"document {i}" for i in range(reg.shape[0])]
+        elif isinstance(texts, str) or len(texts) != reg.shape[0]:
+            raise ValueError(f"texts must have one text per document ({reg.shape[0]}, the rows of regions)")
+        corpus = Corpus(list(texts), list(labels), label_names=label_names)
+        areas = ActivationAreas.from_regions(corpus, reg.T, grid, layer_ids=layer_ids, layer_names=layer_names)
+        w = cls(areas, **kwargs)
+        w.title = f"regions \u00b7 {len(corpus)} documents" if title is None else str(title)
+        return w
+
     @t.validate("mode")
     def _check_mode(self, proposal):
         v = proposal["value"]

@@ -167,6 +167,117 @@ class NeuronViewer(AblationControls):
         self.selection.observe(self._follow_selection, names=["layer", "neuron"])
         self._refresh()
 
+    #: from_examples: text index -> (tokens, activations) and (layer, neuron) -> stats of the given examples
+    _given: Optional[dict] = None
+    _given_stats: Optional[dict] = None
+
+    @classmethod
+    def from_examples(cls, top, bottom=None, *, d_mlp: Optional[int] = None, model_name: str = "",
+                      layer: Optional[int] = None, neuron: int = 0, selection: Optional[Selection] = None,
+                      window=(50, 10)) -> "NeuronViewer":
+        """A NeuronViewer from example texts with per-token activations computed elsewhere, no model.
+
+        Parameters
+        ----------
+        top : ``{(layer, neuron): [(tokens, acts), ...]}``, the texts where each neuron is highest;
+            ``tokens`` a list of str (joined they are the text), ``acts`` the neuron's activation at
+            each token (same length). A list ``[examples of neuron 0, examples of neuron 1, ...]``
+            means layer 0. Examples are ranked by their largest activation (strongest first).
+        bottom : the same for the texts where each neuron is lowest (ranked by their smallest
+            activation), optional.
+        d_mlp : neurons per layer (default: the largest neuron given + 1).
+        model_name : shown in the title.
+        layer, neuron, selection, window : as in the constructor.
+
+        The statistics and histogram are those of the given examples' tokens only (the view says
+        so); the output effect needs a model (``NeuronViewer(scan, model)``).
+        """
+        from ..analysis.neurons import _ARRAYS, N_BINS
+
+        def norm(arg, what):
+            if arg is None:
+                return {}
+            if isinstance(arg, (list, tuple)):
+                arg = {(0, n): ex for n, ex in enumerate(arg)}
+            if not isinstance(arg, dict):
+                raise TypeError(f"{what} must be a dict {{(layer, neuron): [(tokens, acts), ...]}} or a list over "
+                                f"the neurons of layer 0, got {type(arg).__name__}")
+            out = {}
+            for key, exs in arg.items():
+                if not (isinstance(key, tuple) and len(key) == 2
+                        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in key)):
+                    raise NeuronViewerError(f"{what} keys must be (layer, neuron) pairs of ints >= 0, got {key!r}")
+                rows = []
+                for j, ex in enumerate(exs):
+                    if not isinstance(ex, (list, tuple)) or len(ex) != 2:
+                        raise NeuronViewerError(f"{what}[{key}][{j}] must be a (tokens, acts) pair")
+                    toks, acts = ex
+                    if isinstance(toks, str) or not all(isinstance(x, str) for x in toks):
+                        raise NeuronViewerError(f"{what}[{key}][{j}]: tokens must be a list of str (one per token)")
+                    acts = np.asarray(acts, dtype=np.float32)
+                    if acts.shape != (len(toks),) or len(toks) == 0:
+                        raise NeuronViewerError(f"{what}[{key}][{j}]: acts has shape {acts.shape} but there are "
+                                                f"{len(toks)} tokens; give one activation per token (at least one)")
+                    if not np.isfinite(acts).all():
+                        raise NeuronViewerError(f"{what}[{key}][{j}]: acts has NaN or infinite values")
+                    rows.append((list(toks), acts))
+                out[(int(key[0]), int(key[1]))] = rows
+            return out
+
+        top, bottom = norm(top, "top"), norm(bottom, "bottom")
+        keys = sorted(set(top) | set(bottom))
+        if not keys:
+            raise NeuronViewerError("no examples: give top={(layer, neuron): [(tokens, acts), ...]}")
+        layers = sorted({l for l, _ in keys})
+        need = max(n for _, n in keys) + 1
+        if d_mlp is None:
+            d_mlp = need
+        elif isinstance(d_mlp, bool) or not isinstance(d_mlp, (int, np.integer)) or d_mlp < need:
+            raise NeuronViewerError(f"d_mlp must be an int >= {need} (the largest neuron given + 1), got {d_mlp!r}")
+        L, d = len(layers), int(d_mlp)
+        k = max(1, max(len(v) for v in list(top.values()) + list(bottom.values())))
+        arrays = {name: np.zeros(tuple({"L": L, "d": d, "k": k, "B": N_BINS, "4": 4}[c] for c in shape), dtype)
+                  for name, (dtype, shape) in _ARRAYS.items()}
+        for side, fill in (("top", -np.inf), ("bottom", np.inf)):
+            arrays[f"{side}_values"][:] = fill
+            arrays[f"{side}_texts"][:] = -1
+            arrays[f"{side}_positions"][:] = -1
+        texts, given, index = [], {}, {}
+        for side, lists in (("top", top), ("bottom", bottom)):
+            for (l, n), rows in lists.items():
+                li = layers.index(l)
+                ext = [(float(a.max()) if side == "top" else float(a.min()),
+                        int(a.argmax()) if side == "top" else int(a.argmin()), toks, a) for toks, a in rows]
+                ext.sort(key=lambda e: -e[0] if side == "top" else e[0])  # stable: given order on ties
+                for r, (v, pos, toks, a) in enumerate(ext):
+                    key = (tuple(toks), a.tobytes())
+                    if key not in index:
+                        index[key] = len(texts)
+                        texts.append("".join(toks))
+                        given[index[key]] = (toks, a)
+                    arrays[f"{side}_values"][li, n, r] = v
+                    arrays[f"{side}_texts"][li, n, r] = index[key]
+                    arrays[f"{side}_positions"][li, n, r] = pos
+        stats = {}
+        for l, n in keys:
+            ids = sorted({index[(tuple(t), a.tobytes())] for t, a in top.get((l, n), []) + bottom.get((l, n), [])})
+            if not ids:  # a neuron given with no examples: empty statistics
+                continue
+            x = np.concatenate([given[i][1] for i in ids]).astype(np.float64)
+            # the scan's bins: by magnitude octave, sign kept (|x| = 2**e goes to octave e on both sides)
+            pos = np.clip(np.searchsorted(HIST_EDGES, np.abs(x), side="right") - 1, 0, N_BINS - 1)
+            center = N_BINS // 2
+            hist = np.bincount(np.where(x < 0, 2 * center - pos, pos), minlength=N_BINS)
+            stats[(l, n)] = {"max": float(x.max()), "min": float(x.min()), "mean": float(x.mean()),
+                             "freq_positive": float((x > 0).mean()), "hist_counts": hist.tolist()}
+        scan = NeuronScan(layers=layers, d_mlp=d, k=k, n_texts=len(texts),
+                          n_tokens=sum(len(g[0]) for g in given.values()), gated=False, arrays=arrays,
+                          model_name=model_name or None, texts=texts)
+        self = cls.__new__(cls)
+        self._given, self._given_stats = given, stats
+        cls.__init__(self, scan, None, None, layer=layer, neuron=neuron, selection=selection, window=window)
+        return self
+
     # ---- validation -----------------------------------------------------------------------
     @t.validate("layer")
     def _check_layer(self, proposal):
@@ -274,7 +385,13 @@ class NeuronViewer(AblationControls):
         st = scan.stats(layer, neuron)
         effect, effect_note = self._effect(layer, neuron)
         note = ""
-        if self._texts is None:
+        if self._given is not None:
+            st = {**st, **self._given_stats.get((layer, neuron), {"max": None, "min": None, "mean": 0.0,
+                                                                   "freq_positive": 0.0,
+                                                                   "hist_counts": [0] * len(HIST_EDGES[1:])})}
+            effect_note = "built from examples (NeuronViewer.from_examples): the output effect needs a model"
+            note = "built from examples: the statistics are over the given examples' tokens only"
+        elif self._texts is None:
             note = "the scan did not keep its texts: pass texts= (the scanned texts) to see the examples"
         elif self._lm is None:
             note = "pass model= to colour the examples' tokens by activation"
@@ -336,6 +453,10 @@ class NeuronViewer(AblationControls):
         if self._texts is None:
             raise NeuronViewerError("the scan did not keep its texts: pass texts= to NeuronViewer")
         top, bottom = self._scan.top(layer, neuron), self._scan.bottom(layer, neuron)
+        if self._given is not None:  # from_examples: the given tokens and activations
+            given = lambda rows: [{"text": ti, "tokens": list(self._given[ti][0]),  # noqa: E731
+                                   "acts": {"mlp": self._given[ti][1]}} for _, ti, _ in rows]
+            return {"layer": layer, "neuron": neuron, "top": given(top), "bottom": given(bottom), "mismatch": 0.0}
         if self._lm is None:
             raw = lambda rows: [{"text": ti, "raw": self._texts[ti]} for _, ti, _ in rows]  # noqa: E731
             return {"layer": layer, "neuron": neuron, "top": raw(top), "bottom": raw(bottom), "mismatch": 0.0}
