@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -613,5 +613,3 @@ def corpus_mean(lm, texts, site: str, layers: list, *, progress: Optional[bool] 
     lm.capture(texts, sites=[site], layers=list(layers), reducer=reducer, progress=progress)
     return (total["sum"] / max(total["n"], 1)).float()
 
-
-Interventions = Union[Intervention, Sequence[Intervention]]
